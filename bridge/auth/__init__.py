@@ -1,0 +1,1 @@
+"""Inbound bearer-token and signed-JWT verification; authlib lives here only."""

@@ -1,0 +1,50 @@
+"""Opaque bearer tokens: generated once, stored only as a SHA-256 hash, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+READ = "scim:read"
+WRITE = "scim:write"
+ALL_SCOPES = (READ, WRITE)
+TOKEN_PREFIX = "brg_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the journal's actor, and what it may do."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def generate() -> str:
+    """A new random token (256 bits), shown once to the admin who creates it."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def matches(token: str, stored_digest: str) -> bool:
+    return hmac.compare_digest(digest(token), stored_digest)
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """``read`` / ``write`` (or the full ``scim:`` names); write implies read."""
+    scopes: set[str] = set()
+    for item in text.replace(",", " ").split():
+        name = item if item.startswith("scim:") else f"scim:{item}"
+        if name not in ALL_SCOPES:
+            raise ValueError(f"unknown scope {item!r}: use read or write")
+        scopes.add(name)
+    if WRITE in scopes:
+        scopes.add(READ)
+    return frozenset(scopes)

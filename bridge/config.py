@@ -1,0 +1,70 @@
+"""Settings of one bridge process, read from ``BRIDGE_*`` environment variables; frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///bridge.db"
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """Where signed-JWT bearer tokens are verified against (issuer, audience, keys)."""
+
+    jwks_url: str | None = None
+    key_file: Path | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    scope_claim: str = "scope"
+    leeway_seconds: int = 30
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwks_url or self.key_file)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a bridge process is configured with."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    scim_token: str | None = None
+    schemas_dir: Path = Path("schemas")
+    rules_dir: Path = Path("rules")
+    log_format: str = "text"
+    base_url: str | None = None
+    max_page_size: int = 200
+    max_bulk_operations: int = 1000
+    max_payload_bytes: int = 1_048_576
+    jwt: JwtSettings = field(default_factory=JwtSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (the process environment by default)."""
+        env = os.environ if env is None else env
+        log_format = env.get("BRIDGE_LOG_FORMAT", "text").lower()
+        if log_format not in ("json", "text"):
+            raise ValueError(f"BRIDGE_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
+        key_file = env.get("BRIDGE_JWT_KEY_FILE")
+        return cls(
+            database_url=env.get("BRIDGE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            scim_token=env.get("BRIDGE_SCIM_TOKEN") or None,
+            schemas_dir=Path(env.get("BRIDGE_SCHEMAS", "schemas")),
+            rules_dir=Path(env.get("BRIDGE_RULES", "rules")),
+            log_format=log_format,
+            base_url=env.get("BRIDGE_BASE_URL") or None,
+            max_page_size=int(env.get("BRIDGE_MAX_PAGE_SIZE", "200")),
+            max_bulk_operations=int(env.get("BRIDGE_MAX_BULK_OPERATIONS", "1000")),
+            max_payload_bytes=int(env.get("BRIDGE_MAX_PAYLOAD_BYTES", "1048576")),
+            jwt=JwtSettings(
+                jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
+                key_file=Path(key_file) if key_file else None,
+                issuer=env.get("BRIDGE_JWT_ISSUER") or None,
+                audience=env.get("BRIDGE_JWT_AUDIENCE") or None,
+                scope_claim=env.get("BRIDGE_JWT_SCOPE_CLAIM", "scope"),
+            ),
+        )

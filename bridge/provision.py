@@ -1,0 +1,515 @@
+"""Use cases of the SCIM surface: one transaction per change — apply, journal (DESIGN §2).
+
+Payloads are validated and PATCHes applied with scim2-models under the tolerant policy;
+group membership changes become row deltas and never load the group.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from scim2_models import Context
+from scim2_models import InvalidPathException
+from scim2_models import InvalidValueException
+from scim2_models import MutabilityException
+from scim2_models import NotFoundException
+from scim2_models import PatchOp
+from scim2_models import Path
+from scim2_models import PreconditionFailedException
+from scim2_models import Resource
+from scim2_models import SCIMException
+from scim2_models import UniquenessException
+from scim2_models.path import AttrPath
+from scim2_models.path import CompareOperator
+from scim2_models.path import Comparison
+from scim2_models.path import FilterNode
+from scim2_models.path import LogicalExpr
+from scim2_models.path import LogicalOperator
+from scim2_models.path import ValuePath
+
+from bridge.schemas import TOLERANT_POLICY
+from bridge.schemas import Catalog
+from bridge.schemas import scim_exception
+from bridge.store import journal
+from bridge.store.engine import Database
+from bridge.store.resources import Member
+from bridge.store.resources import Page
+from bridge.store.resources import Record
+from bridge.store.resources import ResourceStore
+from bridge.store.resources import UniquenessError
+
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+_NOT_IN_DOC = ("id", "meta", "members", "groups")
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who and what caused a write: the journal's actor and request id."""
+
+    actor: str
+    request_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What a write did: the record, and the journal seq it wrote (None: nothing changed)."""
+
+    record: Record
+    seq: int | None = None
+    tolerances: list[str] = field(default_factory=list)
+    members: list[Member] | None = None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_if_match(record: Record, if_match: str | None) -> None:
+    """RFC 7644 §3.14: a stale ``If-Match`` is 412 and nothing is written."""
+    if if_match is None:
+        return
+    tags = {tag.strip() for tag in if_match.split(",")}
+    if "*" in tags:
+        return
+    strong = record.etag.removeprefix("W/")
+    if record.etag not in tags and strong not in tags:
+        raise PreconditionFailedException(
+            detail=f"the resource is at version {record.etag}, not {if_match}"
+        )
+
+
+def _member_ids(value: Any) -> list[str]:
+    """Member ids from ``[{"value": id}, …]`` (or bare ids, as some clients send)."""
+    items = value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        member = item.get("value") if isinstance(item, dict) else item
+        if not isinstance(member, str) or not member:
+            raise InvalidValueException(detail=f"a member needs a 'value' id, not {item!r}")
+        ids.append(member)
+    return ids
+
+
+def _ids_selected(node: FilterNode) -> list[str] | None:
+    """The ids ``value eq "id" [or value eq "id2"…]`` selects, or None for other filters."""
+    if isinstance(node, Comparison):
+        if node.attr_path.attr.lower() == "value" and node.op == CompareOperator.eq:
+            return [str(node.value)]
+        return None
+    if isinstance(node, LogicalExpr) and node.op == LogicalOperator.or_:
+        ids: list[str] = []
+        for term in node.terms:
+            found = _ids_selected(term)
+            if found is None:
+                return None
+            ids.extend(found)
+        return ids
+    return None
+
+
+@dataclass
+class MemberDelta:
+    """Membership changes a group PATCH asks for, in order."""
+
+    clear: bool = False
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.clear or bool(self.add) or bool(self.remove)
+
+
+def split_member_operations(
+    operations: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], MemberDelta]:
+    """Separate a group PATCH into member row deltas and the other operations (pure).
+
+    Handles ``add``/``replace``/``remove`` on ``members``, Entra's remove-with-value
+    (``{"op":"Remove","path":"members","value":[{"value":id}]}``), ``members[value eq "id"]``,
+    and path-less operations whose value carries ``members``.
+    """
+    rest: list[dict[str, Any]] = []
+    delta = MemberDelta()
+    for operation in operations:
+        op = str(operation.get("op", "")).lower()
+        path = operation.get("path")
+        value = operation.get("value")
+        if path is None and isinstance(value, dict) and op in ("add", "replace"):
+            key = next((k for k in value if k.lower() == "members"), None)
+            if key is not None:
+                members = _member_ids(value[key])
+                if op == "replace":
+                    delta.clear, delta.add, delta.remove = True, members, []
+                else:
+                    delta.add.extend(members)
+                remaining = {k: v for k, v in value.items() if k != key}
+                if remaining:
+                    rest.append({**operation, "value": remaining})
+                continue
+        if not isinstance(path, str) or not path.strip().lower().startswith("members"):
+            rest.append(operation)
+            continue
+        try:
+            node = Path(path.strip()).ast
+        except (ValueError, SCIMException) as exc:
+            raise InvalidPathException(detail=f"{path!r} is not a valid path") from exc
+        if isinstance(node, AttrPath) and node.attr.lower() == "members" and node.sub_attr is None:
+            if op == "add":
+                delta.add.extend(_member_ids(value))
+            elif op == "replace":
+                delta.clear, delta.add, delta.remove = True, _member_ids(value or []), []
+            elif value is not None:
+                delta.remove.extend(_member_ids(value))
+            else:
+                delta.clear, delta.add, delta.remove = True, [], []
+            continue
+        if isinstance(node, ValuePath) and node.attr_path.attr.lower() == "members" and op == "remove":
+            ids = _ids_selected(node.val_filter)
+            if ids is not None and node.sub_attr is None:
+                delta.remove.extend(ids)
+                continue
+        raise InvalidPathException(detail=f"unsupported path on members: {path!r}")
+    return rest, delta
+
+
+class Provisioner:
+    """Reads and writes of SCIM resources, each write in one transaction with its journal row."""
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.models = {rt: catalog.model(rt) for rt in ("User", "Group")}
+        self.store = ResourceStore(self.models, db.dialect)
+        self.clock = clock
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, resource_type: str, resource_id: str, *, with_members: bool = True) -> Record:
+        with self.db.read() as conn:
+            record = self.store.get(conn, resource_type, resource_id)
+            if record is None:
+                raise NotFoundException(detail=f"{resource_type} {resource_id} not found")
+            if with_members:
+                self._attach_members(conn, [record])
+            return record
+
+    def search(
+        self, types: list[str], node: FilterNode | None, *, with_members: bool = True, **paging: Any
+    ) -> Page:
+        with self.db.read() as conn:
+            page = self.store.search(conn, types, node, **paging)
+            if with_members:
+                self._attach_members(conn, page.records)
+            return page
+
+    def _attach_members(self, conn: Any, records: list[Record]) -> None:
+        groups = [r.id for r in records if r.type == "Group"]
+        users = [r.id for r in records if r.type == "User"]
+        found = {}
+        if groups:
+            found.update(self.store.members_of(conn, groups))
+        if users:
+            found.update(self.store.groups_of(conn, users))
+        for record in records:
+            record.members = found.get(record.id, [])
+
+    # -- model <-> document ----------------------------------------------------------------
+
+    def _validate(self, resource_type: str, payload: dict[str, Any], context: Context) -> Resource[Any]:
+        try:
+            return self.models[resource_type].model_validate(
+                payload, scim_ctx=context, scim_policy=TOLERANT_POLICY
+            )
+        except ValidationError as exc:
+            raise scim_exception(exc) from exc
+
+    def _document(self, resource: Resource[Any]) -> dict[str, Any]:
+        dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        return {k: v for k, v in dumped.items() if k not in _NOT_IN_DOC}
+
+    def _load(self, record: Record) -> Resource[Any]:
+        payload = {**record.doc, "id": record.id}
+        try:
+            return self.models[record.type].model_validate(payload, scim_policy=TOLERANT_POLICY)
+        except ValidationError as exc:  # a schema edit made a stored document invalid
+            raise scim_exception(exc) from exc
+
+    def _fill(self, record: Record, doc: dict[str, Any]) -> None:
+        record.doc = doc
+        record.external_id = doc.get("externalId")
+        if record.type == "User":
+            record.name = str(doc.get("userName") or "")
+            record.display = doc.get("displayName") or record.name
+            active = doc.get("active")
+            record.active = active if isinstance(active, bool) else None
+        else:
+            record.name = str(doc.get("displayName") or "")
+            record.display = record.name
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction; Bulk runs several operations in it, one savepoint each."""
+        with self.db.write() as conn:
+            yield conn
+
+    def create(
+        self,
+        cause: Cause,
+        resource_type: str,
+        payload: dict[str, Any],
+        tolerances: list[str] | None = None,
+        *,
+        conn: Any = None,
+    ) -> Outcome:
+        """RFC 7644 §3.3: validate, insert, add members, journal — in one transaction."""
+        resource = self._validate(resource_type, payload, Context.RESOURCE_CREATION_REQUEST)
+        doc = self._document(resource)
+        members = _member_ids(payload.get("members") or []) if resource_type == "Group" else []
+        now = self.clock()
+        record = Record(
+            pk=0,
+            id=str(uuid.uuid4()),
+            type=resource_type,
+            external_id=None,
+            name="",
+            display=None,
+            active=None,
+            doc={},
+            version=1,
+            created=now,
+            last_modified=now,
+        )
+        self._fill(record, doc)
+        if not record.name:
+            attribute = "userName" if resource_type == "User" else "displayName"
+            raise InvalidValueException(detail=f"'{attribute}' is required")
+        with self._in_transaction(conn) as tx:
+            try:
+                self.store.insert(tx, record)
+            except UniquenessError as exc:
+                raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+            added = self._add_members(tx, record.id, members) if members else []
+            entry = journal.Entry(
+                at=now,
+                actor=cause.actor,
+                request_id=cause.request_id,
+                op="create",
+                resource_type=resource_type,
+                resource_id=record.id,
+                after=doc,
+                tolerances=list(tolerances or []),
+                detail={"added": added} if added else None,
+            )
+            seq = journal.append(tx, entry)
+            members = self.store.members_of(tx, [record.id])[record.id] if added else None
+        return Outcome(record, seq, entry.tolerances, members)
+
+    @contextmanager
+    def _in_transaction(self, conn: Any) -> Iterator[Any]:
+        if conn is not None:
+            with conn.begin_nested():
+                yield conn
+            return
+        with self.db.write() as tx:
+            yield tx
+
+    def _add_members(self, conn: Any, group_id: str, ids: list[str]) -> list[str]:
+        unique_ids = list(dict.fromkeys(ids))
+        found = self.store.find_ids(conn, unique_ids)
+        missing = [member for member in unique_ids if member not in found]
+        if missing:
+            raise InvalidValueException(detail=f"no such member: {', '.join(missing)}")
+        if group_id in found:
+            raise InvalidValueException(detail="a group cannot be a member of itself")
+        return self.store.add_members(conn, group_id, {m: found[m] for m in unique_ids})
+
+    def _locked(self, conn: Any, resource_type: str, resource_id: str, if_match: str | None) -> Record:
+        record = self.store.get_for_update(conn, resource_type, resource_id)
+        if record is None:
+            raise NotFoundException(detail=f"{resource_type} {resource_id} not found")
+        check_if_match(record, if_match)
+        return record
+
+    def replace(
+        self,
+        cause: Cause,
+        resource_type: str,
+        resource_id: str,
+        payload: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        tolerances: list[str] | None = None,
+        conn: Any = None,
+    ) -> Outcome:
+        """RFC 7644 §3.5.1: replace the resource; ``members`` of a group replaced as rows."""
+        resource = self._validate(resource_type, payload, Context.RESOURCE_REPLACEMENT_REQUEST)
+        doc = self._document(resource)
+        given_id = payload.get("id")
+        if isinstance(given_id, str) and given_id and given_id != resource_id:
+            raise MutabilityException(detail="'id' is immutable")
+        with self._in_transaction(conn) as tx:
+            record = self._locked(tx, resource_type, resource_id, if_match)
+            before = record.doc
+            detail: dict[str, Any] = {}
+            if resource_type == "Group" and "members" in {k.lower() for k in payload}:
+                key = next(k for k in payload if k.lower() == "members")
+                wanted = list(dict.fromkeys(_member_ids(payload[key] or [])))
+                current = {m.value for m in self.store.members_of(tx, [record.id])[record.id]}
+                removed = self.store.remove_members(tx, record.id, current - set(wanted))
+                added = self._add_members(tx, record.id, [m for m in wanted if m not in current])
+                detail = {k: v for k, v in (("added", added), ("removed", removed)) if v}
+            if record.external_id and doc.get("externalId") is None:
+                doc["externalId"] = record.external_id  # Okta's PUT may omit it; keep the link
+            changed = doc != before or bool(detail)
+            if not changed:
+                return Outcome(record, None, list(tolerances or []))
+            self._fill(record, doc)
+            record.version += 1
+            record.last_modified = self.clock()
+            try:
+                self.store.replace(tx, record)
+            except UniquenessError as exc:
+                raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+            seq = journal.append(
+                tx,
+                journal.Entry(
+                    at=record.last_modified,
+                    actor=cause.actor,
+                    request_id=cause.request_id,
+                    op="replace",
+                    resource_type=resource_type,
+                    resource_id=record.id,
+                    before=before,
+                    after=doc,
+                    tolerances=list(tolerances or []),
+                    detail=detail or None,
+                ),
+            )
+        return Outcome(record, seq, list(tolerances or []))
+
+    def patch(
+        self,
+        cause: Cause,
+        resource_type: str,
+        resource_id: str,
+        operations: list[dict[str, Any]],
+        *,
+        if_match: str | None = None,
+        tolerances: list[str] | None = None,
+        conn: Any = None,
+    ) -> Outcome:
+        """RFC 7644 §3.5.2: apply operations with scim2-models; members as row deltas."""
+        delta = MemberDelta()
+        if resource_type == "Group":
+            operations, delta = split_member_operations(operations)
+        patch = None
+        if operations:
+            try:
+                patch = PatchOp[self.models[resource_type]].model_validate(  # type: ignore[misc]
+                    {"schemas": [PATCH_SCHEMA], "Operations": operations},
+                    scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+                    scim_policy=TOLERANT_POLICY,
+                )
+            except ValidationError as exc:
+                raise scim_exception(exc) from exc
+        with self._in_transaction(conn) as tx:
+            record = self._locked(tx, resource_type, resource_id, if_match)
+            before = record.doc
+            doc = before
+            if patch is not None:
+                resource = self._load(record)
+                try:
+                    patch.patch(resource, scim_policy=TOLERANT_POLICY)
+                except ValidationError as exc:
+                    raise scim_exception(exc) from exc
+                doc = self._document(resource)
+            detail: dict[str, Any] = {}
+            if delta:
+                removed = []
+                if delta.clear:
+                    removed = self.store.clear_members(tx, record.id)
+                removed += self.store.remove_members(tx, record.id, delta.remove)
+                added = self._add_members(tx, record.id, delta.add)
+                detail = {k: v for k, v in (("added", added), ("removed", removed)) if v}
+            if doc == before and not detail:
+                return Outcome(record, None, list(tolerances or []))
+            now = self.clock()
+            if doc != before:
+                self._fill(record, doc)
+                record.version += 1
+                record.last_modified = now
+                try:
+                    self.store.replace(tx, record)
+                except UniquenessError as exc:
+                    raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+            else:
+                record.version = self.store.touch(tx, record.id, now)
+                record.last_modified = now
+            seq = journal.append(
+                tx,
+                journal.Entry(
+                    at=now,
+                    actor=cause.actor,
+                    request_id=cause.request_id,
+                    op="patch" if doc != before else "members",
+                    resource_type=resource_type,
+                    resource_id=record.id,
+                    before=before if doc != before else None,
+                    after=doc if doc != before else None,
+                    tolerances=list(tolerances or []),
+                    detail=detail or None,
+                ),
+            )
+        return Outcome(record, seq, list(tolerances or []))
+
+    def delete(
+        self,
+        cause: Cause,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: str | None = None,
+        conn: Any = None,
+    ) -> Outcome:
+        """RFC 7644 §3.6: delete the resource and its memberships; the journal keeps the image."""
+        with self._in_transaction(conn) as tx:
+            record = self._locked(tx, resource_type, resource_id, if_match)
+            memberships = {
+                "groups": [m.value for m in self.store.groups_of(tx, [record.id])[record.id]],
+            }
+            if resource_type == "Group":
+                memberships["members"] = [
+                    m.value for m in self.store.members_of(tx, [record.id])[record.id]
+                ]
+            self.store.delete(tx, record)
+            seq = journal.append(
+                tx,
+                journal.Entry(
+                    at=self.clock(),
+                    actor=cause.actor,
+                    request_id=cause.request_id,
+                    op="delete",
+                    resource_type=resource_type,
+                    resource_id=record.id,
+                    before=record.doc,
+                    detail={k: v for k, v in memberships.items() if v} or None,
+                ),
+            )
+        return Outcome(record, seq)

@@ -1,0 +1,97 @@
+"""Query parameters of lists and searches (RFC 7644 §3.4.2, §3.4.3; cursors: RFC 9865)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from scim2_models import InvalidFilterException
+from scim2_models import InvalidValueException
+from scim2_models import Path
+from scim2_models import SCIMException
+from scim2_models import ScimFilter
+from scim2_models.path import AttrPath
+from scim2_models.path import FilterNode
+
+
+def split_list(value: Any) -> list[str]:
+    """``attributes=a,b`` in a query, or a JSON list in a SearchRequest."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+def parse_filter(text: str | None) -> FilterNode | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return ScimFilter(text.strip()).ast
+    except SCIMException as exc:
+        raise InvalidFilterException(detail=f"{exc.detail}: {text!r}") from exc
+    except ValueError as exc:
+        raise InvalidFilterException(detail=f"{exc}: {text!r}") from exc
+
+
+def parse_sort_by(text: str | None) -> AttrPath | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        node = Path(text.strip()).ast
+    except (SCIMException, ValueError) as exc:
+        raise InvalidValueException(detail=f"sortBy {text!r} is not an attribute path") from exc
+    if not isinstance(node, AttrPath):
+        raise InvalidValueException(detail=f"sortBy {text!r} is not an attribute path")
+    return node
+
+
+def _int(name: str, value: Any, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidValueException(detail=f"{name} must be an integer, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A list or search request, parsed."""
+
+    filter: FilterNode | None = None
+    sort_by: AttrPath | None = None
+    descending: bool = False
+    start_index: int = 1
+    count: int = 100
+    cursor: str | None = None
+    use_cursor: bool = False
+    attributes: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any], *, default_count: int, max_count: int) -> ListQuery:
+        """From query parameters or a SearchRequest body (keys compared case-insensitively)."""
+        lowered = {str(k).lower(): v for k, v in params.items()}
+        order = str(lowered.get("sortorder") or "ascending").lower()
+        if order not in ("ascending", "descending"):
+            raise InvalidValueException(detail=f"sortOrder must be ascending or descending, not {order!r}")
+        count = _int("count", lowered.get("count"), default_count)
+        cursor = lowered.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidValueException(detail="cursor must be a string")
+        if cursor is not None and lowered.get("startindex") not in (None, ""):
+            raise InvalidValueException(detail="cursor and startIndex cannot be combined")
+        return cls(
+            filter=parse_filter(lowered.get("filter")),
+            sort_by=parse_sort_by(lowered.get("sortby")),
+            descending=order == "descending",
+            start_index=max(_int("startIndex", lowered.get("startindex"), 1), 1),
+            count=min(max(count, 0), max_count),
+            cursor=cursor or None,
+            use_cursor=cursor is not None,
+            attributes=split_list(lowered.get("attributes")),
+            excluded=split_list(lowered.get("excludedattributes")),
+        )

@@ -1,0 +1,139 @@
+"""What real IdPs send that RFC 7644 does not say, normalised before validation (pure).
+
+Each function returns the normalised payload and the names of the tolerances it used, which
+the journal records with the write. Documented behaviours:
+
+- Entra ID sends capitalised PATCH ops (``Replace``), booleans as ``"True"``/``"False"``,
+  ``remove`` with a ``value``, a bare manager id, and an extra schema URN on POST /Groups
+  (Microsoft "Known issues and resolutions with SCIM 2.0 compliance").
+- Okta sends path-less ``{"op":"replace","value":{"active":false}}`` and a full PUT that
+  carries ``password``, ``groups`` and ``meta`` (Okta "SCIM 2.0 protocol reference").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scim2_models import InvalidSyntaxException
+from scim2_models import Path
+from scim2_models import Resource
+from scim2_models import SCIMException
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+_READ_ONLY_ON_PUT = ("password", "groups", "meta")
+
+
+def _bool_string(value: Any) -> bool | None:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _is_boolean(model: type[Resource[Any]], path: str) -> bool:
+    try:
+        binding = Path[model](path).resolve()  # type: ignore[valid-type]
+    except (ValueError, SCIMException):
+        return False
+    return binding is not None and binding.target_type is bool
+
+
+def _manager(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        return {"value": value}, True
+    return value, False
+
+
+def normalize_resource(
+    payload: Any, model: type[Resource[Any]], known_schemas: set[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Normalise a POST/PUT body; refuse what is not a JSON object."""
+    if not isinstance(payload, dict):
+        raise InvalidSyntaxException(detail="the body must be a JSON object")
+    used: list[str] = []
+    payload = dict(payload)
+    schemas = payload.get("schemas")
+    if isinstance(schemas, list):
+        kept = [s for s in schemas if isinstance(s, str) and s.lower() in known_schemas]
+        if len(kept) != len(schemas):
+            used.append("unknown_schema_urn")
+            for urn in schemas:
+                if isinstance(urn, str) and urn.lower() not in known_schemas:
+                    payload.pop(urn, None)
+            payload["schemas"] = kept
+    for key in _READ_ONLY_ON_PUT:
+        if key in payload:
+            used.append(f"ignored_{key}")
+            payload.pop(key)
+    for key, value in list(payload.items()):
+        flag = _bool_string(value)
+        if flag is not None and _is_boolean(model, key):
+            payload[key] = flag
+            used.append("boolean_string")
+    enterprise = payload.get(ENTERPRISE)
+    if isinstance(enterprise, dict) and "manager" in enterprise:
+        fixed, changed = _manager(enterprise["manager"])
+        if changed:
+            payload[ENTERPRISE] = {**enterprise, "manager": fixed}
+            used.append("manager_bare_string")
+    return payload, sorted(set(used))
+
+
+def _normalize_value(model: type[Resource[Any]], path: str | None, value: Any, used: set[str]) -> Any:
+    if path is not None:
+        flag = _bool_string(value)
+        if flag is not None and _is_boolean(model, path):
+            used.add("boolean_string")
+            return flag
+        if path.lower().endswith("manager") and path.lower().startswith(ENTERPRISE.lower()):
+            fixed, changed = _manager(value)
+            if changed:
+                used.add("manager_bare_string")
+            return fixed
+        return value
+    if not isinstance(value, dict):
+        return value
+    extensions = {urn.lower() for urn in model.get_extension_models()}
+    fixed_value: dict[str, Any] = {}
+    for key, item in value.items():
+        if "." in key or (key.lower().startswith("urn:") and key.lower() not in extensions):
+            used.add("attribute_path_keys")
+        if not isinstance(item, dict):
+            fixed_value[key] = _normalize_value(model, key, item, used)
+            continue
+        if key.lower() == ENTERPRISE.lower() and "manager" in item:
+            fixed, changed = _manager(item["manager"])
+            if changed:
+                used.add("manager_bare_string")
+                item = {**item, "manager": fixed}
+        fixed_value[key] = item
+    return fixed_value
+
+
+def normalize_patch(payload: Any, model: type[Resource[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Normalise a PATCH body (RFC 7644 §3.5.2) into its list of operations."""
+    if not isinstance(payload, dict):
+        raise InvalidSyntaxException(detail="the body must be a JSON object")
+    used: set[str] = set()
+    operations = payload.get("Operations", payload.get("operations"))
+    if not isinstance(operations, list) or not operations:
+        raise InvalidSyntaxException(detail="'Operations' must be a non-empty list")
+    if "schemas" not in payload:
+        used.add("patch_schemas_missing")
+    normalized = []
+    for operation in operations:
+        if not isinstance(operation, dict):
+            raise InvalidSyntaxException(detail="each operation must be a JSON object")
+        operation = {k if k not in ("Op", "Path", "Value") else k.lower(): v for k, v in operation.items()}
+        op = operation.get("op")
+        if isinstance(op, str) and op != op.lower():
+            used.add("op_case")
+            operation["op"] = op.lower()
+        path = operation.get("path")
+        if path is not None and not isinstance(path, str):
+            raise InvalidSyntaxException(detail="'path' must be a string")
+        if operation.get("op") == "remove" and "value" in operation:
+            used.add("remove_with_value")
+        if "value" in operation:
+            operation["value"] = _normalize_value(model, path, operation["value"], used)
+        normalized.append(operation)
+    return normalized, sorted(used)

@@ -1,0 +1,87 @@
+"""The change journal: one append-only row per write, in the write's own transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy import insert
+from sqlalchemy import select
+
+from bridge.store.resources import utc
+from bridge.store.tables import JournalRow
+
+J = JournalRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class Entry:
+    """One journal entry, as plain data."""
+
+    at: datetime
+    actor: str
+    op: str
+    resource_type: str | None = None
+    resource_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    tolerances: list[str] = field(default_factory=list)
+    detail: dict[str, Any] | None = None
+    request_id: str | None = None
+    seq: int | None = None
+
+
+def append(conn: Connection, entry: Entry) -> int:
+    """Append an entry; its ``seq``, the delta cursor."""
+    seq = conn.execute(
+        insert(J)
+        .values(
+            at=entry.at,
+            actor=entry.actor,
+            request_id=entry.request_id,
+            op=entry.op,
+            resource_type=entry.resource_type,
+            resource_id=entry.resource_id,
+            before=entry.before,
+            after=entry.after,
+            tolerances=entry.tolerances or None,
+            detail=entry.detail,
+        )
+        .returning(J.c.seq)
+    ).scalar_one()
+    entry.seq = int(seq)
+    return entry.seq
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def read(
+    conn: Connection, *, since: int = 0, resource_id: str | None = None, limit: int = 1000
+) -> list[Entry]:
+    """Entries after ``since`` in ``seq`` order, optionally of one resource."""
+    query = select(J).where(J.c.seq > since)
+    if resource_id is not None:
+        query = query.where(J.c.resource_id == resource_id)
+    rows = conn.execute(query.order_by(J.c.seq).limit(limit))
+    return [
+        Entry(
+            seq=row.seq,
+            at=utc(row.at),
+            actor=row.actor,
+            request_id=row.request_id,
+            op=row.op,
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            before=_json(row.before),
+            after=_json(row.after),
+            tolerances=_json(row.tolerances) or [],
+            detail=_json(row.detail),
+        )
+        for row in rows
+    ]

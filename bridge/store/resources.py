@@ -1,0 +1,426 @@
+"""Resources and memberships: every query of the SCIM surface (DESIGN §4).
+
+Membership changes are row inserts and deletes; a group is never loaded to change it.
+Lists are one filtered ``SELECT`` plus a ``COUNT``; paging is by offset or by keyset cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from scim2_models import InvalidCursorException
+from scim2_models import InvalidFilterException
+from scim2_models import Resource
+from scim2_models.path import AttrPath
+from scim2_models.path import FilterNode
+from sqlalchemy import Connection
+from sqlalchemy import Row
+from sqlalchemy import case
+from sqlalchemy import delete
+from sqlalchemy import func
+from sqlalchemy import insert
+from sqlalchemy import literal
+from sqlalchemy import select
+from sqlalchemy import tuple_
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from bridge.store.engine import scim_fold
+from bridge.store.filters import AV
+from bridge.store.filters import M
+from bridge.store.filters import R
+from bridge.store.filters import Expr
+from bridge.store.filters import Predicate
+from bridge.store.filters import SqlFilter
+from bridge.store.values import IndexedAttribute
+from bridge.store.values import index_rows
+from bridge.store.values import indexed_attributes
+
+
+class UniquenessError(Exception):
+    """A write would duplicate a unique attribute (RFC 7644 §3.3: 409 ``uniqueness``)."""
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__(f"{attribute} is already taken")
+        self.attribute = attribute
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass
+class Member:
+    """One row of ``memberships`` seen from either side, with the other side's display."""
+
+    value: str
+    type: str
+    display: str | None
+
+
+@dataclass
+class Record:
+    """A stored resource, as plain data."""
+
+    pk: int
+    id: str
+    type: str
+    external_id: str | None
+    name: str
+    display: str | None
+    active: bool | None
+    doc: dict[str, Any]
+    version: int
+    created: datetime
+    last_modified: datetime
+    members: list[Member] | None = field(default=None)
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Record]
+    total: int
+    next_cursor: str | None
+
+
+_RECORD_COLUMNS = (
+    R.c.pk,
+    R.c.id,
+    R.c.type,
+    R.c.external_id,
+    R.c.name,
+    R.c.display,
+    R.c.active,
+    R.c.doc,
+    R.c.version,
+    R.c.created,
+    R.c.last_modified,
+)
+
+
+def _record(row: Row[Any]) -> Record:
+    doc = row.doc if isinstance(row.doc, dict) else json.loads(row.doc)
+    return Record(
+        pk=row.pk,
+        id=row.id,
+        type=row.type,
+        external_id=row.external_id,
+        name=row.name,
+        display=row.display,
+        active=row.active,
+        doc=doc,
+        version=row.version,
+        created=utc(row.created),
+        last_modified=utc(row.last_modified),
+    )
+
+
+def _unique_violation(exc: IntegrityError) -> UniquenessError:
+    message = str(exc.orig).lower()
+    if "external_id" in message:
+        return UniquenessError("externalId")
+    if "pkey" in message or "resources.id" in message:
+        return UniquenessError("id")
+    return UniquenessError("userName")
+
+
+class ResourceStore:
+    """Queries over ``resources``, ``attribute_values`` and ``memberships``."""
+
+    def __init__(self, models: dict[str, type[Resource[Any]]], dialect: str) -> None:
+        self.models = models
+        self.dialect = dialect
+        self.filters = {name: SqlFilter(model, dialect) for name, model in models.items()}
+        self.indexed: dict[str, tuple[IndexedAttribute, ...]] = {
+            name: indexed_attributes(model) for name, model in models.items()
+        }
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, conn: Connection, resource_type: str | None, resource_id: str) -> Record | None:
+        query = select(*_RECORD_COLUMNS).where(R.c.id == resource_id)
+        if resource_type is not None:
+            query = query.where(R.c.type == resource_type)
+        row = conn.execute(query).first()
+        return _record(row) if row is not None else None
+
+    def get_for_update(self, conn: Connection, resource_type: str, resource_id: str) -> Record | None:
+        query = select(*_RECORD_COLUMNS).where(R.c.id == resource_id, R.c.type == resource_type)
+        if self.dialect != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return _record(row) if row is not None else None
+
+    def find_ids(self, conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+        """The type of each id that exists."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = conn.execute(select(R.c.id, R.c.type).where(R.c.id.in_(ids)))
+        return {row.id: row.type for row in rows}
+
+    def _predicate(self, resource_type: str, node: FilterNode | None) -> Predicate:
+        own = R.c.type == resource_type
+        if node is None:
+            return own
+        return own & self.filters[resource_type](node)
+
+    def _where(self, types: Sequence[str], node: FilterNode | None) -> Predicate:
+        if len(types) == 1:
+            return self._predicate(types[0], node)
+        terms: list[Predicate] = []
+        errors: list[InvalidFilterException] = []
+        for resource_type in types:
+            try:
+                terms.append(self._predicate(resource_type, node))
+            except InvalidFilterException as exc:
+                # RFC 7644 §3.4.2.1: on the root endpoint, an attribute one type lacks is false.
+                errors.append(exc)
+        if not terms:
+            raise errors[0]
+        return _or(terms)
+
+    def _sort_key(self, types: Sequence[str], sort_by: AttrPath | None) -> Expr:
+        if sort_by is None:
+            return R.c.pk
+        keys: list[tuple[str, Expr]] = []
+        for resource_type in types:
+            try:
+                keys.append((resource_type, self.filters[resource_type].sort_key(sort_by)))
+            except InvalidFilterException:
+                continue
+        if not keys:
+            return R.c.pk
+        if len(keys) == 1:
+            return keys[0][1]
+        return case(*((R.c.type == t, k) for t, k in keys), else_=literal(None))
+
+    def search(
+        self,
+        conn: Connection,
+        types: Sequence[str],
+        node: FilterNode | None,
+        *,
+        sort_by: AttrPath | None = None,
+        descending: bool = False,
+        start_index: int = 1,
+        count: int,
+        cursor: str | None = None,
+        use_cursor: bool = False,
+    ) -> Page:
+        """One page of the resources of ``types`` matching ``node`` (RFC 7644 §3.4.2)."""
+        where = self._where(types, node)
+        total = conn.execute(select(func.count()).select_from(R).where(where)).scalar_one()
+        if count <= 0:
+            return Page([], total, None)
+        sort = self._sort_key(types, sort_by)
+        sort_value = sort if sort is R.c.pk else func.coalesce(sort, "")
+        order = (sort_value.desc(), R.c.pk.desc()) if descending else (sort_value, R.c.pk)
+        query = select(*_RECORD_COLUMNS, sort_value.label("sort_value")).where(where)
+        fingerprint = _fingerprint(types, node, sort_by, descending)
+        if cursor:
+            last_sort, last_pk = _decode_cursor(cursor, fingerprint)
+            key = tuple_(sort_value, R.c.pk)
+            after = tuple_(literal(last_sort), literal(last_pk))
+            query = query.where(key < after if descending else key > after)
+        else:
+            query = query.offset(max(start_index, 1) - 1)
+        rows = conn.execute(query.order_by(*order).limit(count + 1)).all()
+        records = [_record(row) for row in rows[:count]]
+        next_cursor = None
+        if use_cursor and len(rows) > count:
+            last = rows[count - 1]
+            next_cursor = _encode_cursor(last.sort_value, last.pk, fingerprint)
+        return Page(records, total, next_cursor)
+
+    def members_of(self, conn: Connection, group_ids: Sequence[str]) -> dict[str, list[Member]]:
+        """The members of each group, each with the member's display name."""
+        rows = conn.execute(
+            select(M.c.group_id, M.c.member_id, M.c.member_type, R.c.display)
+            .join(R, R.c.id == M.c.member_id)
+            .where(M.c.group_id.in_(group_ids))
+            .order_by(M.c.group_id, R.c.pk)
+        )
+        found: dict[str, list[Member]] = {group_id: [] for group_id in group_ids}
+        for row in rows:
+            found[row.group_id].append(Member(row.member_id, row.member_type, row.display))
+        return found
+
+    def groups_of(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, list[Member]]:
+        """The groups each resource is a direct member of (RFC 7643 §4.1.2 ``groups``)."""
+        rows = conn.execute(
+            select(M.c.member_id, M.c.group_id, R.c.display)
+            .join(R, R.c.id == M.c.group_id)
+            .where(M.c.member_id.in_(member_ids))
+            .order_by(M.c.member_id, R.c.pk)
+        )
+        found: dict[str, list[Member]] = {member_id: [] for member_id in member_ids}
+        for row in rows:
+            found[row.member_id].append(Member(row.group_id, "direct", row.display))
+        return found
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def insert(self, conn: Connection, record: Record) -> Record:
+        values = {
+            "id": record.id,
+            "type": record.type,
+            "external_id": record.external_id,
+            "name": record.name,
+            "name_key": _name_key(record.name),
+            "display": record.display,
+            "active": record.active,
+            "doc": record.doc,
+            "version": record.version,
+            "created": record.created,
+            "last_modified": record.last_modified,
+        }
+        try:
+            with conn.begin_nested():
+                record.pk = conn.execute(insert(R).values(values).returning(R.c.pk)).scalar_one()
+        except IntegrityError as exc:
+            raise _unique_violation(exc) from exc
+        self._index(conn, record)
+        return record
+
+    def replace(self, conn: Connection, record: Record) -> Record:
+        """Write a new document (and its indexed columns) over a stored resource."""
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    update(R)
+                    .where(R.c.pk == record.pk)
+                    .values(
+                        external_id=record.external_id,
+                        name=record.name,
+                        name_key=_name_key(record.name),
+                        display=record.display,
+                        active=record.active,
+                        doc=record.doc,
+                        version=record.version,
+                        last_modified=record.last_modified,
+                    )
+                )
+        except IntegrityError as exc:
+            raise _unique_violation(exc) from exc
+        conn.execute(delete(AV).where(AV.c.resource_pk == record.pk))
+        self._index(conn, record)
+        return record
+
+    def _index(self, conn: Connection, record: Record) -> None:
+        rows = index_rows(record.doc, self.indexed[record.type])
+        if rows:
+            conn.execute(
+                insert(AV),
+                [
+                    {"resource_pk": record.pk, "path": path, "position": pos, "value_key": key}
+                    for path, pos, key in rows
+                ],
+            )
+
+    def touch(self, conn: Connection, resource_id: str, now: datetime) -> int:
+        """Bump a resource's version and lastModified; the new version."""
+        version = conn.execute(
+            update(R)
+            .where(R.c.id == resource_id)
+            .values(version=R.c.version + 1, last_modified=now)
+            .returning(R.c.version)
+        ).scalar_one()
+        return int(version)
+
+    def delete(self, conn: Connection, record: Record) -> None:
+        conn.execute(delete(AV).where(AV.c.resource_pk == record.pk))
+        conn.execute(delete(M).where((M.c.group_id == record.id) | (M.c.member_id == record.id)))
+        conn.execute(delete(R).where(R.c.pk == record.pk))
+
+    def add_members(
+        self, conn: Connection, group_id: str, members: dict[str, str]
+    ) -> list[str]:
+        """Insert membership rows (id → type); the ids that were not members before."""
+        if not members:
+            return []
+        rows = [
+            {"group_id": group_id, "member_id": member_id, "member_type": member_type}
+            for member_id, member_type in members.items()
+        ]
+        dialect_insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+        statement = (
+            dialect_insert(M)
+            .on_conflict_do_nothing(index_elements=["group_id", "member_id"])
+            .returning(M.c.member_id)
+        )
+        added = []
+        for row in rows:  # RETURNING with executemany is not portable; groups of ids are small
+            added.extend(conn.execute(statement.values(row)).scalars().all())
+        return [str(member_id) for member_id in added]
+
+    def remove_members(self, conn: Connection, group_id: str, member_ids: Iterable[str]) -> list[str]:
+        """Delete membership rows; the ids that were members."""
+        ids = list(member_ids)
+        if not ids:
+            return []
+        removed = conn.execute(
+            delete(M).where(M.c.group_id == group_id, M.c.member_id.in_(ids)).returning(M.c.member_id)
+        ).scalars()
+        return [str(member_id) for member_id in removed]
+
+    def clear_members(self, conn: Connection, group_id: str) -> list[str]:
+        removed = conn.execute(
+            delete(M).where(M.c.group_id == group_id).returning(M.c.member_id)
+        ).scalars()
+        return [str(member_id) for member_id in removed]
+
+
+def _or(terms: list[Predicate]) -> Predicate:
+    result = terms[0]
+    for term in terms[1:]:
+        result = result | term
+    return result
+
+
+def _name_key(name: str) -> str:
+    return str(scim_fold(name))
+
+
+def _fingerprint(
+    types: Sequence[str], node: FilterNode | None, sort_by: AttrPath | None, descending: bool
+) -> str:
+    text = json.dumps([list(types), str(node or ""), str(sort_by or ""), descending])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _encode_cursor(sort_value: Any, pk: int, fingerprint: str) -> str:
+    if isinstance(sort_value, datetime):
+        sort_value = {"datetime": utc(sort_value).isoformat()}
+    raw = json.dumps([sort_value, pk, fingerprint], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, fingerprint: str) -> tuple[Any, int]:
+    """RFC 9865 §2: a cursor that does not belong to this query is ``invalidCursor``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        sort_value, pk, owner = json.loads(raw)
+        if owner != fingerprint or not isinstance(pk, int):
+            raise ValueError(cursor)
+        if isinstance(sort_value, dict):
+            sort_value = datetime.fromisoformat(sort_value["datetime"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidCursorException(detail="the cursor does not belong to this query") from exc
+    return sort_value, pk

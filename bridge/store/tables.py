@@ -1,0 +1,123 @@
+"""The SQLModel tables of the bridge (DESIGN §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import Column
+from sqlalchemy import DateTime
+from sqlalchemy import Index
+from sqlalchemy import Integer
+from sqlalchemy import String
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field
+from sqlmodel import SQLModel
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _json_column(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JsonDocument, nullable=nullable))
+
+
+def _time_column() -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ResourceRow(SQLModel, table=True):
+    """One SCIM resource: indexed columns plus the document (without members/groups)."""
+
+    __tablename__ = "resources"
+    __table_args__ = (
+        # userName is unique, case-insensitively (RFC 7643 §4.1.1); displayName is not.
+        Index(
+            "ux_resources_user_name",
+            "type",
+            "name_key",
+            unique=True,
+            sqlite_where=text("type = 'User'"),
+            postgresql_where=text("type = 'User'"),
+        ),
+        Index("ix_resources_name_key", "type", "name_key"),
+        Index("ux_resources_external_id", "type", "external_id", unique=True),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    type: str = Field(sa_column=Column(String(32), nullable=False))
+    external_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    name: str = Field(sa_column=Column(String(512), nullable=False))
+    name_key: str = Field(sa_column=Column(String(512), nullable=False))
+    display: str | None = Field(default=None, sa_column=Column(String(512)))
+    active: bool | None = None
+    doc: dict[str, Any] = _json_column(nullable=False)
+    version: int = 1
+    created: datetime = _time_column()
+    last_modified: datetime = _time_column()
+
+
+class AttributeValueRow(SQLModel, table=True):
+    """One value of a multi-valued attribute, folded for comparison (DESIGN §4).
+
+    ``emails[type eq "work" and value eq "x"]`` is answered from this index with
+    same-element semantics (one ``position``), instead of parsing every document.
+    """
+
+    __tablename__ = "attribute_values"
+    __table_args__ = (
+        Index("ix_attribute_values_lookup", "path", "value_key", "resource_pk"),
+        Index("ix_attribute_values_resource", "resource_pk"),
+    )
+
+    resource_pk: int = Field(primary_key=True)
+    path: str = Field(sa_column=Column(String(255), primary_key=True))
+    position: int = Field(primary_key=True)
+    value_key: str = Field(sa_column=Column(String(1024), nullable=False))
+
+
+class MembershipRow(SQLModel, table=True):
+    """A member of a group: one row, added or removed without loading the group."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_member", "member_id"),)
+
+    group_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    member_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    member_type: str = Field(sa_column=Column(String(32), nullable=False))
+
+
+class JournalRow(SQLModel, table=True):
+    """An append-only record of one write; ``seq`` is the delta cursor."""
+
+    __tablename__ = "journal"
+    __table_args__ = (Index("ix_journal_resource", "resource_id", "seq"),)
+
+    seq: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    at: datetime = _time_column()
+    actor: str = Field(sa_column=Column(String(255), nullable=False))
+    request_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    op: str = Field(sa_column=Column(String(32), nullable=False))
+    resource_type: str | None = Field(default=None, sa_column=Column(String(32)))
+    resource_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    before: dict[str, Any] | None = _json_column()
+    after: dict[str, Any] | None = _json_column()
+    tolerances: list[str] | None = _json_column()
+    detail: dict[str, Any] | None = _json_column()
+
+
+class TokenRow(SQLModel, table=True):
+    """A named bearer token, stored only as its SHA-256 hash."""
+
+    __tablename__ = "tokens"
+
+    name: str = Field(sa_column=Column(String(255), primary_key=True))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    scopes: str = Field(sa_column=Column(String(255), nullable=False))
+    created: datetime = _time_column()
+    revoked: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+metadata = SQLModel.metadata
