@@ -117,7 +117,9 @@ def tokens_group() -> None:
 
 @tokens_group.command(name="create")
 @click.argument("name")
-@click.option("--scope", "scopes", default="read,write", show_default=True, help="read, write or both")
+@click.option(
+    "--scope", "scopes", default="read,write", show_default=True, help="read, write or both"
+)
 def tokens_create(name: str, scopes: str) -> None:
     """Create a token; it is printed once and never stored in clear."""
     try:
@@ -130,9 +132,13 @@ def tokens_create(name: str, scopes: str) -> None:
         with db.write() as conn:
             tokens.create(conn, name, token, parsed, datetime.now(UTC))
     except tokens.TokenExists:
-        raise click.ClickException(f"a token named {name!r} exists; revoke it or pick another name") from None
+        raise click.ClickException(
+            f"a token named {name!r} exists; revoke it or pick another name"
+        ) from None
     click.echo(token)
-    click.echo(f"# token {name!r} with scopes {' '.join(sorted(parsed))}; it is not shown again", err=True)
+    click.echo(
+        f"# token {name!r} with scopes {' '.join(sorted(parsed))}; it is not shown again", err=True
+    )
 
 
 @tokens_group.command(name="list")
@@ -143,7 +149,12 @@ def tokens_list() -> None:
         found = tokens.listing(conn)
     table = Table("name", "scopes", "created", "revoked")
     for info in found:
-        table.add_row(info.name, info.scopes, info.created.isoformat(), info.revoked.isoformat() if info.revoked else "")
+        table.add_row(
+            info.name,
+            info.scopes,
+            info.created.isoformat(),
+            info.revoked.isoformat() if info.revoked else "",
+        )
     Console().print(table)
 
 

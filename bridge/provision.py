@@ -172,7 +172,11 @@ def split_member_operations(
             else:
                 delta.clear, delta.add, delta.remove = True, [], []
             continue
-        if isinstance(node, ValuePath) and node.attr_path.attr.lower() == "members" and op == "remove":
+        if (
+            isinstance(node, ValuePath)
+            and node.attr_path.attr.lower() == "members"
+            and op == "remove"
+        ):
             ids = _ids_selected(node.val_filter)
             if ids is not None and node.sub_attr is None:
                 delta.remove.extend(ids)
@@ -230,7 +234,9 @@ class Provisioner:
 
     # -- model <-> document ----------------------------------------------------------------
 
-    def _validate(self, resource_type: str, payload: dict[str, Any], context: Context) -> Resource[Any]:
+    def _validate(
+        self, resource_type: str, payload: dict[str, Any], context: Context
+    ) -> Resource[Any]:
         try:
             return self.models[resource_type].model_validate(
                 payload, scim_ctx=context, scim_policy=TOLERANT_POLICY
@@ -340,7 +346,9 @@ class Provisioner:
             raise InvalidValueException(detail="a group cannot be a member of itself")
         return self.store.add_members(conn, group_id, {m: found[m] for m in unique_ids})
 
-    def _locked(self, conn: Any, resource_type: str, resource_id: str, if_match: str | None) -> Record:
+    def _locked(
+        self, conn: Any, resource_type: str, resource_id: str, if_match: str | None
+    ) -> Record:
         record = self.store.get_for_update(conn, resource_type, resource_id)
         if record is None:
             raise NotFoundException(detail=f"{resource_type} {resource_id} not found")

@@ -17,9 +17,9 @@ from scim2_models import InvalidValueException
 from scim2_models import Resource
 from scim2_models import ResourceType
 from scim2_models import Schema
+from scim2_models import SCIMException
 from scim2_models import ScimPolicy
 from scim2_models import ScimProvider
-from scim2_models import SCIMException
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -127,7 +127,11 @@ def scim_exception(exc: ValidationError) -> SCIMException:
         scim_type = context.get("scim_type")
         if scim_type:
             found = SCIMException.from_error(
-                Error(status=int(context.get("status", 400)), scim_type=scim_type, detail=_describe(error))
+                Error(
+                    status=int(context.get("status", 400)),
+                    scim_type=scim_type,
+                    detail=_describe(error),
+                )
             )
             return found
     first = exc.errors()[0] if exc.errors() else None

@@ -90,7 +90,9 @@ class ScimServer:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def endpoint(self, handlers: dict[str, tuple[str, Handler]]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        self, handlers: dict[str, tuple[str, Handler]]
+    ) -> Callable[[Request], Awaitable[Response]]:
         """One route: per method, the scope it needs and its handler; 405 for other methods."""
 
         async def serve(request: Request) -> Response:
@@ -102,7 +104,9 @@ class ScimServer:
                 response = from_exception(exc)
             except OperationalError as exc:
                 log.warning("database busy: %s", exc.orig)
-                response = error_response(503, "the database is busy; retry", headers={"Retry-After": "1"})
+                response = error_response(
+                    503, "the database is busy; retry", headers={"Retry-After": "1"}
+                )
             except Exception:
                 log.exception("unhandled error", extra={"request_id": request_id})
                 response = error_response(500, "internal error; see the server log")
@@ -129,7 +133,11 @@ class ScimServer:
         found = handlers.get(request.method)
         if found is None:
             allowed = ", ".join(sorted(handlers))
-            return error_response(405, f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed})
+            return error_response(
+                405,
+                f"{request.method} is not allowed here; use {allowed}",
+                headers={"Allow": allowed},
+            )
         scope, handler = found
         if not principal.can(scope):
             raise ForbiddenException(detail=f"the token '{principal.name}' lacks the {scope} scope")
@@ -168,7 +176,10 @@ class ScimServer:
         body = self.projectors[record.type].project(resource_json(record, call.base_url), selection)
         headers = {"ETag": record.etag}
         if status == 201:
-            headers["Location"] = body.get("meta", {}).get("location") or resource_json(record, call.base_url)["meta"]["location"]
+            headers["Location"] = (
+                body.get("meta", {}).get("location")
+                or resource_json(record, call.base_url)["meta"]["location"]
+            )
         return ScimResponse(body, status_code=status, headers=headers)
 
     # -- resources -------------------------------------------------------------------------
@@ -246,7 +257,9 @@ class ScimServer:
     async def create(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
         payload, tolerances = normalize_resource(
-            await self.body(call), self.catalog.model(resource_type), self.known_schemas[resource_type]
+            await self.body(call),
+            self.catalog.model(resource_type),
+            self.known_schemas[resource_type],
         )
         outcome = await run_in_threadpool(
             self.provisioner.create, call.cause, resource_type, payload, tolerances
@@ -259,7 +272,9 @@ class ScimServer:
     async def replace(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
         payload, tolerances = normalize_resource(
-            await self.body(call), self.catalog.model(resource_type), self.known_schemas[resource_type]
+            await self.body(call),
+            self.catalog.model(resource_type),
+            self.known_schemas[resource_type],
         )
         resource_id = call.request.path_params["id"]
         await run_in_threadpool(
@@ -284,7 +299,9 @@ class ScimServer:
 
     async def patch(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
-        operations, tolerances = normalize_patch(await self.body(call), self.catalog.model(resource_type))
+        operations, tolerances = normalize_patch(
+            await self.body(call), self.catalog.model(resource_type)
+        )
         resource_id = call.request.path_params["id"]
         outcome = await run_in_threadpool(
             lambda: self.provisioner.patch(
@@ -297,7 +314,11 @@ class ScimServer:
             )
         )
         params = call.request.query_params
-        if resource_type == "Group" and "attributes" not in params and "excludedAttributes" not in params:
+        if (
+            resource_type == "Group"
+            and "attributes" not in params
+            and "excludedAttributes" not in params
+        ):
             # RFC 7644 §3.5.2 allows 204; a group's member list can be 100k rows long, and
             # Okta and Entra both accept 204 for group PATCH. Ask with ?attributes= for a body.
             return Response(status_code=204, headers={"ETag": outcome.record.etag})
@@ -316,9 +337,7 @@ class ScimServer:
 
     async def bulk(self, call: Call) -> Response:
         body = await self.body(call)
-        result = await run_in_threadpool(
-            lambda: run_bulk(self, call, body)
-        )
+        result = await run_in_threadpool(lambda: run_bulk(self, call, body))
         return ScimResponse(result)
 
     # -- discovery -------------------------------------------------------------------------
@@ -357,14 +376,24 @@ class ScimServer:
             return self.endpoint(handlers)
 
         return [
-            _route("/scim/v2/ServiceProviderConfig", e({"GET": (READ, self.service_provider_config)})),
+            _route(
+                "/scim/v2/ServiceProviderConfig", e({"GET": (READ, self.service_provider_config)})
+            ),
             _route("/scim/v2/ResourceTypes", e({"GET": (READ, self.resource_types)})),
             _route("/scim/v2/ResourceTypes/{name}", e({"GET": (READ, self.resource_types)})),
             _route("/scim/v2/Schemas", e({"GET": (READ, self.schemas)})),
             _route("/scim/v2/Schemas/{id:path}", e({"GET": (READ, self.schemas)})),
             _route("/scim/v2/.search", e({"POST": (READ, self.search)})),
             _route("/scim/v2/Bulk", e({"POST": (WRITE, self.bulk)})),
-            _route("/scim/v2/Me", e({m: (READ, self.not_implemented) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")})),
+            _route(
+                "/scim/v2/Me",
+                e(
+                    {
+                        m: (READ, self.not_implemented)
+                        for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                    }
+                ),
+            ),
             _route(
                 "/scim/v2/{endpoint:resource}",
                 e({"GET": (READ, self.list), "POST": (WRITE, self.create)}),

@@ -87,11 +87,16 @@ def run_bulk(server: ScimServer, call: Call, body: Any) -> dict[str, Any]:
                 except _Unresolved as exc:
                     waiting.append(index)
                     results[index] = _failure(
-                        operation, 409, f"bulkId {exc.bulk_id!r} is not created by this request", "invalidValue"
+                        operation,
+                        409,
+                        f"bulkId {exc.bulk_id!r} is not created by this request",
+                        "invalidValue",
                     )
                     continue
                 except SCIMException as exc:
-                    results[index] = _failure(operation, exc.status, exc.detail, exc.scim_type or None)
+                    results[index] = _failure(
+                        operation, exc.status, exc.detail, exc.scim_type or None
+                    )
                 if int(results[index]["status"]) >= 400:
                     errors += 1
             if len(waiting) == len(pending) or (fail_on_errors and errors >= fail_on_errors):
@@ -104,7 +109,9 @@ def run_bulk(server: ScimServer, call: Call, body: Any) -> dict[str, Any]:
     }
 
 
-def _failure(operation: dict[str, Any], status: int, detail: str, scim_type: str | None) -> dict[str, Any]:
+def _failure(
+    operation: dict[str, Any], status: int, detail: str, scim_type: str | None
+) -> dict[str, Any]:
     out = {k: operation[k] for k in ("method", "bulkId") if k in operation}
     out["status"] = str(status)
     out["response"] = error_body(status, detail, scim_type)
@@ -130,20 +137,34 @@ def _run_one(
         out["bulkId"] = operation["bulkId"]
     if method == "POST" and resource_id is None:
         payload, tolerances = normalize_resource(data, model, server.known_schemas[resource_type])
-        outcome = provisioner.create(call.cause, resource_type, payload, tolerances + ["bulk"], conn=conn)
+        outcome = provisioner.create(
+            call.cause, resource_type, payload, tolerances + ["bulk"], conn=conn
+        )
         if "bulkId" in operation:
             created[str(operation["bulkId"])] = outcome.record.id
         status = 201
     elif method == "PUT" and resource_id:
         payload, tolerances = normalize_resource(data, model, server.known_schemas[resource_type])
         outcome = provisioner.replace(
-            call.cause, resource_type, resource_id, payload, if_match=version, tolerances=tolerances + ["bulk"], conn=conn
+            call.cause,
+            resource_type,
+            resource_id,
+            payload,
+            if_match=version,
+            tolerances=tolerances + ["bulk"],
+            conn=conn,
         )
         status = 200
     elif method == "PATCH" and resource_id:
         ops, tolerances = normalize_patch(data, model)
         outcome = provisioner.patch(
-            call.cause, resource_type, resource_id, ops, if_match=version, tolerances=tolerances + ["bulk"], conn=conn
+            call.cause,
+            resource_type,
+            resource_id,
+            ops,
+            if_match=version,
+            tolerances=tolerances + ["bulk"],
+            conn=conn,
         )
         status = 200
     elif method == "DELETE" and resource_id:

@@ -39,4 +39,6 @@ def from_exception(exc: SCIMException) -> ScimResponse:
     headers = None
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="scim"'}
-    return error_response(exc.status, exc.detail or type(exc).__name__, exc.scim_type or None, headers)
+    return error_response(
+        exc.status, exc.detail or type(exc).__name__, exc.scim_type or None, headers
+    )

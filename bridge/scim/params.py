@@ -77,7 +77,9 @@ class ListQuery:
         lowered = {str(k).lower(): v for k, v in params.items()}
         order = str(lowered.get("sortorder") or "ascending").lower()
         if order not in ("ascending", "descending"):
-            raise InvalidValueException(detail=f"sortOrder must be ascending or descending, not {order!r}")
+            raise InvalidValueException(
+                detail=f"sortOrder must be ascending or descending, not {order!r}"
+            )
         count = _int("count", lowered.get("count"), default_count)
         cursor = lowered.get("cursor")
         if cursor is not None and not isinstance(cursor, str):

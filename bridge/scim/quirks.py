@@ -78,7 +78,9 @@ def normalize_resource(
     return payload, sorted(set(used))
 
 
-def _normalize_value(model: type[Resource[Any]], path: str | None, value: Any, used: set[str]) -> Any:
+def _normalize_value(
+    model: type[Resource[Any]], path: str | None, value: Any, used: set[str]
+) -> Any:
     if path is not None:
         flag = _bool_string(value)
         if flag is not None and _is_boolean(model, path):
@@ -109,7 +111,9 @@ def _normalize_value(model: type[Resource[Any]], path: str | None, value: Any, u
     return fixed_value
 
 
-def normalize_patch(payload: Any, model: type[Resource[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def normalize_patch(
+    payload: Any, model: type[Resource[Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Normalise a PATCH body (RFC 7644 §3.5.2) into its list of operations."""
     if not isinstance(payload, dict):
         raise InvalidSyntaxException(detail="the body must be a JSON object")
@@ -123,7 +127,9 @@ def normalize_patch(payload: Any, model: type[Resource[Any]]) -> tuple[list[dict
     for operation in operations:
         if not isinstance(operation, dict):
             raise InvalidSyntaxException(detail="each operation must be a JSON object")
-        operation = {k if k not in ("Op", "Path", "Value") else k.lower(): v for k, v in operation.items()}
+        operation = {
+            k if k not in ("Op", "Path", "Value") else k.lower(): v for k, v in operation.items()
+        }
         op = operation.get("op")
         if isinstance(op, str) and op != op.lower():
             used.add("op_case")

@@ -83,7 +83,9 @@ class Location:
 def locate(binding: AttributeBinding, resource_schema: str) -> Location:
     """Split a binding's URN into the document keys that hold it."""
     schema = str(getattr(binding.model, "__schema__", "") or "")
-    rest = binding.urn[len(schema) + 1 :] if schema and binding.urn.startswith(schema) else binding.urn
+    rest = (
+        binding.urn[len(schema) + 1 :] if schema and binding.urn.startswith(schema) else binding.urn
+    )
     attr, _, sub = rest.partition(".")
     extension = None if schema == resource_schema else schema
     return Location(extension, attr, sub or None, binding)
@@ -308,7 +310,9 @@ class SqlFilter(FilterVisitor[Predicate]):
         return and_(text.isnot(None), text.not_in(["", "{}", "[]", "null"]))
 
     def _membership(self, attr: str, test: FilterNode | _MemberTest | None) -> Predicate:
-        own, other = (M.c.group_id, M.c.member_id) if attr == "members" else (M.c.member_id, M.c.group_id)
+        own, other = (
+            (M.c.group_id, M.c.member_id) if attr == "members" else (M.c.member_id, M.c.group_id)
+        )
         rows = select(own)
         if test is not None:
             rows = rows.where(_MembershipFilter(self, M, other, attr).visit_any(test))
@@ -508,4 +512,3 @@ class _ElementFilter(FilterVisitor[Predicate]):
 def translate(model: type[Resource[Any]], dialect: str, node: FilterNode) -> Predicate:
     """The SQL predicate of a filter tree over ``resources`` (RFC 7644 §3.4.2.2)."""
     return SqlFilter(model, dialect).visit(node)
-

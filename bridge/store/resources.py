@@ -38,10 +38,10 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.store.engine import scim_fold
 from bridge.store.filters import AV
-from bridge.store.filters import M
-from bridge.store.filters import R
 from bridge.store.filters import Expr
+from bridge.store.filters import M
 from bridge.store.filters import Predicate
+from bridge.store.filters import R
 from bridge.store.filters import SqlFilter
 from bridge.store.values import IndexedAttribute
 from bridge.store.values import index_rows
@@ -160,7 +160,9 @@ class ResourceStore:
         row = conn.execute(query).first()
         return _record(row) if row is not None else None
 
-    def get_for_update(self, conn: Connection, resource_type: str, resource_id: str) -> Record | None:
+    def get_for_update(
+        self, conn: Connection, resource_type: str, resource_id: str
+    ) -> Record | None:
         query = select(*_RECORD_COLUMNS).where(R.c.id == resource_id, R.c.type == resource_type)
         if self.dialect != "sqlite":
             query = query.with_for_update()
@@ -349,9 +351,7 @@ class ResourceStore:
         conn.execute(delete(M).where((M.c.group_id == record.id) | (M.c.member_id == record.id)))
         conn.execute(delete(R).where(R.c.pk == record.pk))
 
-    def add_members(
-        self, conn: Connection, group_id: str, members: dict[str, str]
-    ) -> list[str]:
+    def add_members(self, conn: Connection, group_id: str, members: dict[str, str]) -> list[str]:
         """Insert membership rows (id → type); the ids that were not members before."""
         if not members:
             return []
@@ -370,13 +370,17 @@ class ResourceStore:
             added.extend(conn.execute(statement.values(row)).scalars().all())
         return [str(member_id) for member_id in added]
 
-    def remove_members(self, conn: Connection, group_id: str, member_ids: Iterable[str]) -> list[str]:
+    def remove_members(
+        self, conn: Connection, group_id: str, member_ids: Iterable[str]
+    ) -> list[str]:
         """Delete membership rows; the ids that were members."""
         ids = list(member_ids)
         if not ids:
             return []
         removed = conn.execute(
-            delete(M).where(M.c.group_id == group_id, M.c.member_id.in_(ids)).returning(M.c.member_id)
+            delete(M)
+            .where(M.c.group_id == group_id, M.c.member_id.in_(ids))
+            .returning(M.c.member_id)
         ).scalars()
         return [str(member_id) for member_id in removed]
 

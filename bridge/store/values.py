@@ -60,9 +60,7 @@ def value_key(value: Any, case_exact: bool) -> str | None:
 
 
 def _scim_names(model: type[BaseModel]) -> dict[str, str]:
-    return {
-        name: field.serialization_alias or name for name, field in model.model_fields.items()
-    }
+    return {name: field.serialization_alias or name for name, field in model.model_fields.items()}
 
 
 def _attributes_of(model: type[BaseModel], extension: str | None) -> list[IndexedAttribute]:
@@ -112,5 +110,7 @@ def index_rows(
             for sub, case_exact in attribute.sub_attributes.items():
                 key = value_key(item.get(sub), case_exact)
                 if key is not None:
-                    rows.append((value_path(attribute.extension, attribute.name, sub), position, key))
+                    rows.append(
+                        (value_path(attribute.extension, attribute.name, sub), position, key)
+                    )
     return rows

@@ -1,0 +1,140 @@
+"""Fixtures: every integration test runs on SQLite and on PostgreSQL, through the real ASGI app.
+
+PostgreSQL is used when ``BRIDGE_TEST_POSTGRES_URL`` names a server (a database URL whose
+database the tests may create and drop); ``.ci/run`` sets it. Without it the PostgreSQL cases
+are skipped, unless ``BRIDGE_TEST_REQUIRE_POSTGRES=1``, which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bridge.config import Settings
+from bridge.provision import Provisioner
+from bridge.schemas import Catalog
+from bridge.schemas import load_catalog
+from bridge.scim.app import create_app
+from bridge.scim.auth import Authenticator
+from bridge.store.engine import Database
+from bridge.store.engine import connect
+from bridge.store.tables import metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token"
+PG_ENV = "BRIDGE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(ROOT / "schemas")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "bridge.db"
+    db = connect(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A fresh database on the PostgreSQL server, migrated once for the session."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        yield None
+        return
+    url = make_url(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"bridge_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    test_url = url.set(database=name).render_as_string(hide_password=False)
+    db = connect(test_url)
+    db.upgrade()
+    db.dispose()
+    yield test_url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, postgres_url: str | None
+) -> Iterator[str]:
+    """A clean, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "bridge.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if postgres_url is None:
+        if os.environ.get("BRIDGE_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{PG_ENV} is not set but PostgreSQL tests are required")
+        pytest.skip(f"{PG_ENV} is not set")
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    yield postgres_url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = connect(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, scim_token=TOKEN, schemas_dir=ROOT / "schemas")
+
+
+@pytest.fixture
+def provisioner(db: Database, catalog: Catalog) -> Provisioner:
+    return Provisioner(db, catalog)
+
+
+@pytest.fixture
+def app(provisioner: Provisioner, catalog: Catalog, settings: Settings, db: Database):  # type: ignore[no-untyped-def]
+    return create_app(provisioner, catalog, settings, Authenticator(db, env_token=TOKEN))
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """An HTTP client on the real ASGI app, authenticated with a full-scope token."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://bridge.test/scim/v2",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as http:
+        yield http
+
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def user_payload(user_name: str, **extra: object) -> dict[str, object]:
+    return {"schemas": [USER_SCHEMA], "userName": user_name, **extra}
