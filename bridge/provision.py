@@ -36,6 +36,7 @@ from scim2_models.path import LogicalExpr
 from scim2_models.path import LogicalOperator
 from scim2_models.path import ValuePath
 
+from bridge.schemas import PATCH_POLICY
 from bridge.schemas import TOLERANT_POLICY
 from bridge.schemas import Catalog
 from bridge.schemas import scim_exception
@@ -85,6 +86,21 @@ def check_if_match(record: Record, if_match: str | None) -> None:
         raise PreconditionFailedException(
             detail=f"the resource is at version {record.etag}, not {if_match}"
         )
+
+
+def _has_unknown(value: Any) -> bool:
+    """Whether a validated model (or a nested one) dropped attributes it does not define."""
+    if getattr(value, "unknown_attributes", None):
+        return True
+    fields = getattr(type(value), "model_fields", None)
+    if not fields:
+        return False
+    for name in fields:
+        item = getattr(value, name, None)
+        items = item if isinstance(item, list) else [item]
+        if any(_has_unknown(i) for i in items if hasattr(type(i), "model_fields")):
+            return True
+    return False
 
 
 def _member_ids(value: Any) -> list[str]:
@@ -235,14 +251,23 @@ class Provisioner:
     # -- model <-> document ----------------------------------------------------------------
 
     def _validate(
-        self, resource_type: str, payload: dict[str, Any], context: Context
-    ) -> Resource[Any]:
+        self,
+        resource_type: str,
+        payload: dict[str, Any],
+        context: Context,
+        tolerances: list[str] | None,
+    ) -> tuple[Resource[Any], list[str]]:
+        """Validate a body; attributes no schema defines are dropped and that is journalled."""
         try:
-            return self.models[resource_type].model_validate(
+            resource = self.models[resource_type].model_validate(
                 payload, scim_ctx=context, scim_policy=TOLERANT_POLICY
             )
         except ValidationError as exc:
             raise scim_exception(exc) from exc
+        used = list(tolerances or [])
+        if _has_unknown(resource):
+            used.append("ignored_unknown_attributes")
+        return resource, used
 
     def _document(self, resource: Resource[Any]) -> dict[str, Any]:
         dumped = resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
@@ -285,7 +310,9 @@ class Provisioner:
         conn: Any = None,
     ) -> Outcome:
         """RFC 7644 §3.3: validate, insert, add members, journal — in one transaction."""
-        resource = self._validate(resource_type, payload, Context.RESOURCE_CREATION_REQUEST)
+        resource, tolerances = self._validate(
+            resource_type, payload, Context.RESOURCE_CREATION_REQUEST, tolerances
+        )
         doc = self._document(resource)
         members = _member_ids(payload.get("members") or []) if resource_type == "Group" else []
         now = self.clock()
@@ -324,8 +351,8 @@ class Provisioner:
                 detail={"added": added} if added else None,
             )
             seq = journal.append(tx, entry)
-            members = self.store.members_of(tx, [record.id])[record.id] if added else None
-        return Outcome(record, seq, entry.tolerances, members)
+            listed = self.store.members_of(tx, [record.id])[record.id] if added else None
+        return Outcome(record, seq, entry.tolerances, listed)
 
     @contextmanager
     def _in_transaction(self, conn: Any) -> Iterator[Any]:
@@ -367,7 +394,9 @@ class Provisioner:
         conn: Any = None,
     ) -> Outcome:
         """RFC 7644 §3.5.1: replace the resource; ``members`` of a group replaced as rows."""
-        resource = self._validate(resource_type, payload, Context.RESOURCE_REPLACEMENT_REQUEST)
+        resource, tolerances = self._validate(
+            resource_type, payload, Context.RESOURCE_REPLACEMENT_REQUEST, tolerances
+        )
         doc = self._document(resource)
         given_id = payload.get("id")
         if isinstance(given_id, str) and given_id and given_id != resource_id:
@@ -430,10 +459,11 @@ class Provisioner:
         patch = None
         if operations:
             try:
-                patch = PatchOp[self.models[resource_type]].model_validate(  # type: ignore[misc]
+                patch_model = PatchOp.__class_getitem__(self.models[resource_type])
+                patch = patch_model.model_validate(
                     {"schemas": [PATCH_SCHEMA], "Operations": operations},
                     scim_ctx=Context.RESOURCE_PATCH_REQUEST,
-                    scim_policy=TOLERANT_POLICY,
+                    scim_policy=PATCH_POLICY,
                 )
             except ValidationError as exc:
                 raise scim_exception(exc) from exc
@@ -444,7 +474,7 @@ class Provisioner:
             if patch is not None:
                 resource = self._load(record)
                 try:
-                    patch.patch(resource, scim_policy=TOLERANT_POLICY)
+                    patch.patch(resource, scim_policy=PATCH_POLICY)
                 except ValidationError as exc:
                     raise scim_exception(exc) from exc
                 doc = self._document(resource)

@@ -33,6 +33,11 @@ TOLERANT_POLICY = ScimPolicy(
 )
 
 
+# A PATCH that names an attribute the schemas do not define is refused (invalidPath) rather
+# than silently dropped: an IdP attribute mapping that points nowhere must show up.
+PATCH_POLICY = TOLERANT_POLICY.model_copy(update={"unknown": ScimPolicy.Unknown.forbid})
+
+
 class SchemaError(ValueError):
     """The schemas directory does not describe a coherent service."""
 

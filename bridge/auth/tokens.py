@@ -10,7 +10,7 @@ from dataclasses import dataclass
 READ = "scim:read"
 WRITE = "scim:write"
 ALL_SCOPES = (READ, WRITE)
-TOKEN_PREFIX = "brg_"
+TOKEN_PREFIX = "brg_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)

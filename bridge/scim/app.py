@@ -18,7 +18,6 @@ from scim2_models import NotImplementedException
 from scim2_models import PayloadTooLargeException
 from scim2_models import SCIMException
 from scim2_models import UnauthorizedException
-from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -45,6 +44,7 @@ from bridge.scim.quirks import normalize_resource
 from bridge.scim.render import Projector
 from bridge.scim.render import Selection
 from bridge.scim.render import resource_json
+from bridge.store.engine import DatabaseBusy
 
 log = logging.getLogger("bridge.scim")
 
@@ -102,8 +102,8 @@ class ScimServer:
                 response = await self._serve(request, handlers, request_id)
             except SCIMException as exc:
                 response = from_exception(exc)
-            except OperationalError as exc:
-                log.warning("database busy: %s", exc.orig)
+            except DatabaseBusy as exc:
+                log.warning("database busy: %s", exc)
                 response = error_response(
                     503, "the database is busy; retry", headers={"Retry-After": "1"}
                 )
@@ -202,7 +202,7 @@ class ScimServer:
             return Response(status_code=304, headers={"ETag": record.etag})
         return self._one(call, record, selection)
 
-    async def list(self, call: Call) -> Response:
+    async def list_resources(self, call: Call) -> Response:
         return await self._search(call, [self.resource_type(call)], dict(call.request.query_params))
 
     async def search(self, call: Call) -> Response:
@@ -396,7 +396,7 @@ class ScimServer:
             ),
             _route(
                 "/scim/v2/{endpoint:resource}",
-                e({"GET": (READ, self.list), "POST": (WRITE, self.create)}),
+                e({"GET": (READ, self.list_resources), "POST": (WRITE, self.create)}),
             ),
             _route("/scim/v2/{endpoint:resource}/.search", e({"POST": (READ, self.search)})),
             _route(

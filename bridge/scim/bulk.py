@@ -112,7 +112,7 @@ def run_bulk(server: ScimServer, call: Call, body: Any) -> dict[str, Any]:
 def _failure(
     operation: dict[str, Any], status: int, detail: str, scim_type: str | None
 ) -> dict[str, Any]:
-    out = {k: operation[k] for k in ("method", "bulkId") if k in operation}
+    out: dict[str, Any] = {k: operation[k] for k in ("method", "bulkId") if k in operation}
     out["status"] = str(status)
     out["response"] = error_body(status, detail, scim_type)
     return out

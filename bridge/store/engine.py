@@ -22,8 +22,14 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseBusy(Exception):
+    """The database could not take the work in time (locked, or out of connections)."""
 
 
 def scim_fold(value: Any) -> Any:
@@ -67,7 +73,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads; SQLite readers see a consistent WAL snapshot."""
-        with self.engine.connect() as connection:
+        with _busy_as_error(), self.engine.connect() as connection:
             if self.is_sqlite:
                 with connection.begin():
                     yield connection
@@ -79,10 +85,11 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """One write transaction: committed on exit, rolled back on any exception."""
         if not self.is_sqlite:
-            with self.engine.begin() as connection:
+            with _busy_as_error(), self.engine.begin() as connection:
                 yield connection
             return
         with (
+            _busy_as_error(),
             self._write_lock,
             self.engine.connect().execution_options(sqlite_immediate=True) as connection,
             connection.begin(),
@@ -99,6 +106,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _busy_as_error() -> Iterator[None]:
+    try:
+        yield
+    except PoolTimeoutError as exc:
+        raise DatabaseBusy("no database connection free") from exc
+    except OperationalError as exc:
+        message = str(exc.orig).lower()
+        if "locked" in message or "busy" in message:
+            raise DatabaseBusy(message) from exc
+        raise
 
 
 def normalize_url(url: str) -> str:

@@ -23,7 +23,7 @@ from scim2_models import Resource
 from scim2_models.path import AttrPath
 from scim2_models.path import FilterNode
 from sqlalchemy import Connection
-from sqlalchemy import Row
+from sqlalchemy import and_
 from sqlalchemy import case
 from sqlalchemy import delete
 from sqlalchemy import func
@@ -114,7 +114,7 @@ _RECORD_COLUMNS = (
 )
 
 
-def _record(row: Row[Any]) -> Record:
+def _record(row: Any) -> Record:
     doc = row.doc if isinstance(row.doc, dict) else json.loads(row.doc)
     return Record(
         pk=row.pk,
@@ -178,10 +178,10 @@ class ResourceStore:
         return {row.id: row.type for row in rows}
 
     def _predicate(self, resource_type: str, node: FilterNode | None) -> Predicate:
-        own = R.c.type == resource_type
+        own: Predicate = R.c.type == resource_type
         if node is None:
             return own
-        return own & self.filters[resource_type](node)
+        return and_(own, self.filters[resource_type](node))
 
     def _where(self, types: Sequence[str], node: FilterNode | None) -> Predicate:
         if len(types) == 1:
@@ -199,8 +199,9 @@ class ResourceStore:
         return _or(terms)
 
     def _sort_key(self, types: Sequence[str], sort_by: AttrPath | None) -> Expr:
+        by_pk: Expr = R.c.pk
         if sort_by is None:
-            return R.c.pk
+            return by_pk
         keys: list[tuple[str, Expr]] = []
         for resource_type in types:
             try:
@@ -208,7 +209,7 @@ class ResourceStore:
             except InvalidFilterException:
                 continue
         if not keys:
-            return R.c.pk
+            return by_pk
         if len(keys) == 1:
             return keys[0][1]
         return case(*((R.c.type == t, k) for t, k in keys), else_=literal(None))
@@ -365,7 +366,7 @@ class ResourceStore:
             .on_conflict_do_nothing(index_elements=["group_id", "member_id"])
             .returning(M.c.member_id)
         )
-        added = []
+        added: list[Any] = []
         for row in rows:  # RETURNING with executemany is not portable; groups of ids are small
             added.extend(conn.execute(statement.values(row)).scalars().all())
         return [str(member_id) for member_id in added]
