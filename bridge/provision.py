@@ -103,6 +103,25 @@ def _has_unknown(value: Any) -> bool:
     return False
 
 
+def _creates_on_unmatched_filter(resource: Resource[Any], operations: list[dict[str, Any]]) -> bool:
+    """Whether an add/replace names ``attr[filter]`` that matches no entry (Entra creates it)."""
+    for operation in operations:
+        path = operation.get("path")
+        if (
+            operation.get("op") not in ("add", "replace")
+            or not isinstance(path, str)
+            or "[" not in path
+        ):
+            continue
+        try:
+            found = Path.__class_getitem__(type(resource))(path).get(resource, strict=False)
+        except (ValueError, SCIMException):
+            continue
+        if not found:
+            return True
+    return False
+
+
 def _member_ids(value: Any) -> list[str]:
     """Member ids from ``[{"value": id}, …]`` (or bare ids, as some clients send)."""
     items = value if isinstance(value, list) else [value]
@@ -473,6 +492,8 @@ class Provisioner:
             doc = before
             if patch is not None:
                 resource = self._load(record)
+                if _creates_on_unmatched_filter(resource, operations):
+                    tolerances = [*(tolerances or []), "unmatched_filter_creates"]
                 try:
                     patch.patch(resource, scim_policy=PATCH_POLICY)
                 except ValidationError as exc:
