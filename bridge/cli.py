@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC
 from datetime import datetime
@@ -64,6 +66,16 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
+@contextmanager
+def database(settings: Settings) -> Iterator[Database]:
+    """A migrated database for one command, closed when the command ends."""
+    db = open_database(settings)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def build_app(settings: Settings) -> Starlette:
     """Everything ``bridge serve`` runs: database (migrated), schemas, auth and the SCIM app."""
     db = open_database(settings)
@@ -101,7 +113,7 @@ def serve(host: str, port: int) -> None:
     configure_logging(settings)
     try:
         app = build_app(settings)
-    except SchemaError as exc:
+    except (SchemaError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not settings.scim_token:
         logging.getLogger("bridge").info(
@@ -126,10 +138,9 @@ def tokens_create(name: str, scopes: str) -> None:
         parsed = parse_scopes(scopes)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from exc
-    db = open_database(_settings())
     token = generate()
     try:
-        with db.write() as conn:
+        with database(_settings()) as db, db.write() as conn:
             tokens.create(conn, name, token, parsed, datetime.now(UTC))
     except tokens.TokenExists:
         raise click.ClickException(
@@ -144,8 +155,7 @@ def tokens_create(name: str, scopes: str) -> None:
 @tokens_group.command(name="list")
 def tokens_list() -> None:
     """List tokens (names, scopes, dates — never the tokens)."""
-    db = open_database(_settings())
-    with db.read() as conn:
+    with database(_settings()) as db, db.read() as conn:
         found = tokens.listing(conn)
     table = Table("name", "scopes", "created", "revoked")
     for info in found:
@@ -162,8 +172,7 @@ def tokens_list() -> None:
 @click.argument("name")
 def tokens_revoke(name: str) -> None:
     """Revoke a token at once."""
-    db = open_database(_settings())
-    with db.write() as conn:
+    with database(_settings()) as db, db.write() as conn:
         revoked = tokens.revoke(conn, name, datetime.now(UTC))
     if not revoked:
         raise click.ClickException(f"no active token named {name!r}")
@@ -179,7 +188,8 @@ def db_group() -> None:
 def db_upgrade() -> None:
     """Create or migrate the database schema to the newest revision."""
     settings = _settings()
-    open_database(settings)
+    with database(settings):
+        pass
     click.echo(f"database at {settings.database_url.split('@')[-1]} is up to date")
 
 
@@ -190,8 +200,7 @@ def db_upgrade() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def journal_command(since: int, resource_id: str | None, limit: int, as_json: bool) -> None:
     """Read the change journal (the delta feed)."""
-    db = open_database(_settings())
-    with db.read() as conn:
+    with database(_settings()) as db, db.read() as conn:
         entries = journal.read(conn, since=since, resource_id=resource_id, limit=limit)
     if as_json:
         for entry in entries:

@@ -66,5 +66,6 @@ class Settings:
                 issuer=env.get("BRIDGE_JWT_ISSUER") or None,
                 audience=env.get("BRIDGE_JWT_AUDIENCE") or None,
                 scope_claim=env.get("BRIDGE_JWT_SCOPE_CLAIM", "scope"),
+                leeway_seconds=int(env.get("BRIDGE_JWT_LEEWAY_SECONDS", "30")),
             ),
         )

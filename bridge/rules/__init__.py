@@ -1,0 +1,1 @@
+"""The rules: functional core that turns SCIM attributes and HR role codes into LMS state."""

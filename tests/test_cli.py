@@ -1,0 +1,206 @@
+"""The ``bridge`` command against real databases: tokens, migrations and the journal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from click.testing import Result
+from sqlalchemy import create_engine
+from sqlalchemy import inspect
+from starlette.applications import Starlette
+
+from bridge import cli
+from bridge.cli import main
+from bridge.config import Settings
+from bridge.provision import Cause
+from bridge.provision import Provisioner
+from bridge.scim.auth import Authenticator
+from bridge.store.engine import Database
+from bridge.store.engine import normalize_url
+from tests.conftest import user_payload
+
+
+def bridge(database_url: str, *args: str) -> Result:
+    """Run ``bridge ARGS`` with the database at ``database_url`` and a wide terminal."""
+    env = {
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_SCIM_TOKEN": None,
+        "BRIDGE_LOG_FORMAT": None,
+        "COLUMNS": "200",
+    }
+    opened: list[Database] = []
+    original = cli.open_database
+
+    def open_database(settings: Settings) -> Database:
+        opened.append(original(settings))
+        return opened[-1]
+
+    # The commands leave their engine to the garbage collector, where psycopg warns about
+    # the open connection (an error under filterwarnings=error): dispose of it here.
+    with mock.patch.object(cli, "open_database", open_database):
+        try:
+            return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        finally:
+            for db in opened:
+                db.dispose()
+
+
+async def status(app: Starlette, token: str, method: str = "GET") -> int:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bridge.test/scim/v2",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        if method == "POST":
+            response = await client.post("/Users", json=user_payload("bjensen"))
+        else:
+            response = await client.get("/Users")
+    return response.status_code
+
+
+async def test_tokens_create_prints_a_token_that_authenticates(
+    database_url: str, app: Starlette
+) -> None:
+    result = bridge(database_url, "tokens", "create", "okta")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert len(token.splitlines()) == 1 and token.startswith("brg_")
+    assert "not shown again" in result.stderr
+    assert await status(app, token, "POST") == 201
+    assert await status(app, "brg_" + token[4:][::-1]) == 401
+
+
+async def test_read_only_token_from_the_cli(database_url: str, app: Starlette) -> None:
+    result = bridge(database_url, "tokens", "create", "auditor", "--scope", "read")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert await status(app, token) == 200
+    assert await status(app, token, "POST") == 403
+
+
+def test_tokens_list_shows_names_not_tokens(database_url: str) -> None:
+    created = [
+        bridge(database_url, "tokens", "create", name, "--scope", scope).stdout.strip()
+        for name, scope in (("okta", "read,write"), ("auditor", "read"))
+    ]
+    result = bridge(database_url, "tokens", "list")
+    assert result.exit_code == 0, result.output
+    assert "okta" in result.stdout and "auditor" in result.stdout
+    assert "scim:write" in result.stdout
+    for token in created:
+        assert token not in result.stdout
+        assert token[4:16] not in result.stdout
+
+
+async def test_tokens_revoke(database_url: str, app: Starlette, db: Database) -> None:
+    token = bridge(database_url, "tokens", "create", "entra").stdout.strip()
+    uncached = Authenticator(db, cache_seconds=0)
+    assert uncached(token) is not None
+    revoked = bridge(database_url, "tokens", "revoke", "entra")
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked entra" in revoked.stdout
+    # The app's Authenticator caches a token for 5 s; this one is first seen after the revoke.
+    assert uncached(token) is None
+    assert await status(app, token) == 401
+    listed = bridge(database_url, "tokens", "list").stdout
+    line = next(line for line in listed.splitlines() if "entra" in line)
+    assert line.count("20") >= 2  # created and revoked dates
+    again = bridge(database_url, "tokens", "revoke", "entra")
+    assert again.exit_code != 0
+    assert "no active token named 'entra'" in again.stderr
+
+
+def test_revoking_an_unknown_token_fails(database_url: str) -> None:
+    result = bridge(database_url, "tokens", "revoke", "nobody")
+    assert result.exit_code == 1
+    assert "no active token named 'nobody'" in result.stderr
+
+
+def test_duplicate_token_name_fails_clearly(database_url: str) -> None:
+    first = bridge(database_url, "tokens", "create", "okta")
+    assert first.exit_code == 0
+    second = bridge(database_url, "tokens", "create", "okta")
+    assert second.exit_code == 1
+    assert second.stdout == ""  # no token printed for a name that is not created
+    assert "a token named 'okta' exists" in second.stderr
+    assert len(bridge(database_url, "tokens", "list").stdout.split("okta")) == 2
+
+
+@pytest.mark.parametrize("scope", ["bogus", "read,admin", "scim:delete"])
+def test_unknown_scope_is_a_usage_error(database_url: str, scope: str) -> None:
+    result = bridge(database_url, "tokens", "create", "okta", "--scope", scope)
+    assert result.exit_code == 2
+    assert "--scope" in result.stderr
+    assert "use read or write" in result.stderr
+    assert result.stdout == ""
+    assert "okta" not in bridge(database_url, "tokens", "list").stdout
+
+
+def test_db_upgrade_is_idempotent(database_url: str, tmp_path: Path) -> None:
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'fresh.db'}"  # created from nothing
+    for _ in range(2):
+        result = bridge(database_url, "db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert "is up to date" in result.stdout
+        assert ":postgres@" not in result.stdout  # the password is not printed
+    engine = create_engine(normalize_url(database_url))
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"tokens", "journal", "alembic_version"} <= tables
+    assert bridge(database_url, "tokens", "create", "okta").exit_code == 0
+
+
+def test_journal_json_lists_provisioner_writes(database_url: str, provisioner: Provisioner) -> None:
+    cause = Cause("okta", "req-1")
+    created = provisioner.create(cause, "User", user_payload("bjensen", displayName="Babs"))
+    user_id = created.record.id
+    provisioner.replace(
+        Cause("entra", "req-2"), "User", user_id, user_payload("bjensen", displayName="Barbara")
+    )
+    other = provisioner.create(cause, "User", user_payload("jsmith")).record.id
+    provisioner.delete(cause, "User", other)
+
+    result = bridge(database_url, "journal", "--json")
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["op"], e["actor"], e["resource_id"]) for e in entries] == [
+        ("create", "okta", user_id),
+        ("replace", "entra", user_id),
+        ("create", "okta", other),
+        ("delete", "okta", other),
+    ]
+    seqs = [e["seq"] for e in entries]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    first, second = entries[0], entries[1]
+    assert first["before"] is None
+    assert first["after"]["displayName"] == "Babs"
+    assert first["request_id"] == "req-1"
+    assert second["before"]["displayName"] == "Babs"
+    assert second["after"]["displayName"] == "Barbara"
+    assert entries[3]["before"]["userName"] == "jsmith" and entries[3]["after"] is None
+    assert all(e["at"].startswith("20") for e in entries)
+
+    since = bridge(database_url, "journal", "--json", "--since", str(seqs[1])).stdout
+    assert [json.loads(line)["seq"] for line in since.splitlines()] == seqs[2:]
+    mine = bridge(database_url, "journal", "--json", "--resource", user_id).stdout
+    assert [json.loads(line)["op"] for line in mine.splitlines()] == ["create", "replace"]
+
+
+def test_journal_table(database_url: str, provisioner: Provisioner) -> None:
+    provisioner.create(Cause("okta"), "User", user_payload("bjensen"))
+    result = bridge(database_url, "journal")
+    assert result.exit_code == 0, result.output
+    assert "okta" in result.stdout and "create" in result.stdout and "User/" in result.stdout
+
+
+def test_empty_journal_json_prints_nothing(database_url: str) -> None:
+    result = bridge(database_url, "journal", "--json")
+    assert result.exit_code == 0 and result.stdout == ""
