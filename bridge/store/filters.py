@@ -3,21 +3,34 @@
 The scim2-models filter tree is walked with a ``FilterVisitor`` and becomes one SQLAlchemy
 boolean expression over ``resources``: indexed columns for ``id``, ``externalId``,
 ``userName``/``displayName``, ``active`` and ``meta``; the ``attribute_values`` index for
-multi-valued attributes (same-element semantics for ``emails[type eq "work" and …]``);
-``memberships`` for ``members`` and ``groups``; JSON extraction for the rest.
+multi-valued attributes (same-element semantics for ``emails[type eq "work" and …]``) and
+for ``dateTime`` values (compared as UTC instants); ``memberships`` for ``members`` and
+``groups``; JSON extraction for the rest.
 
 Every predicate this module builds is NULL-free (a missing attribute compares false, never
 unknown), so ``ne`` and ``not`` are plain negations and stay NULL-safe.
+
+The reference is scim2-models' own evaluator, ``ScimFilter[Model](text).match(resource)``
+(tests/test_filters.py compares the two). Deliberate differences:
+
+- a ``dateTime`` written without an offset is taken as UTC (the evaluator cannot order it
+  against an offset one, and matches nothing);
+- ``meta.location`` and ``$ref`` depend on the base URL a request came in on, so they can be
+  tested with ``pr`` but not compared (400 ``invalidFilter``);
+- in ``attr[…]`` over a list of simple values, a name other than ``value`` is 400
+  ``invalidFilter`` (the evaluator matches nothing);
+- string ordering (``gt``…) is by code point on both databases (``COLLATE "C"``), as in
+  Python, whatever the PostgreSQL database's collation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
 from scim2_models import BaseModel
 from scim2_models import InvalidFilterException
 from scim2_models import Resource
@@ -41,12 +54,14 @@ from scim2_models.path.resolution import _validate_operator
 from scim2_models.path.resolution import _validate_value_selection
 from sqlalchemy import ColumnElement
 from sqlalchemy import Numeric
+from sqlalchemy import String
 from sqlalchemy import and_
 from sqlalchemy import cast
 from sqlalchemy import exists
 from sqlalchemy import false
 from sqlalchemy import func
 from sqlalchemy import literal
+from sqlalchemy import literal_column
 from sqlalchemy import not_
 from sqlalchemy import or_
 from sqlalchemy import select
@@ -57,6 +72,7 @@ from bridge.store.engine import scim_fold
 from bridge.store.tables import AttributeValueRow
 from bridge.store.tables import MembershipRow
 from bridge.store.tables import ResourceRow
+from bridge.store.values import datetime_key
 from bridge.store.values import value_key
 from bridge.store.values import value_path
 
@@ -67,7 +83,8 @@ M = MembershipRow.__table__  # type: ignore[attr-defined]
 Predicate = ColumnElement[bool]
 Expr = ColumnElement[Any]
 
-_DATETIME = TypeAdapter(datetime)
+_STRING_OPERATORS = (CompareOperator.co, CompareOperator.sw, CompareOperator.ew)
+_ORDERING_OPERATORS = (CompareOperator.gt, CompareOperator.ge, CompareOperator.lt, CompareOperator.le)
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,15 @@ class Dialect:
         return func.jsonb_extract_path_text(R.c.doc, *keys)
 
     def fold(self, expr: Expr) -> Expr:
-        return func.scim_fold(expr) if self.sqlite else func.lower(expr)
+        """``scim_fold`` in SQL: NFC, lower-cased, NFC (PostgreSQL's ``normalize`` needs UTF8)."""
+        if self.sqlite:
+            return func.scim_fold(expr)
+        nfc = literal_column("NFC")
+        return func.normalize(func.lower(func.normalize(expr, nfc)), nfc)
+
+    def ordered(self, expr: Expr) -> Expr:
+        """Strings order by code point, as in Python, whatever the database's collation."""
+        return expr if self.sqlite else expr.collate("C")
 
     def contains(self, expr: Expr, value: str) -> Predicate:
         fn = func.instr if self.sqlite else func.strpos
@@ -123,7 +148,7 @@ class Dialect:
 
 def _compare(d: Dialect, expr: Expr, op: CompareOperator, value: Any) -> Predicate:
     """``expr op value``, false (not NULL) when ``expr`` is NULL."""
-    if op in (CompareOperator.co, CompareOperator.sw, CompareOperator.ew):
+    if op in _STRING_OPERATORS:
         if not isinstance(value, str):
             raise InvalidFilterException(detail=f"operator '{op.value}' needs a string")
         if value == "":
@@ -134,17 +159,18 @@ def _compare(d: Dialect, expr: Expr, op: CompareOperator, value: Any) -> Predica
             test = d.starts(expr, value)
         else:
             test = d.ends(expr, value)
-    else:
-        operators: dict[CompareOperator, Callable[[Expr, Any], Predicate]] = {
-            CompareOperator.eq: lambda e, v: e == v,
-            CompareOperator.ne: lambda e, v: e != v,
-            CompareOperator.gt: lambda e, v: e > v,
-            CompareOperator.ge: lambda e, v: e >= v,
-            CompareOperator.lt: lambda e, v: e < v,
-            CompareOperator.le: lambda e, v: e <= v,
-        }
-        test = operators[op](expr, value)
-    return and_(expr.isnot(None), test)
+        return and_(expr.isnot(None), test)
+    if op in _ORDERING_OPERATORS and isinstance(value, str):
+        expr = d.ordered(expr)
+    operators: dict[CompareOperator, Callable[[Expr, Any], Predicate]] = {
+        CompareOperator.eq: lambda e, v: e == v,
+        CompareOperator.ne: lambda e, v: e != v,
+        CompareOperator.gt: lambda e, v: e > v,
+        CompareOperator.ge: lambda e, v: e >= v,
+        CompareOperator.lt: lambda e, v: e < v,
+        CompareOperator.le: lambda e, v: e <= v,
+    }
+    return and_(expr.isnot(None), operators[op](expr, value))
 
 
 def _is_string(binding: AttributeBinding) -> bool:
@@ -152,13 +178,32 @@ def _is_string(binding: AttributeBinding) -> bool:
     return target is str or (isinstance(target, type) and issubclass(target, str))
 
 
-def _key_of(binding: AttributeBinding, value: Any) -> Any:
+def _is_datetime(binding: AttributeBinding) -> bool:
+    target = binding.target_type
+    return isinstance(target, type) and issubclass(target, datetime)
+
+
+def _utc(value: datetime) -> datetime:
+    """A filter's instant in UTC (SQLite stores naive UTC text; a naive operand is UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _key_of(binding: AttributeBinding, value: Any) -> str | None:
     """The form a filter operand is compared in (what ``attribute_values`` stores)."""
     if isinstance(value, datetime):
-        return _DATETIME.dump_python(value, mode="json")
+        return datetime_key(value)
     if isinstance(value, str):
-        return value if binding.case_exact else scim_fold(value)
-    return value
+        return value if binding.case_exact else str(scim_fold(value))
+    return value_key(value, "exact")
+
+
+def _negate_null(op: CompareOperator, present: Predicate) -> Predicate:
+    """``attr eq null`` is absence, ``attr ne null`` presence (as ScimFilter.match reads them)."""
+    if op == CompareOperator.eq:
+        return not_(present)
+    if op == CompareOperator.ne:
+        return present
+    raise InvalidFilterException(detail=f"'{op.value} null' compares nothing")
 
 
 class SqlFilter(FilterVisitor[Predicate]):
@@ -191,21 +236,35 @@ class SqlFilter(FilterVisitor[Predicate]):
         assert binding is not None  # strict resolution raises instead
         return locate(binding, self.schema)
 
+    def _is_membership(self, where: Location) -> bool:
+        return where.extension is None and where.attr in ("members", "groups")
+
+    def _is_meta(self, where: Location) -> bool:
+        return where.extension is None and where.attr == "meta"
+
+    def _is_indexed(self, where: Location) -> bool:
+        """Whether ``attribute_values`` holds the values (see values.indexed_attributes)."""
+        if self._column(where) is not None or self._is_meta(where):
+            return False
+        return where.binding.is_multivalued or _is_datetime(where.binding)
+
     def visit_comparison(self, node: Comparison) -> Predicate:
         where = self._bind(node.attr_path, for_comparison=True)
         _validate_operator(where.binding, node.op)
         value = coerce_value(where.binding, node.value, node.op)
+        if self._is_membership(where):
+            sub = where.sub or "value"
+            if node.op == CompareOperator.ne:  # universal, as for any multi-valued attribute
+                return not_(self._membership(where, _MemberTest(sub, CompareOperator.eq, value)))
+            return self._membership(where, _MemberTest(sub, node.op, value))
         if value is None:
-            present = self._present(where)
-            if node.op == CompareOperator.eq:
-                return not_(present)
-            if node.op == CompareOperator.ne:
-                return present
-            raise InvalidFilterException(detail=f"'{node.op.value} null' compares nothing")
-        if where.extension is None and where.attr in ("members", "groups"):
-            return self._membership(where.attr, _MemberTest(where.sub or "value", node.op, value))
-        if where.binding.is_multivalued:
-            return self._multi_valued(where, node.op, value)
+            return _negate_null(node.op, self._present(where))
+        if self._is_meta(where) and where.sub == "location":
+            raise InvalidFilterException(detail="meta.location can only be tested with 'pr'")
+        if node.op in _STRING_OPERATORS and not _is_string(where.binding):
+            return false()  # a substring of a non-string: ScimFilter.match matches nothing
+        if self._is_indexed(where):
+            return self._indexed(where, node.op, value)
         return self._scalar(where, node.op, value)
 
     def visit_present(self, node: Present) -> Predicate:
@@ -214,8 +273,8 @@ class SqlFilter(FilterVisitor[Predicate]):
     def visit_value_path(self, node: ValuePath) -> Predicate:
         where = self._bind(node.attr_path, for_comparison=False)
         _validate_value_selection(where.binding)
-        if where.extension is None and where.attr in ("members", "groups"):
-            return self._membership(where.attr, node.val_filter)
+        if self._is_membership(where):
+            return self._membership(where, node.val_filter)
         return _ElementFilter(self, where).select(node.val_filter)
 
     # -- storage kinds ---------------------------------------------------------------------
@@ -241,6 +300,8 @@ class SqlFilter(FilterVisitor[Predicate]):
             return R.c.last_modified, False
         if name == ("meta", "resourceType"):
             return R.c.type, False
+        if name == ("meta", "version"):  # as rendered: W/"<version>"
+            return literal('W/"') + cast(R.c.version, String) + literal('"'), False
         return None
 
     def _keys(self, where: Location) -> list[str]:
@@ -255,7 +316,9 @@ class SqlFilter(FilterVisitor[Predicate]):
         column = self._column(where)
         if column is not None:
             expr, folded = column
-            if folded or (isinstance(value, str) and not binding.case_exact):
+            if isinstance(value, datetime):
+                value = _utc(value)
+            elif folded or (isinstance(value, str) and not binding.case_exact):
                 value = scim_fold(value) if isinstance(value, str) else value
                 if not folded:
                     expr = self.d.fold(expr)
@@ -268,8 +331,6 @@ class SqlFilter(FilterVisitor[Predicate]):
             value = (1 if value else 0) if self.d.sqlite else ("true" if value else "false")
         elif isinstance(value, int | float):
             expr = text if self.d.sqlite else cast(text, Numeric)
-        elif isinstance(value, datetime):
-            expr, value = text, _key_of(binding, value)
         elif isinstance(value, str) and _is_string(binding) and not binding.case_exact:
             expr, value = self.d.fold(text), scim_fold(value)
         else:
@@ -278,28 +339,31 @@ class SqlFilter(FilterVisitor[Predicate]):
             return not_(_compare(self.d, expr, CompareOperator.eq, value))
         return _compare(self.d, expr, op, value)
 
+    def _path(self, where: Location) -> str:
+        return value_path(where.extension, where.attr, where.sub)
+
     def _values_in(self, path: str, test: Callable[[Expr], Predicate]) -> Predicate:
         rows = select(AV.c.resource_pk).where(AV.c.path == path, test(AV.c.value_key))
         return R.c.pk.in_(rows)
 
-    def _multi_valued(self, where: Location, op: CompareOperator, value: Any) -> Predicate:
-        path = value_path(where.extension, where.attr, where.sub)
+    def _indexed(self, where: Location, op: CompareOperator, value: Any) -> Predicate:
         key = _key_of(where.binding, value)
-        if not isinstance(key, str):
-            key = value_key(key, True)
         if op == CompareOperator.ne:
             # The universal reading, as ScimFilter.match: no value equals the operand.
-            return not_(self._values_in(path, lambda col: col == key))
-        return self._values_in(path, lambda col: _compare(self.d, col, op, key))
+            return not_(self._values_in(self._path(where), lambda col: col == key))
+        return self._values_in(self._path(where), lambda col: _compare(self.d, col, op, key))
 
     def _present(self, where: Location) -> Predicate:
-        if where.extension is None and where.attr in ("members", "groups"):
-            return self._membership(where.attr, None)
-        if where.binding.is_multivalued:
-            path = value_path(where.extension, where.attr, where.sub)
-            if where.sub is None and where.binding.sub_field_name is None:
-                return self._values_in(path, lambda col: literal(True))
-            return self._values_in(path, lambda col: col != "")
+        if self._is_membership(where):
+            return self._membership(where, None)
+        if self._is_meta(where) and where.sub in (None, "location"):
+            return true()  # every resource is rendered with its meta and location
+        if self._is_indexed(where):
+            item = where.binding.field_type
+            complex_item = isinstance(item, type) and issubclass(item, BaseModel)
+            if where.sub is None and complex_item:  # the elements' anchor rows
+                return self._values_in(self._path(where), lambda col: literal(True))
+            return self._values_in(self._path(where), lambda col: col != "")
         column = self._column(where)
         if column is not None:
             expr = column[0]
@@ -309,13 +373,16 @@ class SqlFilter(FilterVisitor[Predicate]):
         text = self.d.json_text(self._keys(where))
         return and_(text.isnot(None), text.not_in(["", "{}", "[]", "null"]))
 
-    def _membership(self, attr: str, test: FilterNode | _MemberTest | None) -> Predicate:
+    def _membership(self, where: Location, test: FilterNode | _MemberTest | None) -> Predicate:
+        """Resources with a membership row (as group for ``members``, member for ``groups``)."""
         own, other = (
-            (M.c.group_id, M.c.member_id) if attr == "members" else (M.c.member_id, M.c.group_id)
+            (M.c.group_id, M.c.member_id)
+            if where.attr == "members"
+            else (M.c.member_id, M.c.group_id)
         )
         rows = select(own)
         if test is not None:
-            rows = rows.where(_MembershipFilter(self, M, other, attr).visit_any(test))
+            rows = rows.where(_MembershipFilter(self, where, other).visit_any(test))
         return R.c.id.in_(rows)
 
     def sort_key(self, attr_path: AttrPath) -> Expr:
@@ -324,14 +391,12 @@ class SqlFilter(FilterVisitor[Predicate]):
         column = self._column(where)
         if column is not None:
             return column[0]
-        if where.binding.is_multivalued:
-            path = value_path(where.extension, where.attr, where.sub)
-            first = (
+        if self._is_indexed(where):
+            return (
                 select(func.min(AV.c.value_key))
-                .where(AV.c.resource_pk == R.c.pk, AV.c.path == path)
+                .where(AV.c.resource_pk == R.c.pk, AV.c.path == self._path(where))
                 .scalar_subquery()
             )
-            return first
         text = self.d.json_text(self._keys(where))
         if _is_string(where.binding) and not where.binding.case_exact:
             return self.d.fold(text)
@@ -348,47 +413,70 @@ class _MemberTest:
 
 
 class _MembershipFilter(FilterVisitor[Predicate]):
-    """Filters on ``members`` (of a Group) or ``groups`` (of a User), over ``memberships``."""
+    """Filters on ``members`` (of a Group) or ``groups`` (of a User), over ``memberships``.
 
-    def __init__(self, outer: SqlFilter, table: Any, other: Any, attr: str) -> None:
+    One membership row is one element, so ``members[type eq "User" and value eq "x"]`` holds
+    on one member. ``value`` is the other side's id, ``type`` the member's resource type
+    (always ``direct`` for ``groups``), ``display`` the other side's display name.
+    """
+
+    def __init__(self, outer: SqlFilter, where: Location, other: Any) -> None:
         self.outer = outer
-        self.table = table
+        self.where = where
         self.other = other
-        self.attr = attr
+        item = where.binding.field_type
+        self.item_model = item if isinstance(item, type) and issubclass(item, BaseModel) else None
 
     def visit_any(self, test: FilterNode | _MemberTest) -> Predicate:
         if isinstance(test, _MemberTest):
             return self._test(test.sub, test.op, test.value)
         return self.visit(test)
 
-    def _test(self, sub: str, op: CompareOperator, value: Any) -> Predicate:
+    def _bind_sub(self, attr_path: AttrPath) -> tuple[str, AttributeBinding]:
+        if self.item_model is None:  # pragma: no cover - members and groups are complex
+            raise InvalidFilterException(detail=f"'{self.where.attr}' has no sub-attributes")
+        binding = _resolve_filter_path(self.item_model, attr_path, strict=True)
+        assert binding is not None
+        if binding.sub_field_name is not None:
+            raise InvalidFilterException(detail=f"'{attr_path}' is nested too deeply")
+        return locate(binding, "").attr, binding
+
+    def _expr(self, sub: str) -> tuple[Expr, bool]:
+        """The SQL form of a member's sub-attribute, and whether it compares case-folded."""
         d = self.outer.d
-        sub = sub.lower()
         if sub == "value":
-            expr: Expr = self.other
-        elif sub == "type":
-            if self.attr == "groups":
-                expr = literal("direct")
-            else:
-                expr = self.table.c.member_type
-                value = value.capitalize() if isinstance(value, str) else value
-        elif sub == "display":
+            return self.other, False
+        if sub == "type":
+            if self.where.attr == "groups":
+                return literal("direct"), True
+            return d.fold(M.c.member_type), True
+        if sub == "display":
             other = aliased(ResourceRow)
-            expr = d.fold(
-                select(other.display).where(other.id == self.other).scalar_subquery()  # type: ignore[arg-type]
-            )
-            value = scim_fold(value) if isinstance(value, str) else value
-        else:
-            return false()
+            display = select(other.display).where(other.id == self.other).scalar_subquery()  # type: ignore[arg-type]
+            return d.fold(display), True
+        raise InvalidFilterException(
+            detail=f"'{self.where.attr}.{sub}' depends on the request's base URL; only 'pr' tests it"
+        )
+
+    def _test(self, sub: str, op: CompareOperator, value: Any) -> Predicate:
+        if value is None:  # value, type and display are set on every member
+            return _negate_null(op, true())
+        expr, folded = self._expr(sub)
+        if folded and isinstance(value, str):
+            value = scim_fold(value)
+        d = self.outer.d
         if op == CompareOperator.ne:
             return not_(_compare(d, expr, CompareOperator.eq, value))
         return _compare(d, expr, op, value)
 
     def visit_comparison(self, node: Comparison) -> Predicate:
-        return self._test(node.attr_path.attr, node.op, node.value)
+        sub, binding = self._bind_sub(node.attr_path)
+        _validate_operator(binding, node.op)
+        return self._test(sub, node.op, coerce_value(binding, node.value, node.op))
 
     def visit_present(self, node: Present) -> Predicate:
-        return self.other.isnot(None) if node.attr_path.attr.lower() == "value" else true()
+        self._bind_sub(node.attr_path)
+        return true()  # every sub-attribute of a member is rendered
 
     def visit_not(self, node: Not) -> Predicate:
         return not_(self.visit(node.expr))
@@ -419,10 +507,10 @@ class _ElementFilter(FilterVisitor[Predicate]):
     def _sub_path(self, sub: str | None) -> str:
         return value_path(self.where.extension, self.where.attr, sub)
 
-    def _bind_sub(self, attr_path: AttrPath) -> tuple[str | None, AttributeBinding | None]:
+    def _bind_sub(self, attr_path: AttrPath) -> tuple[str | None, AttributeBinding]:
         """The sub-attribute a term compares (None: the element itself, for simple values)."""
         if self.item_model is None:
-            if attr_path.attr.lower() != "value" or attr_path.sub_attr:
+            if attr_path.attr.lower() != "value" or attr_path.sub_attr or attr_path.uri:
                 raise InvalidFilterException(
                     detail=f"'{attr_path}' is not a sub-attribute of '{self.where.attr}'"
                 )
@@ -434,15 +522,12 @@ class _ElementFilter(FilterVisitor[Predicate]):
         return locate(binding, "").attr, binding
 
     def _row_test(
-        self, sub: str | None, binding: AttributeBinding | None, op: CompareOperator, value: Any
+        self, binding: AttributeBinding, op: CompareOperator, value: Any
     ) -> Callable[[Any], Predicate]:
-        assert binding is not None
-        if sub is not None:
-            _validate_operator(binding, op)
-            value = coerce_value(binding, value, op)
+        """The test of one row's key (the operand already coerced and not null)."""
+        if op in _STRING_OPERATORS and not _is_string(binding):
+            return lambda col: false()
         key = _key_of(binding, value)
-        if not isinstance(key, str):
-            key = value_key(key, True)
         d = self.outer.d
         return lambda col: _compare(d, col, op, key)
 
@@ -457,12 +542,18 @@ class _ElementFilter(FilterVisitor[Predicate]):
             test(row.value_key),
         )
 
-    def visit_comparison(self, node: Comparison) -> Predicate:
+    def _operand(self, node: Comparison) -> tuple[str | None, AttributeBinding, Any]:
         sub, binding = self._bind_sub(node.attr_path)
+        _validate_operator(binding, node.op)
+        return sub, binding, coerce_value(binding, node.value, node.op)
+
+    def visit_comparison(self, node: Comparison) -> Predicate:
+        sub, binding, value = self._operand(node)
+        if value is None:
+            return _negate_null(node.op, self._same_element(sub, lambda col: col != ""))
         if node.op == CompareOperator.ne:
-            eq = self._row_test(sub, binding, CompareOperator.eq, node.value)
-            return not_(self._same_element(sub, eq))
-        return self._same_element(sub, self._row_test(sub, binding, node.op, node.value))
+            return not_(self._same_element(sub, self._row_test(binding, CompareOperator.eq, value)))
+        return self._same_element(sub, self._row_test(binding, node.op, value))
 
     def visit_present(self, node: Present) -> Predicate:
         sub, _ = self._bind_sub(node.attr_path)
@@ -478,13 +569,19 @@ class _ElementFilter(FilterVisitor[Predicate]):
     def visit_value_path(self, node: ValuePath) -> Predicate:
         raise InvalidFilterException(detail="a value selection cannot nest another")
 
+    @staticmethod
+    def _drives(node: FilterNode, ops: tuple[CompareOperator, ...]) -> bool:
+        return isinstance(node, Comparison) and node.op in ops and node.value is not None
+
     def _driver(self, node: FilterNode) -> tuple[Comparison | None, FilterNode | None]:
-        """Pick an ``eq``/``sw``… comparison that every match must satisfy, and the rest."""
-        if isinstance(node, Comparison) and node.op != CompareOperator.ne:
+        """Pick a comparison that every match must satisfy, to look rows up by, and the rest."""
+        if self._drives(node, (CompareOperator.eq, *_STRING_OPERATORS, *_ORDERING_OPERATORS)):
+            assert isinstance(node, Comparison)
             return node, None
         if isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_:
             for index, term in enumerate(node.terms):
-                if isinstance(term, Comparison) and term.op == CompareOperator.eq:
+                if self._drives(term, (CompareOperator.eq,)):
+                    assert isinstance(term, Comparison)
                     rest = node.terms[:index] + node.terms[index + 1 :]
                     remaining: FilterNode = (
                         rest[0] if len(rest) == 1 else LogicalExpr(op=node.op, terms=rest)
@@ -496,10 +593,10 @@ class _ElementFilter(FilterVisitor[Predicate]):
         self.anchor = aliased(AttributeValueRow)
         driver, rest = self._driver(node)
         if driver is not None:
-            sub, binding = self._bind_sub(driver.attr_path)
+            sub, binding, value = self._operand(driver)
             conditions = [
                 self.anchor.path == self._sub_path(sub),
-                self._row_test(sub, binding, driver.op, driver.value)(self.anchor.value_key),
+                self._row_test(binding, driver.op, value)(self.anchor.value_key),
             ]
         else:
             conditions = [self.anchor.path == self._sub_path(None)]

@@ -1,34 +1,51 @@
-"""The attribute-value index: which multi-valued attributes are indexed, and a document's rows.
+"""The attribute-value index: which attributes are indexed, and a document's rows.
 
 Every value of a multi-valued attribute (``emails``, ``roles``, the HR ``roleCodes``…) is
 stored as one ``attribute_values`` row holding its comparison key, so that a filter such as
 ``emails[type eq "work" and value eq "x"]`` is an indexed lookup with same-element semantics
 (rows of one element share a ``position``), whatever the number of resources.
+
+``dateTime`` values are indexed too, single-valued ones included (the HR ``hireDate``): a
+document keeps them as written, with any UTC offset and precision, so their text does not
+order as their instants do. Their key is the instant in UTC at a fixed width
+(``2021-01-14T22:00:00.000000Z``), which compares correctly as a string on every database.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
 from typing import Any
+from typing import Literal
 
+from pydantic import TypeAdapter
+from pydantic import ValidationError
 from scim2_models import BaseModel
 from scim2_models import CaseExact
+from scim2_models import Extension
 from scim2_models import Resource
 
 from bridge.store.engine import scim_fold
 
-# Membership is held in its own table, not in documents.
-_NOT_INDEXED = {"schemas", "groups", "members"}
+# Membership is held in its own table, not in documents; meta is in columns.
+_NOT_INDEXED = {"schemas", "groups", "members", "meta"}
+
+KeyKind = Literal["exact", "folded", "datetime"]
+"""How a value becomes its key: as is (caseExact), case-folded, or as a UTC instant."""
+
+_DATETIME = TypeAdapter(datetime)
 
 
 @dataclass(frozen=True)
 class IndexedAttribute:
-    """One multi-valued attribute: where it sits in a document and how its values compare."""
+    """One indexed attribute: where it sits in a document and how its values compare."""
 
     extension: str | None
     name: str
-    sub_attributes: dict[str, bool] | None  # sub-attribute → caseExact; None for simple values
-    case_exact: bool
+    sub_attributes: dict[str, KeyKind] | None  # sub-attribute → key kind; None: simple values
+    kind: KeyKind
+    multi_valued: bool = True
 
     @property
     def path(self) -> str:
@@ -44,18 +61,37 @@ def value_path(extension: str | None, name: str, sub: str | None = None) -> str:
 MAX_KEY_LENGTH = 1024
 
 
-def value_key(value: Any, case_exact: bool) -> str | None:
+def datetime_key(value: datetime) -> str:
+    """The key of an instant: UTC, microseconds, fixed width, so text order is time order.
+
+    A time without an offset is taken as UTC.
+    """
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
+
+
+def value_key(value: Any, kind: KeyKind) -> str | None:
     """The stored comparison key of one value, or None for values that are not compared.
 
     Keys longer than ``MAX_KEY_LENGTH`` (certificates, photos as data URIs) are not indexed.
     """
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, datetime):
+        return datetime_key(value)
+    if kind == "datetime" and isinstance(value, str):
+        try:
+            return datetime_key(_DATETIME.validate_python(value))
+        except ValidationError:
+            return None
     if isinstance(value, int | float):
         return repr(value)
     if not isinstance(value, str):
         return None
-    key = value if case_exact else scim_fold(value)
+    key = value if kind == "exact" else scim_fold(value)
     return key if len(key) <= MAX_KEY_LENGTH else None
 
 
@@ -63,25 +99,42 @@ def _scim_names(model: type[BaseModel]) -> dict[str, str]:
     return {name: field.serialization_alias or name for name, field in model.model_fields.items()}
 
 
+def _kind(model: type[BaseModel], field_name: str) -> KeyKind:
+    root = model.get_field_root_type(field_name)
+    if isinstance(root, type) and issubclass(root, datetime):
+        return "datetime"
+    if model.get_field_annotation(field_name, CaseExact) == CaseExact.true:
+        return "exact"
+    return "folded"
+
+
 def _attributes_of(model: type[BaseModel], extension: str | None) -> list[IndexedAttribute]:
     found = []
     for field_name, scim_name in _scim_names(model).items():
-        if scim_name in _NOT_INDEXED or not model.get_field_multiplicity(field_name):
+        if scim_name in _NOT_INDEXED:
             continue
         root = model.get_field_root_type(field_name)
-        case_exact = model.get_field_annotation(field_name, CaseExact) == CaseExact.true
-        subs = None
+        if isinstance(root, type) and issubclass(root, Extension):
+            continue  # indexed on its own, under its URN
+        multi_valued = bool(model.get_field_multiplicity(field_name))
+        kind = _kind(model, field_name)
+        subs: dict[str, KeyKind] | None = None
         if isinstance(root, type) and issubclass(root, BaseModel):
             subs = {
-                sub_scim: root.get_field_annotation(sub_name, CaseExact) == CaseExact.true
-                for sub_name, sub_scim in _scim_names(root).items()
+                sub_scim: _kind(root, sub_name) for sub_name, sub_scim in _scim_names(root).items()
             }
-        found.append(IndexedAttribute(extension, scim_name, subs, case_exact))
+            if not multi_valued:  # a single complex value: only its dateTime sub-attributes
+                subs = {sub: sub_kind for sub, sub_kind in subs.items() if sub_kind == "datetime"}
+                if not subs:
+                    continue
+        elif not multi_valued and kind != "datetime":
+            continue  # a single simple value is read from the document (or a column)
+        found.append(IndexedAttribute(extension, scim_name, subs, kind, multi_valued))
     return found
 
 
 def indexed_attributes(model: type[Resource[Any]]) -> tuple[IndexedAttribute, ...]:
-    """Every multi-valued attribute of a resource model and of its extensions."""
+    """Every multi-valued or dateTime attribute of a resource model and of its extensions."""
     found = _attributes_of(model, None)
     for urn, extension in model.get_extension_models().items():
         found.extend(_attributes_of(extension, urn))
@@ -95,20 +148,27 @@ def index_rows(
     rows: list[tuple[str, int, str]] = []
     for attribute in attributes:
         holder = doc.get(attribute.extension) if attribute.extension else doc
-        values = holder.get(attribute.name) if isinstance(holder, dict) else None
-        if not isinstance(values, list):
+        found = holder.get(attribute.name) if isinstance(holder, dict) else None
+        if attribute.multi_valued:
+            if not isinstance(found, list):
+                continue
+            items = list(enumerate(found))
+        elif found is None:
             continue
-        for position, item in enumerate(values):
+        else:
+            items = [(0, found)]
+        for position, item in items:
             if attribute.sub_attributes is None:
-                key = value_key(item, attribute.case_exact)
+                key = value_key(item, attribute.kind)
                 if key is not None:
                     rows.append((attribute.path, position, key))
                 continue
             if not isinstance(item, dict):
                 continue
-            rows.append((attribute.path, position, ""))  # the element's anchor
-            for sub, case_exact in attribute.sub_attributes.items():
-                key = value_key(item.get(sub), case_exact)
+            if attribute.multi_valued:
+                rows.append((attribute.path, position, ""))  # the element's anchor
+            for sub, kind in attribute.sub_attributes.items():
+                key = value_key(item.get(sub), kind)
                 if key is not None:
                     rows.append(
                         (value_path(attribute.extension, attribute.name, sub), position, key)
