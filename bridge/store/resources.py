@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -251,6 +252,42 @@ class ResourceStore:
             last = rows[count - 1]
             next_cursor = _encode_cursor(last.sort_value, last.pk, fingerprint)
         return Page(records, total, next_cursor)
+
+    def ids_matching(self, conn: Connection, resource_type: str, node: FilterNode | None) -> set[str]:
+        """The ids of every resource of a type a filter matches (one query; rule scopes)."""
+        rows = conn.execute(select(R.c.id).where(self._predicate(resource_type, node)))
+        return {row.id for row in rows}
+
+    def keys(self, conn: Connection, resource_type: str) -> list[tuple[str, str | None]]:
+        """``(id, externalId)`` of every resource of a type."""
+        rows = conn.execute(select(R.c.id, R.c.external_id).where(R.c.type == resource_type))
+        return [(row.id, row.external_id) for row in rows]
+
+    def scan(self, conn: Connection, resource_type: str, batch: int = 2000) -> Iterator[list[Record]]:
+        """Every resource of a type, in batches (keyset on pk, so memory stays flat)."""
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(*_RECORD_COLUMNS)
+                .where(R.c.type == resource_type, R.c.pk > last)
+                .order_by(R.c.pk)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return
+            records = [_record(row) for row in rows]
+            last = records[-1].pk
+            yield records
+
+    def find_person(self, conn: Connection, key: str) -> Record | None:
+        """A user by id, externalId or userName (case-insensitively), for ``bridge explain``."""
+        row = conn.execute(
+            select(*_RECORD_COLUMNS)
+            .where(R.c.type == "User")
+            .where((R.c.id == key) | (R.c.external_id == key) | (R.c.name_key == scim_fold(key)))
+            .limit(1)
+        ).first()
+        return _record(row) if row is not None else None
 
     def members_of(self, conn: Connection, group_ids: Sequence[str]) -> dict[str, list[Member]]:
         """The members of each group, each with the member's display name."""

@@ -11,6 +11,7 @@ from sqlalchemy import DateTime
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import Text
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
@@ -118,6 +119,58 @@ class TokenRow(SQLModel, table=True):
     scopes: str = Field(sa_column=Column(String(255), nullable=False))
     created: datetime = _time_column()
     revoked: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ProjectionRow(SQLModel, table=True):
+    """The LMS state last projected for one person under one rule file (what the diff runs against)."""
+
+    __tablename__ = "projections"
+    __table_args__ = (Index("ix_projections_resource", "resource_id"),)
+
+    rule_file: str = Field(sa_column=Column(String(255), primary_key=True))
+    resource_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    target: str = Field(sa_column=Column(String(255), nullable=False))
+    in_scope: bool = True
+    state: dict[str, Any] = _json_column(nullable=False)
+    rules_version: str = Field(sa_column=Column(String(64), nullable=False))
+    updated: datetime = _time_column()
+
+
+class OutboxRow(SQLModel, table=True):
+    """One LMS call to make, written in the same transaction as the change that implies it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_person", "target", "ordering_key", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    target: str = Field(sa_column=Column(String(255), nullable=False))
+    ordering_key: str = Field(sa_column=Column(String(64), nullable=False))
+    intent: dict[str, Any] = _json_column(nullable=False)
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = _time_column()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    journal_seq: int | None = None
+    run_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    created: datetime = _time_column()
+
+
+class RunRow(SQLModel, table=True):
+    """A plan applied (or quarantined until approved), with its summary."""
+
+    __tablename__ = "runs"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    status: str = Field(sa_column=Column(String(32), nullable=False))
+    rules_version: str = Field(sa_column=Column(String(64), nullable=False))
+    summary: dict[str, Any] | None = _json_column()
+    created: datetime = _time_column()
+    approved_by: str | None = Field(default=None, sa_column=Column(String(255)))
+    approved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 metadata = SQLModel.metadata

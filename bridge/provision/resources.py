@@ -36,6 +36,8 @@ from scim2_models.path import LogicalExpr
 from scim2_models.path import LogicalOperator
 from scim2_models.path import ValuePath
 
+from bridge.provision.projection import Projector
+from bridge.rules.model import RuleSet
 from bridge.schemas import PATCH_POLICY
 from bridge.schemas import TOLERANT_POLICY
 from bridge.schemas import Catalog
@@ -229,12 +231,38 @@ class Provisioner:
         catalog: Catalog,
         *,
         clock: Callable[[], datetime] = now_utc,
+        rules: Callable[[], RuleSet | None] = lambda: None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.models = {rt: catalog.model(rt) for rt in ("User", "Group")}
         self.store = ResourceStore(self.models, db.dialect)
         self.clock = clock
+        self.projector = Projector(self.store, catalog, rules)
+
+    def _touched(
+        self,
+        conn: Any,
+        record: Record,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        detail: dict[str, Any],
+    ) -> list[str]:
+        """The members a group write touched: those added or removed, all on a rename."""
+        if record.type != "Group" or not self.projector.follows_groups():
+            return []
+        touched = [*detail.get("added", []), *detail.get("removed", [])]
+        if before.get("displayName") != after.get("displayName"):
+            touched += [m.value for m in self.store.members_of(conn, [record.id])[record.id]]
+        return touched
+
+    def _project(self, conn: Any, record: Record, seq: int | None, member_ids: list[str]) -> None:
+        """Run the rules for the people this write touched (a group change: its members)."""
+        now = self.clock()
+        if record.type == "User":
+            self.projector.project(conn, [record.id], now=now, journal_seq=seq)
+        elif member_ids and self.projector.follows_groups():
+            self.projector.project(conn, member_ids, now=now, journal_seq=seq)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -370,6 +398,7 @@ class Provisioner:
                 detail={"added": added} if added else None,
             )
             seq = journal.append(tx, entry)
+            self._project(tx, record, seq, added)
             listed = self.store.members_of(tx, [record.id])[record.id] if added else None
         return Outcome(record, seq, entry.tolerances, listed)
 
@@ -458,6 +487,7 @@ class Provisioner:
                     detail=detail or None,
                 ),
             )
+            self._project(tx, record, seq, self._touched(tx, record, before, doc, detail))
         return Outcome(record, seq, list(tolerances or []))
 
     def patch(
@@ -536,6 +566,7 @@ class Provisioner:
                     detail=detail or None,
                 ),
             )
+            self._project(tx, record, seq, self._touched(tx, record, before, doc, detail))
         return Outcome(record, seq, list(tolerances or []))
 
     def delete(
@@ -571,4 +602,5 @@ class Provisioner:
                     detail={k: v for k, v in memberships.items() if v} or None,
                 ),
             )
+            self._project(tx, record, seq, memberships.get("members", []))
         return Outcome(record, seq)

@@ -1,0 +1,362 @@
+"""Plans over the whole stored population: plan, apply (one transaction), approve, explain.
+
+Conditions are evaluated in SQL (the same translator as SCIM filters: one query per
+condition, never a Python scan of every row); mappings and diffs run in the pure engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import Any
+
+from scim2_models import ScimFilter
+
+from bridge.provision.projection import admission
+from bridge.provision.projection import person_document
+from bridge.provision.projection import uses_groups
+from bridge.rules.engine import Desired
+from bridge.rules.engine import Intent
+from bridge.rules.engine import desired_state
+from bridge.rules.engine import diff
+from bridge.rules.engine import sample_rank
+from bridge.rules.explain import Explanation
+from bridge.rules.explain import build_explanation
+from bridge.rules.model import RuleFile
+from bridge.rules.model import RuleSet
+from bridge.rules.plan import PersonOutcome
+from bridge.rules.plan import Plan
+from bridge.rules.plan import build_plan
+from bridge.rules.plan import plan_to_json
+from bridge.rules.verdicts import evaluate
+from bridge.rules.verdicts import person_model
+from bridge.schemas import Catalog
+from bridge.store import outbox
+from bridge.store import projections
+from bridge.store import runs
+from bridge.store.engine import Database
+from bridge.store.projections import Projection
+from bridge.store.resources import ResourceStore
+
+HR_ROLE_CODES = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
+
+
+class PlanError(Exception):
+    """A plan cannot be computed or applied (stale plan, unknown run…)."""
+
+
+@dataclass
+class Computed:
+    """A plan plus what applying it writes: the new projections."""
+
+    plan: Plan
+    projections: list[tuple[Projection, bool]] = field(default_factory=list)
+    intents: list[Intent] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return intents_fingerprint([i.as_dict() for i in self.intents])
+
+
+def intents_fingerprint(intents: list[dict[str, Any]]) -> str:
+    text = json.dumps(intents, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _role_codes(doc: dict[str, Any]) -> list[str]:
+    extension = doc.get(HR_ROLE_CODES) or {}
+    codes = extension.get("roleCodes") if isinstance(extension, dict) else None
+    return [str(c) for c in codes] if isinstance(codes, list) else []
+
+
+def _conditions(ruleset: RuleSet) -> set[str]:
+    texts: set[str] = set()
+    for rule_file in ruleset.files:
+        if rule_file.scope.filter:
+            texts.add(rule_file.scope.filter)
+        texts.update(a.when for a in rule_file.assignments)
+    return texts
+
+
+class Planner:
+    """Plans over every stored person, for every rule file."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ResourceStore,
+        catalog: Catalog,
+        rules: Callable[[], RuleSet | None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.catalog = catalog
+        self.rules = rules
+        self.clock = clock
+
+    def _ruleset(self) -> RuleSet:
+        ruleset = self.rules()
+        if ruleset is None:
+            raise PlanError("no rules loaded")
+        return ruleset
+
+    def compute(self, *, only: set[str] | None = None) -> Computed:
+        """Desired vs last projected state over the whole population (read-only)."""
+        ruleset = self._ruleset()
+        now = self.clock()
+        with self.db.read() as conn:
+            matches = {
+                text: self.store.ids_matching(conn, "User", ScimFilter(text).ast)
+                for text in _conditions(ruleset)
+            }
+            projected = {f.name: projections.of_rule_file(conn, f.name) for f in ruleset.files}
+            admitted = {
+                f.name: self._admitted(conn, f, matches, projected[f.name], now)
+                for f in ruleset.files
+            }
+            follow_groups = uses_groups(ruleset)
+            outcomes: list[PersonOutcome] = []
+            computed = Computed(plan=None)  # type: ignore[arg-type]
+            population = 0
+            seen: set[str] = set()
+            for batch in self.store.scan(conn, "User"):
+                population += len(batch)
+                groups = self.store.groups_of(conn, [r.id for r in batch]) if follow_groups else {}
+                for record in batch:
+                    seen.add(record.id)
+                    doc = person_document(
+                        record,
+                        [
+                            {"value": g.value, "display": g.display, "type": "direct"}
+                            for g in groups.get(record.id, [])
+                        ],
+                    )
+                    for rule_file in ruleset.files:
+                        verdicts = {text: record.id in matches[text] for text in matches}
+                        previous = projected[rule_file.name].get(record.id)
+                        desired = desired_state(
+                            record.id,
+                            doc,
+                            rule_file,
+                            verdicts,
+                            admitted=record.id in admitted[rule_file.name],
+                        )
+                        self._settle(
+                            computed,
+                            outcomes,
+                            rule_file,
+                            record.id,
+                            record.name,
+                            doc,
+                            desired,
+                            previous,
+                        )
+            for rule_file in ruleset.files:  # people deleted since they were projected
+                for person_id, previous in projected[rule_file.name].items():
+                    if person_id not in seen:
+                        self._settle(
+                            computed,
+                            outcomes,
+                            rule_file,
+                            person_id,
+                            person_id,
+                            {},
+                            Desired(in_scope=False),
+                            previous,
+                        )
+        counts = {
+            name: sum(1 for p in found.values() if p.in_scope) for name, found in projected.items()
+        }
+        computed.plan = build_plan(
+            ruleset,
+            outcomes,
+            population=population,
+            projected_counts=counts,
+            generated_at=now.isoformat(),
+            only=only,
+            rules_version=ruleset.version,
+        )
+        if only:
+            computed.intents = [
+                i for i in computed.intents if i.rule in only or _file_of(ruleset, i) in only
+            ]
+        return computed
+
+    def _admitted(
+        self,
+        conn: Any,
+        rule_file: RuleFile,
+        matches: dict[str, set[str]],
+        projected: dict[str, Projection],
+        now: datetime,
+    ) -> set[str]:
+        """Who a rule file's scope (and pilot) takes: stable, capped, by hash rank."""
+        in_filter = matches[rule_file.scope.filter] if rule_file.scope.filter else None
+        keys = self.store.keys(conn, "User")
+        pilot = rule_file.scope.pilot
+        if pilot is None:
+            return {pid for pid, _ in keys if in_filter is None or pid in in_filter}
+        staying = {
+            pid
+            for pid, p in projected.items()
+            if p.in_scope and (in_filter is None or pid in in_filter)
+        }
+        candidates = []
+        for pid, external_id in keys:
+            if pid in staying or (in_filter is not None and pid not in in_filter):
+                continue
+            ok, _ = admission(
+                rule_file, None, key=external_id or pid, today=now.date(), admitted_count=lambda: 0
+            )
+            if ok:
+                candidates.append((sample_rank(pilot, external_id or pid), pid))
+        room = (
+            len(candidates) if pilot.max_people is None else max(pilot.max_people - len(staying), 0)
+        )
+        return staying | {pid for _, pid in sorted(candidates)[:room]}
+
+    def _settle(
+        self,
+        computed: Computed,
+        outcomes: list[PersonOutcome],
+        rule_file: RuleFile,
+        person_id: str,
+        label: str,
+        doc: dict[str, Any],
+        desired: Any,
+        previous: Projection | None,
+    ) -> None:
+        intents, state = diff(person_id, desired, previous.state if previous else None, rule_file)
+        outcomes.append(
+            PersonOutcome(
+                person_id=person_id,
+                label=label,
+                rule_file=rule_file.name,
+                target=rule_file.target,
+                in_scope=desired.in_scope,
+                intents=intents,
+                problems=desired.problems,
+                role_codes=_role_codes(doc),
+                account=desired.account,
+            )
+        )
+        computed.intents.extend(intents)
+        if state is not None and (
+            previous is None or state != previous.state or desired.in_scope != previous.in_scope
+        ):
+            computed.projections.append(
+                (
+                    Projection(
+                        rule_file.name, person_id, rule_file.target, desired.in_scope, state
+                    ),
+                    previous is not None,
+                )
+            )
+
+    def plan_document(self, *, only: set[str] | None = None) -> dict[str, Any]:
+        computed = self.compute(only=only)
+        document = plan_to_json(computed.plan)
+        document["fingerprint"] = computed.fingerprint
+        return document
+
+    def apply(self, document: dict[str, Any], *, actor: str) -> tuple[str, str, int]:
+        """Enqueue a saved plan in one transaction; (run id, status, intents enqueued).
+
+        The plan is recomputed first: if the population or the rules changed since it was
+        saved, it is stale and nothing is written (plan again, review, apply).
+        """
+        ruleset = self._ruleset()
+        if document.get("rules_version") != ruleset.version:
+            raise PlanError(
+                f"the plan was made with rules {document.get('rules_version')}, the bridge has {ruleset.version}: plan again"
+            )
+        only = set(document.get("only") or []) or None
+        computed = self.compute(only=only)
+        if computed.fingerprint != document.get("fingerprint"):
+            raise PlanError(
+                "the plan is stale: people or projections changed since it was made; plan again"
+            )
+        quarantined = computed.plan.status == "quarantined"
+        run_id = uuid.uuid4().hex[:12]
+        now = self.clock()
+        status = "quarantined" if quarantined else "applied"
+        with self.db.write() as conn:
+            runs.create(
+                conn,
+                run_id,
+                kind="apply",
+                status=status,
+                rules_version=ruleset.version,
+                summary=plan_to_json(computed.plan)["counts"],
+                now=now,
+                actor=actor,
+            )
+            written = outbox.enqueue(
+                conn,
+                (i.as_dict() for i in computed.intents),
+                now=now,
+                run_id=run_id,
+                status=outbox.QUARANTINED if quarantined else outbox.PENDING,
+            )
+            for projection, existed in computed.projections:
+                projections.save(
+                    conn, projection, existed=existed, rules_version=ruleset.version, now=now
+                )
+        return run_id, status, written
+
+    def approve(self, run_id: str, *, actor: str) -> int:
+        """Release a quarantined run to the relay; the number of intents released."""
+        with self.db.write() as conn:
+            run = runs.get(conn, run_id)
+            if run is None:
+                raise PlanError(f"no run {run_id!r}")
+            if run["status"] != "quarantined":
+                raise PlanError(f"run {run_id} is {run['status']}, not quarantined")
+            released = outbox.release(conn, run_id)
+            runs.approve(conn, run_id, actor=actor, now=self.clock())
+        return released
+
+    def explain(self, key: str) -> Explanation:
+        """Why a person gets what they get: scope, mappings, each condition, the intents."""
+        ruleset = self._ruleset()
+        now = self.clock()
+        with self.db.read() as conn:
+            record = self.store.find_person(conn, key)
+            if record is None:
+                raise PlanError(f"no person with id, externalId or userName {key!r}")
+            groups = [
+                {"value": g.value, "display": g.display, "type": "direct"}
+                for g in self.store.groups_of(conn, [record.id])[record.id]
+            ]
+            doc = person_document(record, groups)
+            model = person_model(self.catalog, doc)
+            per_file = {}
+            for rule_file in ruleset.files:
+                verdicts = evaluate(rule_file, model, self.catalog.user)
+                previous = projections.get(conn, rule_file.name, record.id)
+                ok, why = admission(
+                    rule_file,
+                    previous,
+                    key=str(record.external_id or record.id),
+                    today=now.date(),
+                    admitted_count=lambda rf=rule_file: projections.count_in_scope(conn, rf.name),
+                )
+                desired = desired_state(record.id, doc, rule_file, verdicts, admitted=ok)
+                intents, _ = diff(
+                    record.id, desired, previous.state if previous else None, rule_file
+                )
+                per_file[rule_file.name] = (verdicts, ok, why, desired, intents)
+        return build_explanation(record.id, record.name, ruleset, per_file)
+
+
+def _file_of(ruleset: RuleSet, intent: Intent) -> str:
+    for rule_file in ruleset.files:
+        if intent.rule == rule_file.name or any(a.id == intent.rule for a in rule_file.assignments):
+            return rule_file.name
+    return ""

@@ -1,0 +1,169 @@
+"""Projecting the rules onto the people a write touched, inside that write's transaction.
+
+For each person and rule file: evaluate the conditions on the person (ScimFilter.match, as
+the server's in-memory filters), compute the desired LMS state, diff it against the last
+projection, store the new projection and enqueue the intents in the outbox — all in the
+transaction of the SCIM write, so a crash loses neither the change nor the LMS calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from datetime import date
+from datetime import datetime
+from typing import Any
+
+from bridge.rules.engine import Desired
+from bridge.rules.engine import desired_state
+from bridge.rules.engine import diff
+from bridge.rules.engine import in_sample
+from bridge.rules.model import RuleFile
+from bridge.rules.model import RuleSet
+from bridge.rules.verdicts import evaluate
+from bridge.rules.verdicts import person_model
+from bridge.schemas import Catalog
+from bridge.store import outbox
+from bridge.store import projections
+from bridge.store.projections import Projection
+from bridge.store.resources import Record
+from bridge.store.resources import ResourceStore
+
+
+def person_document(record: Record, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SCIM JSON rules read: the stored document plus id, externalId and groups."""
+    doc = dict(record.doc)
+    doc["id"] = record.id
+    if record.external_id is not None:
+        doc["externalId"] = record.external_id
+    if groups:
+        doc["groups"] = groups
+    return doc
+
+
+def admission(
+    rule_file: RuleFile,
+    projection: Projection | None,
+    *,
+    key: str,
+    today: date,
+    admitted_count: Callable[[], int],
+) -> tuple[bool, str]:
+    """Whether a capped, sampled pilot takes this person, and why.
+
+    Admission is stable: someone already projected in scope stays. After the pilot's end
+    date nobody new is admitted (widen the scope in the rule file to roll out).
+    """
+    pilot = rule_file.scope.pilot
+    if pilot is None:
+        return True, "no pilot"
+    if projection is not None and projection.in_scope:
+        return True, "already in the pilot"
+    if pilot.ends is not None and today > pilot.ends:
+        return False, f"the pilot ended on {pilot.ends.isoformat()}"
+    if not in_sample(pilot, key):
+        return False, f"outside the {pilot.sample_percent:g}% sample"
+    if pilot.max_people is not None and admitted_count() >= pilot.max_people:
+        return False, f"the pilot is full ({pilot.max_people} people)"
+    return True, "admitted to the pilot"
+
+
+def uses_groups(ruleset: RuleSet) -> bool:
+    """Whether any condition or mapping reads a person's groups (then group changes project)."""
+    for rule_file in ruleset.files:
+        texts = [rule_file.scope.filter or "", *(a.when for a in rule_file.assignments)]
+        texts += [m.source or "" for m in rule_file.mapping]
+        if any("groups" in text.lower() for text in texts):
+            return True
+    return False
+
+
+class Projector:
+    """Runs the rules for the people one write touched."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        catalog: Catalog,
+        rules: Callable[[], RuleSet | None],
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.rules = rules
+
+    def follows_groups(self) -> bool:
+        ruleset = self.rules()
+        return ruleset is not None and uses_groups(ruleset)
+
+    def project(
+        self,
+        conn: Any,
+        person_ids: Iterable[str],
+        *,
+        now: datetime,
+        journal_seq: int | None,
+    ) -> int:
+        """Project every rule file onto each person; the number of intents enqueued."""
+        ruleset = self.rules()
+        if ruleset is None or not ruleset.files:
+            return 0
+        total = 0
+        for person_id in dict.fromkeys(person_ids):
+            record = self.store.get(conn, "User", person_id)
+            doc: dict[str, Any] | None = None
+            model = None
+            if record is not None:
+                groups = [
+                    {"value": g.value, "display": g.display, "type": "direct"}
+                    for g in self.store.groups_of(conn, [person_id])[person_id]
+                ]
+                doc = person_document(record, groups)
+                model = person_model(self.catalog, doc)
+            for rule_file in ruleset.files:
+                total += self._one(
+                    conn, rule_file, ruleset.version, person_id, doc, model, now, journal_seq
+                )
+        return total
+
+    def _one(
+        self,
+        conn: Any,
+        rule_file: RuleFile,
+        rules_version: str,
+        person_id: str,
+        doc: dict[str, Any] | None,
+        model: Any,
+        now: datetime,
+        journal_seq: int | None,
+    ) -> int:
+        projection = projections.get(conn, rule_file.name, person_id)
+        if doc is None or model is None:
+            desired = Desired(in_scope=False)  # deleted: suspended in the LMS, never hard-deleted
+        else:
+            verdicts = evaluate(rule_file, model, self.catalog.user)
+            admitted, _ = admission(
+                rule_file,
+                projection,
+                key=str(doc.get("externalId") or person_id),
+                today=now.date(),
+                admitted_count=lambda: projections.count_in_scope(conn, rule_file.name),
+            )
+            desired = desired_state(person_id, doc, rule_file, verdicts, admitted=admitted)
+        intents, state = diff(
+            person_id, desired, projection.state if projection else None, rule_file
+        )
+        if state is not None and (
+            projection is None
+            or state != projection.state
+            or desired.in_scope != projection.in_scope
+        ):
+            projections.save(
+                conn,
+                Projection(rule_file.name, person_id, rule_file.target, desired.in_scope, state),
+                existed=projection is not None,
+                rules_version=rules_version,
+                now=now,
+            )
+        return outbox.enqueue(
+            conn, (i.as_dict() for i in intents), now=now, journal_seq=journal_seq
+        )
