@@ -111,6 +111,22 @@ def _normalize_value(
     return fixed_value
 
 
+def _split_filtered_keys(operation: dict[str, Any], used: set[str]) -> list[dict[str, Any]]:
+    """Entra (aadOptscim062020) puts ``emails[type eq "work"].value`` keys in a path-less
+    value; each becomes an operation of its own with that key as its path."""
+    value = operation.get("value")
+    if operation.get("path") is not None or not isinstance(value, dict):
+        return [operation]
+    filtered = {k: v for k, v in value.items() if "[" in k}
+    if not filtered:
+        return [operation]
+    used.add("attribute_path_keys")
+    rest = {k: v for k, v in value.items() if "[" not in k}
+    split = [{**operation, "value": rest}] if rest else []
+    split += [{"op": operation["op"], "path": key, "value": item} for key, item in filtered.items()]
+    return split
+
+
 def normalize_patch(
     payload: Any, model: type[Resource[Any]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -141,5 +157,5 @@ def normalize_patch(
             used.add("remove_with_value")
         if "value" in operation:
             operation["value"] = _normalize_value(model, path, operation["value"], used)
-        normalized.append(operation)
+        normalized.extend(_split_filtered_keys(operation, used))
     return normalized, sorted(used)
