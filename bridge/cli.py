@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +23,23 @@ from bridge.auth.tokens import generate
 from bridge.auth.tokens import parse_scopes
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.planning import PlanError
+from bridge.provision.planning import Planner
+from bridge.provision.resources import now_utc
+from bridge.rules.book import RuleBook
+from bridge.rules.check import check_directory
+from bridge.rules.check import errors_as_json
+from bridge.rules.check import load_lms_catalogue
+from bridge.rules.check import render_errors
+from bridge.rules.explain import explanation_to_json
+from bridge.rules.explain import render_explanation
+from bridge.rules.fixtures import fixture_files
+from bridge.rules.fixtures import render_report
+from bridge.rules.fixtures import run_fixtures
+from bridge.rules.model import RuleErrors
+from bridge.rules.plan import plan_to_json
+from bridge.rules.plan import render_text
+from bridge.schemas import Catalog
 from bridge.schemas import SchemaError
 from bridge.schemas import load_catalog
 from bridge.scim.app import create_app
@@ -76,11 +95,25 @@ def database(settings: Settings) -> Iterator[Database]:
         db.dispose()
 
 
-def build_app(settings: Settings) -> Starlette:
-    """Everything ``bridge serve`` runs: database (migrated), schemas, auth and the SCIM app."""
+def rule_book(settings: Settings, catalog: Catalog) -> RuleBook:
+    """The rules of ``BRIDGE_RULES``, checked against the schemas; RuleErrors if broken."""
+    book = RuleBook(settings.rules_dir, lambda directory: check_directory(directory, catalog))
+    if settings.rules_dir.is_dir():
+        book.load()
+    else:
+        logging.getLogger("bridge.rules").warning(
+            "no rules directory at %s: SCIM only, nothing is projected to an LMS",
+            settings.rules_dir,
+        )
+    return book
+
+
+def build_app(settings: Settings, book: RuleBook | None = None) -> Starlette:
+    """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
     db = open_database(settings)
     catalog = load_catalog(settings.schemas_dir)
-    provisioner = Provisioner(db, catalog)
+    book = book or rule_book(settings, catalog)
+    provisioner = Provisioner(db, catalog, rules=book.current)
     jwt_verifier = None
     if settings.jwt.enabled:
         from bridge.auth.jwt import JwtVerifier
@@ -112,14 +145,25 @@ def serve(host: str, port: int) -> None:
     settings = _settings()
     configure_logging(settings)
     try:
-        app = build_app(settings)
+        catalog = load_catalog(settings.schemas_dir)
+        book = rule_book(settings, catalog)
+        app = build_app(settings, book)
+    except RuleErrors as exc:
+        raise click.ClickException(
+            f"the rules do not check clean:\n{render_errors(exc.errors)}"
+        ) from exc
     except (SchemaError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+    book.watch(settings.rules_reload_seconds, stop)
     if not settings.scim_token:
         logging.getLogger("bridge").info(
             "no BRIDGE_SCIM_TOKEN set: create a token with `bridge tokens create NAME`"
         )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
 
 
 @main.group(name="tokens")
@@ -219,3 +263,159 @@ def journal_command(since: int, resource_id: str | None, limit: int, as_json: bo
             ", ".join(entry.tolerances),
         )
     Console().print(table)
+
+
+@main.group(name="rules")
+def rules_group() -> None:
+    """Check and test the YAML rule files."""
+
+
+@rules_group.command(name="check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--catalogue",
+    type=click.Path(exists=True, path_type=Path),
+    help="LMS courses/cohorts/paths (YAML or JSON) to check refs against.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Problems as a JSON list.")
+def rules_check(path: Path | None, catalogue: Path | None, as_json: bool) -> None:
+    """Report every problem of the rule files at once (file:line:col, text, hint); exit 1 on any."""
+    settings = _settings()
+    catalog = load_catalog(settings.schemas_dir)
+    try:
+        lms = load_lms_catalogue(catalogue) if catalogue else None
+    except RuleErrors as exc:
+        raise click.ClickException(render_errors(exc.errors)) from exc
+    ruleset, errors = check_directory(path or settings.rules_dir, catalog, lms)
+    if as_json:
+        click.echo(json.dumps(errors_as_json(errors), indent=2))
+    elif errors:
+        click.echo(render_errors(errors))
+    else:
+        files = len(ruleset.files) if ruleset else 0
+        click.echo(f"ok: {files} rule file(s), version {ruleset.version if ruleset else '-'}")
+    sys.exit(1 if errors else 0)
+
+
+@rules_group.command(name="test")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Show the intents of passing tests too.")
+@click.option(
+    "--coverage-threshold", type=float, default=None, help="Fail below this % of rules exercised."
+)
+def rules_test(path: Path | None, verbose: bool, coverage_threshold: float | None) -> None:
+    """Run the rules' fixture files (*.test.yaml): PASS/FAIL per test, and rule coverage."""
+    settings = _settings()
+    catalog = load_catalog(settings.schemas_dir)
+    directory = path or settings.rules_dir
+    ruleset, errors = check_directory(directory, catalog)
+    if errors or ruleset is None:
+        click.echo(render_errors(errors))
+        sys.exit(1)
+    try:
+        report = run_fixtures(ruleset, catalog, fixture_files(directory))
+    except RuleErrors as exc:
+        click.echo(render_errors(exc.errors))
+        sys.exit(1)
+    click.echo(render_report(report, verbose))
+    sys.exit(0 if report.ok(coverage_threshold) else 1)
+
+
+@contextmanager
+def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Planner]:
+    catalog = load_catalog(settings.schemas_dir)
+    book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_directory(d, catalog))
+    try:
+        book.load()
+    except RuleErrors as exc:
+        click.echo(render_errors(exc.errors), err=True)
+        sys.exit(1)
+    with database(settings) as db:
+        provisioner = Provisioner(db, catalog, rules=book.current)
+        yield Planner(db, provisioner.store, catalog, book.current, now_utc)
+
+
+@main.command(name="plan")
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path),
+    help="Rules directory (default BRIDGE_RULES).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (format bridge-plan/1).")
+@click.option("--only", default=None, help="Comma-separated rule ids or rule-file names.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Save the plan (JSON) for `bridge apply`."
+)
+def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: Path | None) -> None:
+    """Desired vs last projected state over every stored person. Exit 0 none, 2 changes, 1 error."""
+    selected = {item.strip() for item in only.split(",") if item.strip()} if only else None
+    with planner(_settings(), rules_dir) as plans:
+        try:
+            computed = plans.compute(only=selected)
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+        document = plan_to_json(computed.plan)
+        document["fingerprint"] = computed.fingerprint
+        document["only"] = sorted(selected) if selected else []
+    if out is not None:
+        out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        click.echo(render_text(computed.plan, color=sys.stdout.isatty()))
+        if out is not None:
+            click.echo(f"saved to {out}; apply it with: bridge apply {out}")
+    sys.exit(computed.plan.exit_code)
+
+
+@main.command(name="apply")
+@click.argument("planfile", type=click.Path(exists=True, path_type=Path))
+def apply_command(planfile: Path) -> None:
+    """Enqueue a saved plan in one transaction (quarantined when over the safety threshold)."""
+    try:
+        document = json.loads(planfile.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{planfile}: not a plan file: {exc}") from exc
+    with planner(_settings()) as plans:
+        try:
+            run_id, status, written = plans.apply(document, actor=_actor())
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"run {run_id}: {written} intent(s) {status}")
+    if status == "quarantined":
+        click.echo(f"over the safety threshold: review, then `bridge approve {run_id}`")
+
+
+@main.command(name="approve")
+@click.argument("run_id")
+def approve_command(run_id: str) -> None:
+    """Release a quarantined run to the LMS."""
+    with planner(_settings()) as plans:
+        try:
+            released = plans.approve(run_id, actor=_actor())
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"run {run_id} approved: {released} intent(s) released")
+
+
+@main.command(name="explain")
+@click.argument("person")
+@click.option("--json", "as_json", is_flag=True)
+def explain_command(person: str, as_json: bool) -> None:
+    """Why PERSON (id, externalId or userName) gets what they get in the LMS."""
+    with planner(_settings()) as plans:
+        try:
+            explanation = plans.explain(person)
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(explanation_to_json(explanation), indent=2, default=str))
+    else:
+        click.echo(render_explanation(explanation))
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"

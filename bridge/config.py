@@ -40,6 +40,7 @@ class Settings:
     max_page_size: int = 200
     max_bulk_operations: int = 1000
     max_payload_bytes: int = 1_048_576
+    rules_reload_seconds: float = 5.0
     jwt: JwtSettings = field(default_factory=JwtSettings)
 
     @classmethod
@@ -60,6 +61,7 @@ class Settings:
             max_page_size=int(env.get("BRIDGE_MAX_PAGE_SIZE", "200")),
             max_bulk_operations=int(env.get("BRIDGE_MAX_BULK_OPERATIONS", "1000")),
             max_payload_bytes=int(env.get("BRIDGE_MAX_PAYLOAD_BYTES", "1048576")),
+            rules_reload_seconds=float(env.get("BRIDGE_RULES_RELOAD_SECONDS", "5")),
             jwt=JwtSettings(
                 jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
                 key_file=Path(key_file) if key_file else None,
