@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -345,7 +346,7 @@ class Planner:
                     previous,
                     key=str(record.external_id or record.id),
                     today=now.date(),
-                    admitted_count=lambda rf=rule_file: projections.count_in_scope(conn, rf.name),
+                    admitted_count=partial(projections.count_in_scope, conn, rule_file.name),
                 )
                 desired = desired_state(record.id, doc, rule_file, verdicts, admitted=ok)
                 intents, _ = diff(

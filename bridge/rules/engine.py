@@ -150,8 +150,11 @@ def desired_state(
             source_value = value
             for transform in mapping.transforms:
                 value = apply(value, transform.name, transform.argument)
-        except (TransformError, ValueError) as exc:
-            desired.problems.append(Problem(person_id, rules.name, f"{mapping.attribute}: {exc}"))
+        except (TransformError, ValueError, TypeError) as exc:
+            reason = f"{mapping.attribute}: {exc}"
+            if mapping.required:  # blocks the account, as a missing value does
+                reason = f"missing required {mapping.attribute} (from {mapping.source}): {exc}"
+            desired.problems.append(Problem(person_id, rules.name, reason))
             continue
         desired.mapping_trace.append((mapping.attribute, source_value, value))
         if value is None or value == "" or value == []:
@@ -203,6 +206,8 @@ def diff(
     if any(p.reason.startswith("missing required") for p in desired.problems):
         return [], dict(projected) if projected is not None else None
 
+    if projected is None and not desired.active:
+        return [], None  # never provisioned and inactive: nothing to create, enrol or suspend
     before: Mapping[str, Any] = projected or {}
     account = dict(before.get("account", {}))
     if projected is None:
@@ -213,11 +218,13 @@ def diff(
         )
     else:
         changed = {k: v for k, v in desired.account.items() if account.get(k) != v}
+        # An attribute that lost its source value is cleared in the LMS, not left stale.
+        changed.update({k: None for k in account if k not in desired.account})
         if changed:
             intent(
                 IntentKind.upsert_account, rules.name, data={"create": False, "attributes": changed}
             )
-    account.update(desired.account)
+    account = dict(desired.account)
     was_active = bool(before.get("active", False))
     if projected is not None and desired.active and not was_active:
         intent(IntentKind.reactivate_account, rules.name)
@@ -257,7 +264,7 @@ def diff(
         ref = str(state.get("ref") or key.split(":", 1)[1])
         if otherwise == Otherwise.keep:
             continue
-        if state.get("kind") == AssignmentKind.cohort.value:
+        if state.get("kind", key.split(":", 1)[0]) == AssignmentKind.cohort.value:
             intent(IntentKind.remove_cohort_member, rule_id, ref)
             del states[key]
         elif otherwise == Otherwise.unenrol:

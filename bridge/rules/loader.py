@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import date
@@ -111,14 +110,20 @@ def read_yaml(path: Path, display: str, errors: list[RuleError]) -> Node | None:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark
+        lines = text.splitlines()
+        if where is not None and where.line >= len(lines) and exc.context_mark is not None:
+            where = exc.context_mark  # "end of stream": point at what was left open instead
         line = where.line + 1 if where else 0
         column = where.column + 1 if where else 0
-        source = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+        source = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        if _SECRET_KEYS.search(source):
+            source = source.split(":", 1)[0] + ": ***"  # never echo a secret
+        context = f" ({exc.context})" if exc.context else ""
         errors.append(
             RuleError(
                 Mark(display, line, column),
-                f"YAML syntax: {exc.problem}",
-                text=source.strip(),
+                f"YAML syntax: {exc.problem}{context}",
+                text=source,
                 hint="check indentation and quoting (filters with quotes go in single quotes)",
             )
         )
@@ -611,7 +616,11 @@ def load_ruleset(directory: Path, *, relative_to: Path | None = None) -> RuleSet
     for path in sorted(directory.glob("*.yaml")):
         if path.name.endswith(".test.yaml"):
             continue
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError as exc:
+            errors.append(RuleError(Mark(display(path)), f"cannot read: {exc.strerror}"))
+            continue
         root = read_yaml(path, display(path), errors)
         if root is None:
             continue
@@ -624,6 +633,3 @@ def load_ruleset(directory: Path, *, relative_to: Path | None = None) -> RuleSet
     if errors:
         raise RuleErrors(sorted(errors, key=lambda e: e.mark))
     return RuleSet(tuple(files), targets, digest.hexdigest()[:12])
-
-
-Checker = Callable[[RuleSet], list[RuleError]]

@@ -62,7 +62,8 @@ def _map(value: Any, table: Any) -> Any:
     def one(item: Any) -> Any:
         if item is None:
             return None
-        key = str(item)
+        # Keys are YAML text: a boolean value looks up `true`/`false`, as it is written there.
+        key = ("true" if item else "false") if isinstance(item, bool) else str(item)
         if key in lookup:
             return lookup[key]
         return table["default"] if has_default else item
@@ -100,6 +101,12 @@ def _any(argument: Any) -> str | None:
 def _table(argument: Any) -> str | None:
     if not isinstance(argument, dict) or not argument:
         return "the argument is a lookup table {from: to}"
+    if "table" in argument:
+        if not isinstance(argument["table"], dict) or not argument["table"]:
+            return "`table:` must be a lookup table {from: to}"
+        unknown = set(argument) - {"table", "default"}
+        if unknown:
+            return f"unknown keys {sorted(unknown)}: use {{table: {{from: to}}, default: value}}"
     return None
 
 

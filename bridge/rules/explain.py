@@ -1,0 +1,470 @@
+"""``bridge explain PERSON``: why the rules want what they want for one person (pure).
+
+For each rule file: the scope filter and its verdict, the pilot admission, each mapping
+(attribute ← source path: source value → result, or the problem), each assignment (id,
+file:line, condition, verdict), and the resulting intents. The caller evaluates the
+conditions (the verdicts), admits or not (the pilot), and runs the engine; this module only
+lines the evidence up. Conditions are shown with the rule file's aliases put back
+(``roleCodes eq "X"`` rather than the full URN path); the JSON carries both forms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import Any
+
+from scim2_models import Path
+from scim2_models import SCIMException
+from scim2_models import ScimFilter
+from scim2_models.path import AttrPath
+from scim2_models.path import Comparison
+from scim2_models.path import FilterNode
+from scim2_models.path import LogicalExpr
+from scim2_models.path import Not
+from scim2_models.path import Present
+from scim2_models.path import ValuePath
+
+from bridge.rules.engine import Desired
+from bridge.rules.engine import Intent
+from bridge.rules.engine import IntentKind
+from bridge.rules.engine import Problem
+from bridge.rules.engine import Verdicts
+from bridge.rules.model import RuleFile
+from bridge.rules.model import RuleSet
+
+FORMAT = "bridge-explain/1"
+_VALUE_WIDTH = 40
+_SYMBOLS = {
+    IntentKind.upsert_account: "+",
+    IntentKind.reactivate_account: "~",
+    IntentKind.enrol: "+",
+    IntentKind.add_cohort_member: "+",
+    IntentKind.suspend_enrolment: "-",
+    IntentKind.unenrol: "-",
+    IntentKind.remove_cohort_member: "-",
+    IntentKind.suspend_account: "-",
+}
+
+
+@dataclass
+class MappingLine:
+    attribute: str
+    source: str | None
+    """The SCIM path as written (aliases put back); None for a constant."""
+    expanded_source: str | None
+    source_value: Any
+    result: Any
+    problem: str | None
+    required: bool
+    on_create_only: bool
+    evaluated: bool
+    """False when the person is out of scope (the engine maps only in-scope people)."""
+
+
+@dataclass
+class AssignmentLine:
+    id: str
+    kind: str
+    ref: str
+    where: str
+    """``file:line`` of the assignment in its rule file."""
+    condition: str
+    expanded_condition: str
+    verdict: bool | None
+    """None when the caller did not evaluate the condition."""
+    otherwise: str
+
+
+@dataclass
+class FileExplanation:
+    rule_file: str
+    path: str
+    target: str
+    scope_filter: str | None
+    expanded_scope_filter: str | None
+    scope_verdict: bool | None
+    """None when the rule file has no scope filter (everyone) or it was not evaluated."""
+    pilot: dict[str, Any] | None
+    admitted: bool
+    admission_reason: str
+    in_scope: bool
+    active: bool
+    mappings: list[MappingLine] = field(default_factory=list)
+    assignments: list[AssignmentLine] = field(default_factory=list)
+    intents: list[Intent] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Explanation:
+    person_id: str
+    label: str
+    rules_version: str
+    files: list[FileExplanation] = field(default_factory=list)
+
+
+# -- aliases put back ---------------------------------------------------------------------------
+
+
+def _alias_table(aliases: Mapping[str, str]) -> dict[tuple[str | None, str, str | None], str]:
+    table: dict[tuple[str | None, str, str | None], str] = {}
+    for alias, path in aliases.items():
+        try:
+            node = Path(path).ast
+        except (SCIMException, ValueError):
+            continue
+        if isinstance(node, AttrPath):
+            key = (node.uri.lower() if node.uri else None, node.attr.lower(), node.sub_attr)
+            table.setdefault(key, alias)
+    return table
+
+
+def _contract_attr(
+    attr_path: AttrPath, table: Mapping[tuple[str | None, str, str | None], str]
+) -> AttrPath:
+    uri = attr_path.uri.lower() if attr_path.uri else None
+    alias = table.get((uri, attr_path.attr.lower(), attr_path.sub_attr))
+    if alias is not None:
+        return AttrPath(alias)
+    alias = table.get((uri, attr_path.attr.lower(), None))
+    if alias is not None:
+        return AttrPath(alias, attr_path.sub_attr)
+    return attr_path
+
+
+def _contract_node(
+    node: FilterNode, table: Mapping[tuple[str | None, str, str | None], str]
+) -> FilterNode:
+    if isinstance(node, Comparison | Present | ValuePath):
+        return replace(node, attr_path=_contract_attr(node.attr_path, table))
+    if isinstance(node, Not):
+        return Not(_contract_node(node.expr, table))
+    if isinstance(node, LogicalExpr):
+        return LogicalExpr(node.op, tuple(_contract_node(term, table) for term in node.terms))
+    return node
+
+
+def contract_filter(text: str, aliases: Mapping[str, str]) -> str:
+    """A filter as an admin writes it: long URN paths replaced by the file's aliases."""
+    table = _alias_table(aliases)
+    if not table:
+        return text
+    try:
+        node = ScimFilter(text).ast
+    except (SCIMException, ValueError):
+        return text
+    return str(_contract_node(node, table))
+
+
+def contract_path(text: str, aliases: Mapping[str, str]) -> str:
+    """An attribute path with long URN paths replaced by the file's aliases."""
+    table = _alias_table(aliases)
+    if not table:
+        return text
+    try:
+        node = Path(text).ast
+    except (SCIMException, ValueError):
+        return text
+    if isinstance(node, AttrPath):
+        return str(_contract_attr(node, table))
+    if isinstance(node, ValuePath):
+        return str(replace(node, attr_path=_contract_attr(node.attr_path, table)))
+    return text
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def _pilot(rule_file: RuleFile) -> dict[str, Any] | None:
+    pilot = rule_file.scope.pilot
+    if pilot is None:
+        return None
+    return {
+        "max_people": pilot.max_people,
+        "sample_percent": pilot.sample_percent,
+        "seed": pilot.seed,
+        "ends": pilot.ends.isoformat() if pilot.ends is not None else None,
+    }
+
+
+def _mapping_problem(attribute: str, problems: list[Problem]) -> str | None:
+    for problem in problems:
+        if problem.reason.startswith(f"{attribute}: ") or problem.reason.startswith(
+            f"missing required {attribute} "
+        ):
+            return problem.reason
+    return None
+
+
+def _explain_file(
+    rule_file: RuleFile,
+    verdicts: Verdicts,
+    admitted: bool,
+    admission_reason: str,
+    desired: Desired,
+    intents: list[Intent],
+) -> FileExplanation:
+    aliases = rule_file.aliases
+    scope_text = rule_file.scope.filter
+    explained = FileExplanation(
+        rule_file=rule_file.name,
+        path=rule_file.path,
+        target=rule_file.target,
+        scope_filter=contract_filter(scope_text, aliases) if scope_text else None,
+        expanded_scope_filter=scope_text,
+        scope_verdict=verdicts.get(scope_text) if scope_text else None,
+        pilot=_pilot(rule_file),
+        admitted=admitted,
+        admission_reason=admission_reason,
+        in_scope=desired.in_scope,
+        active=desired.active,
+        intents=list(intents),
+        problems=list(desired.problems),
+    )
+    trace = {attribute: (source, result) for attribute, source, result in desired.mapping_trace}
+    for mapping in rule_file.mapping:
+        traced = trace.get(mapping.attribute)
+        problem = _mapping_problem(mapping.attribute, desired.problems)
+        source_value, result = traced if traced is not None else (None, None)
+        explained.mappings.append(
+            MappingLine(
+                attribute=mapping.attribute,
+                source=contract_path(mapping.source, aliases) if mapping.source else None,
+                expanded_source=mapping.source,
+                source_value=source_value if mapping.source else mapping.value,
+                result=result,
+                problem=problem,
+                required=mapping.required,
+                on_create_only=mapping.on_create_only,
+                evaluated=desired.in_scope,
+            )
+        )
+    for assignment in rule_file.assignments:
+        explained.assignments.append(
+            AssignmentLine(
+                id=assignment.id,
+                kind=assignment.kind.value,
+                ref=assignment.ref,
+                where=f"{assignment.mark.file}:{assignment.mark.line}",
+                condition=contract_filter(assignment.when, aliases),
+                expanded_condition=assignment.when,
+                verdict=verdicts.get(assignment.when),
+                otherwise=assignment.otherwise.value,
+            )
+        )
+    return explained
+
+
+def build_explanation(
+    person_id: str,
+    label: str,
+    ruleset: RuleSet,
+    per_file: Mapping[str, tuple[Verdicts, bool, str, Desired, list[Intent]]],
+) -> Explanation:
+    """Line up the evidence for one person, per rule file (in rule-set order).
+
+    ``per_file[rule_file_name]`` = (the verdicts of the file's conditions, whether the pilot
+    admitted the person, why or why not, the engine's Desired, the intents of ``diff``).
+    Rule files missing from ``per_file`` are left out; a name the rules do not know is a
+    ValueError.
+    """
+    known = {rule_file.name for rule_file in ruleset.files}
+    unknown = sorted(set(per_file) - known)
+    if unknown:
+        raise ValueError(f"no such rule file: {', '.join(unknown)}")
+    explanation = Explanation(person_id, label, ruleset.version)
+    for rule_file in ruleset.files:
+        entry = per_file.get(rule_file.name)
+        if entry is None:
+            continue
+        verdicts, admitted, reason, desired, intents = entry
+        explanation.files.append(
+            _explain_file(rule_file, verdicts, admitted, reason, desired, intents)
+        )
+    return explanation
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > _VALUE_WIDTH:
+        text = text[: _VALUE_WIDTH - 1] + "…"
+    return text
+
+
+def _mark(verdict: bool | None) -> str:
+    if verdict is None:
+        return "?"
+    return "✓" if verdict else "✗"
+
+
+def _intent_text(intent: Intent) -> str:
+    symbol = _SYMBOLS.get(intent.kind, "~")
+    if intent.kind == IntentKind.upsert_account and not intent.data.get("create"):
+        symbol = "~"
+    parts = [f"{symbol} {intent.kind.value}"]
+    if intent.ref is not None:
+        parts.append(intent.ref)
+    parts.append(f"[{intent.rule}]")
+    data = dict(intent.data)
+    if intent.kind == IntentKind.upsert_account:
+        parts.append("create" if data.pop("create", False) else "update")
+        attributes = data.pop("attributes", {})
+        if isinstance(attributes, dict) and attributes:
+            parts.append(", ".join(f"{k}={_show(v)}" for k, v in attributes.items()))
+    data.pop("kind", None)
+    if data:
+        parts.append(" ".join(f"{k}={_show(v)}" for k, v in data.items()))
+    return " ".join(parts)
+
+
+def _render_file(file: FileExplanation) -> list[str]:
+    out = [f"{file.rule_file}  ({file.path} → {file.target})"]
+    if file.scope_filter is None:
+        out.append("  scope    ✓ everyone (no scope filter)")
+    else:
+        out.append(f"  scope    {_mark(file.scope_verdict)} {file.scope_filter}")
+    if file.pilot is None:
+        out.append("  pilot    - no pilot")
+    else:
+        limits = []
+        if file.pilot.get("max_people") is not None:
+            limits.append(f"max {file.pilot['max_people']} people")
+        if file.pilot.get("sample_percent") is not None:
+            limits.append(f"{file.pilot['sample_percent']:g}% sample")
+        if file.pilot.get("ends") is not None:
+            limits.append(f"ends {file.pilot['ends']}")
+        state = "admitted" if file.admitted else "not admitted"
+        reason = f": {file.admission_reason}" if file.admission_reason else ""
+        out.append(f"  pilot    {_mark(file.admitted)} {state}{reason} ({', '.join(limits)})")
+    if file.in_scope:
+        active = "" if file.active else " (inactive: the account is suspended)"
+        out.append(f"  → in scope{active}")
+    else:
+        out.append("  → not in scope: no mapping; any account from this file is suspended")
+
+    if file.mappings:
+        out.append("")
+        out.append("  mapping")
+        width = max(len(m.attribute) for m in file.mappings)
+        sources = [f"← {m.source}" if m.source is not None else "= constant" for m in file.mappings]
+        source_width = max(len(s) for s in sources)
+        values = [_show(m.source_value) for m in file.mappings]
+        value_width = max(len(v) for v in values)
+        for mapping, source, value in zip(file.mappings, sources, values, strict=True):
+            flags = []
+            if mapping.required:
+                flags.append("required")
+            if mapping.on_create_only:
+                flags.append("on create")
+            suffix = f"  ({', '.join(flags)})" if flags else ""
+            head = f"    {mapping.attribute:<{width}}  {source:<{source_width}}  "
+            if not mapping.evaluated:
+                out.append(f"{head}-  not mapped (out of scope){suffix}")
+            elif mapping.problem is not None:
+                out.append(f"{head}{value:<{value_width}}  ✗  {mapping.problem}")
+            else:
+                out.append(f"{head}{value:<{value_width}}  →  {_show(mapping.result)}{suffix}")
+
+    if file.assignments:
+        out.append("")
+        out.append("  rules")
+        id_width = max(len(a.id) for a in file.assignments)
+        where_width = max(len(a.where) for a in file.assignments)
+        for assignment in file.assignments:
+            out.append(
+                f"    {_mark(assignment.verdict)} {assignment.id:<{id_width}}  "
+                f"{assignment.where:<{where_width}}  {assignment.condition}"
+                f"  → {assignment.kind} {assignment.ref}"
+            )
+
+    out.append("")
+    if file.intents:
+        out.append("  intents")
+        out.extend(f"    {_intent_text(intent)}" for intent in file.intents)
+    else:
+        out.append("  intents  none: the LMS already matches")
+    if file.problems:
+        out.append("  problems")
+        out.extend(f"    ! {problem.reason}" for problem in file.problems)
+    return out
+
+
+def render_explanation(exp: Explanation) -> str:
+    """The explanation for people: aligned columns, ✓/✗ per condition."""
+    out = [f"Explain {exp.label} (person {exp.person_id}) — rules {exp.rules_version}"]
+    if not exp.files:
+        out.extend(["", "no rule file applies"])
+    for file in exp.files:
+        out.append("")
+        out.extend(_render_file(file))
+    return "\n".join(out) + "\n"
+
+
+def explanation_to_json(exp: Explanation) -> dict[str, Any]:
+    """The explanation as JSON (``bridge explain --json``), format ``bridge-explain/1``."""
+    return {
+        "format": FORMAT,
+        "person": exp.person_id,
+        "label": exp.label,
+        "rules_version": exp.rules_version,
+        "rule_files": [
+            {
+                "rule_file": f.rule_file,
+                "path": f.path,
+                "target": f.target,
+                "scope": {
+                    "filter": f.scope_filter,
+                    "expanded": f.expanded_scope_filter,
+                    "verdict": f.scope_verdict,
+                },
+                "pilot": {
+                    "settings": f.pilot,
+                    "admitted": f.admitted,
+                    "reason": f.admission_reason,
+                },
+                "in_scope": f.in_scope,
+                "active": f.active,
+                "mapping": [
+                    {
+                        "attribute": m.attribute,
+                        "source": m.source,
+                        "expanded_source": m.expanded_source,
+                        "source_value": m.source_value,
+                        "result": m.result,
+                        "problem": m.problem,
+                        "required": m.required,
+                        "on_create_only": m.on_create_only,
+                        "evaluated": m.evaluated,
+                    }
+                    for m in f.mappings
+                ],
+                "assignments": [
+                    {
+                        "id": a.id,
+                        "kind": a.kind,
+                        "ref": a.ref,
+                        "where": a.where,
+                        "condition": a.condition,
+                        "expanded_condition": a.expanded_condition,
+                        "verdict": a.verdict,
+                        "otherwise": a.otherwise,
+                    }
+                    for a in f.assignments
+                ],
+                "intents": [intent.as_dict() for intent in f.intents],
+                "problems": [
+                    {"person": p.person, "rule": p.rule, "reason": p.reason} for p in f.problems
+                ],
+            }
+            for f in exp.files
+        ],
+    }

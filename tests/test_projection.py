@@ -1,0 +1,246 @@
+"""The rules run on every SCIM write and over the population (plan/apply/approve/explain),
+against a real database with the shipped rules/benefits-2026.yaml."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.provision import Provisioner
+from bridge.provision.planning import PlanError
+from bridge.provision.planning import Planner
+from bridge.rules.book import RuleBook
+from bridge.rules.check import check_directory
+from bridge.schemas import Catalog
+from bridge.scim.app import create_app
+from bridge.scim.auth import Authenticator
+from bridge.store import outbox
+from bridge.store import projections
+from bridge.store.engine import Database
+from tests.conftest import ENTERPRISE
+from tests.conftest import HR
+from tests.conftest import PATCH
+from tests.conftest import ROOT
+from tests.conftest import TOKEN
+from tests.conftest import USER_SCHEMA
+
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    for name in ("targets.yaml", "benefits-2026.yaml"):
+        shutil.copy(ROOT / "rules" / name, directory / name)
+    return directory
+
+
+@pytest.fixture
+def book(rules_dir: Path, catalog: Catalog) -> RuleBook:
+    rules = RuleBook(rules_dir, lambda d: check_directory(d, catalog))
+    rules.load()
+    return rules
+
+
+@pytest.fixture
+def ruled(db: Database, catalog: Catalog, book: RuleBook) -> Provisioner:
+    return Provisioner(db, catalog, rules=book.current, clock=lambda: NOW)
+
+
+@pytest.fixture
+async def scim(
+    ruled: Provisioner, catalog: Catalog, settings: Any, db: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ruled, catalog, settings, Authenticator(db, env_token=TOKEN))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bridge.test/scim/v2",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        yield client
+
+
+def employee(
+    number: int, *, codes: list[str], department: str = "Claims", email: bool = True
+) -> dict[str, Any]:
+    return {
+        "schemas": [USER_SCHEMA, ENTERPRISE, HR],
+        "userName": f"emp{number}@example.com",
+        "externalId": f"E{number:05d}",
+        "name": {"givenName": f"Given{number}", "familyName": "Family"},
+        "emails": [{"value": f"emp{number}@example.com", "type": "work"}] if email else [],
+        ENTERPRISE: {"department": department},
+        HR: {"roleCodes": codes, "employmentStatus": "active"},
+    }
+
+
+def queued(db: Database) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [row["intent"] for row in outbox.pending(conn, limit=10_000)]
+
+
+async def test_a_scim_create_enqueues_the_rules_intents_in_its_transaction(
+    scim: httpx.AsyncClient, db: Database
+) -> None:
+    created = await scim.post("/Users", json=employee(1, codes=["BEN_CHOICE_2026"]))
+    assert created.status_code == 201
+    person = created.json()["id"]
+    kinds = [(i["kind"], i.get("ref")) for i in queued(db)]
+    assert kinds == [
+        ("upsert_account", None),
+        ("enrol", "BEN-2026"),
+        ("add_cohort_member", "BEN2026"),
+    ]
+    with db.read() as conn:
+        projection = projections.get(conn, "benefits-2026", person)
+    assert projection is not None and projection.in_scope
+
+
+async def test_losing_the_role_code_suspends_the_enrolment(
+    scim: httpx.AsyncClient, db: Database
+) -> None:
+    person = (await scim.post("/Users", json=employee(2, codes=["BEN_CHOICE_2026"]))).json()["id"]
+    before = len(queued(db))
+    response = await scim.patch(
+        f"/Users/{person}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": f"{HR}:roleCodes", "value": ["EMPLOYEE"]}],
+        },
+    )
+    assert response.status_code == 200
+    added = [(i["kind"], i.get("ref")) for i in queued(db)[before:]]
+    assert ("suspend_enrolment", "BEN-2026") in added
+    assert ("remove_cohort_member", "BEN2026") in added
+    assert all(kind != "unenrol" for kind, _ in added)
+
+
+async def test_deleting_a_person_suspends_the_account_never_deletes(
+    scim: httpx.AsyncClient, db: Database
+) -> None:
+    person = (await scim.post("/Users", json=employee(3, codes=["BEN_CHOICE_2026"]))).json()["id"]
+    before = len(queued(db))
+    assert (await scim.delete(f"/Users/{person}")).status_code == 204
+    assert [i["kind"] for i in queued(db)[before:]] == ["suspend_account"]
+
+
+async def test_a_person_out_of_scope_gets_nothing(scim: httpx.AsyncClient, db: Database) -> None:
+    await scim.post("/Users", json=employee(4, codes=["BEN_CHOICE_2026"], department="Sales"))
+    assert queued(db) == []
+
+
+async def test_a_failed_write_enqueues_nothing(scim: httpx.AsyncClient, db: Database) -> None:
+    await scim.post("/Users", json=employee(5, codes=["BEN_CHOICE_2026"]))
+    duplicate = employee(5, codes=["BEN_CHOICE_2026"])
+    duplicate["externalId"] = "other"
+    assert (await scim.post("/Users", json=duplicate)).status_code == 409
+    assert len(queued(db)) == 3
+
+
+def _planner(db: Database, ruled: Provisioner, catalog: Catalog, book: RuleBook) -> Planner:
+    return Planner(db, ruled.store, catalog, book.current, lambda: NOW)
+
+
+def _seed(db: Database, catalog: Catalog, count: int, **kwargs: Any) -> Provisioner:
+    bare = Provisioner(db, catalog, clock=lambda: NOW)  # no rules: the population predates them
+    from bridge.provision import Cause
+
+    for number in range(count):
+        bare.create(Cause("seed"), "User", employee(number, **kwargs))
+    return bare
+
+
+def test_plan_then_apply_then_nothing_left(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    _seed(db, catalog, 12, codes=["BEN_CHOICE_2026"])
+    planner = _planner(db, ruled, catalog, book)
+    document = planner.plan_document()
+    assert document["status"] == "changes"
+    assert document["exit_code"] == 2
+    run_id, status, written = planner.apply(document, actor="test")
+    assert status == "applied"
+    assert written == 36
+    again = planner.plan_document()
+    assert again["status"] == "no-changes"
+    assert again["exit_code"] == 0
+    assert run_id
+
+
+def test_a_stale_plan_is_refused(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    bare = _seed(db, catalog, 3, codes=["BEN_CHOICE_2026"])
+    planner = _planner(db, ruled, catalog, book)
+    document = planner.plan_document()
+    from bridge.provision import Cause
+
+    bare.create(Cause("seed"), "User", employee(99, codes=["BEN_CHOICE_2026"]))
+    with pytest.raises(PlanError, match="stale"):
+        planner.apply(document, actor="test")
+    assert queued(db) == []
+
+
+def test_the_pilot_admits_at_most_its_cap(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    _seed(db, catalog, 230, codes=["EMPLOYEE"])
+    plan = _planner(db, ruled, catalog, book).plan_document()
+    assert plan["counts"]["create_account"]["count"] == 200
+
+
+def test_mass_removal_is_quarantined_until_approved(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook, rules_dir: Path
+) -> None:
+    _seed(db, catalog, 40, codes=["BEN_CHOICE_2026"])
+    planner = _planner(db, ruled, catalog, book)
+    planner.apply(planner.plan_document(), actor="test")
+    with db.write() as conn:
+        conn.exec_driver_sql("DELETE FROM outbox")
+    text = (rules_dir / "benefits-2026.yaml").read_text()
+    (rules_dir / "benefits-2026.yaml").write_text(
+        text.replace("course: BEN-2026\n", "course: BEN-2027\n")
+    )
+    assert book.reload()
+    document = planner.plan_document()
+    assert document["status"] == "quarantined"
+    run_id, status, _ = planner.apply(document, actor="test")
+    assert status == "quarantined"
+    assert queued(db) == []
+    released = planner.approve(run_id, actor="admin")
+    assert released > 0
+    assert {i["kind"] for i in queued(db)} >= {"suspend_enrolment", "enrol"}
+
+
+def test_explain_names_each_condition_and_its_verdict(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    _seed(db, catalog, 1, codes=["BEN_CHOICE_2026", "MANAGER"])
+    explanation = _planner(db, ruled, catalog, book).explain("E00000")
+    from bridge.rules.explain import render_explanation
+
+    text = render_explanation(explanation)
+    assert "benefits-2026-managers" in text
+    assert "✓" in text
+    with pytest.raises(PlanError, match="no person"):
+        _planner(db, ruled, catalog, book).explain("nobody")
+
+
+def test_a_broken_rule_file_is_refused_and_the_last_good_set_stays(
+    book: RuleBook, rules_dir: Path
+) -> None:
+    good = book.current()
+    (rules_dir / "benefits-2026.yaml").write_text(
+        "version: 1\nname: x\ntarget: nowhere\nenrolments: ["
+    )
+    assert not book.reload()
+    assert book.current() is good
+    assert book.last_refusal and "benefits-2026.yaml" in str(book.last_refusal[0])

@@ -1,0 +1,241 @@
+"""``bridge explain`` for one person (bridge.rules.explain): plain data through the real engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.rules import engine
+from bridge.rules.aliases import expand_filter
+from bridge.rules.engine import Intent
+from bridge.rules.explain import Explanation
+from bridge.rules.explain import build_explanation
+from bridge.rules.explain import contract_filter
+from bridge.rules.explain import explanation_to_json
+from bridge.rules.explain import render_explanation
+from bridge.rules.loader import load_ruleset
+from bridge.rules.model import RuleFile
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = load_ruleset(ROOT / "rules", relative_to=ROOT)
+
+
+def _benefits() -> RuleFile:
+    found = RULES.file("benefits-2026")
+    assert found is not None
+    return found
+
+
+BENEFITS = _benefits()
+COURSE, MANAGERS, COHORT = BENEFITS.assignments
+HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def person(codes: list[str], *, email: str | None = " Jane.Smith@Example.com ") -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "userName": " Jane.Smith ",
+        "externalId": "E123",
+        "name": {"givenName": "Jane", "familyName": "Smith"},
+        "title": "Claims Specialist",
+        HR: {"roleCodes": codes, "employmentStatus": "active"},
+        ENTERPRISE: {"department": "Claims"},
+    }
+    if email is not None:
+        doc["emails"] = [{"type": "work", "value": email}]
+    return doc
+
+
+def explain(
+    doc: dict[str, Any],
+    *,
+    in_claims: bool = True,
+    admitted: bool = True,
+    reason: str = "rank 12 of 200",
+    projected: dict[str, Any] | None = None,
+) -> tuple[Explanation, list[Intent]]:
+    codes = set(doc[HR]["roleCodes"])
+    assert BENEFITS.scope.filter is not None
+    verdicts = {
+        BENEFITS.scope.filter: in_claims,
+        COURSE.when: "BEN_CHOICE_2026" in codes,
+        MANAGERS.when: {"BEN_CHOICE_2026", "MANAGER"} <= codes,
+    }
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts, admitted=admitted)
+    intents, _ = engine.diff("p1", desired, projected, BENEFITS)
+    exp = build_explanation(
+        "p1",
+        "jane.smith (E123)",
+        RULES,
+        {BENEFITS.name: (verdicts, admitted, reason, desired, intents)},
+    )
+    return exp, intents
+
+
+def line_of(text: str, *needles: str) -> str:
+    found = [line for line in text.splitlines() if all(n in line for n in needles)]
+    assert len(found) == 1, (needles, text)
+    return found[0]
+
+
+def test_each_condition_shows_its_verdict_and_where_it_is_written() -> None:
+    exp, _ = explain(person(["BEN_CHOICE_2026"]))
+    text = render_explanation(exp)
+    assert text.splitlines()[0] == f"Explain jane.smith (E123) (person p1) — rules {RULES.version}"
+    assert 'scope    ✓ department eq "Claims" and employmentStatus ne "terminated"' in text
+    course = line_of(text, "benefits-2026-course ")
+    assert course.lstrip().startswith("✓ benefits-2026-course")
+    assert f"rules/benefits-2026.yaml:{COURSE.mark.line}" in course
+    assert 'roleCodes eq "BEN_CHOICE_2026"' in course
+    assert "→ enrolment BEN-2026" in course
+    managers = line_of(text, "benefits-2026-managers ")
+    assert managers.lstrip().startswith("✗ benefits-2026-managers")
+    assert 'roleCodes eq "MANAGER" and roleCodes eq "BEN_CHOICE_2026"' in managers
+    assert line_of(text, "benefits-2026-cohort ").lstrip().startswith("✓ benefits-2026-cohort")
+    # columns line up
+    assert course.index("rules/") == managers.index("rules/")
+
+
+def test_a_condition_not_evaluated_is_marked_as_such() -> None:
+    doc = person(["BEN_CHOICE_2026"])
+    assert BENEFITS.scope.filter is not None
+    verdicts = {BENEFITS.scope.filter: True}
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts)
+    exp = build_explanation("p1", "jane", RULES, {BENEFITS.name: (verdicts, True, "", desired, [])})
+    text = render_explanation(exp)
+    assert line_of(text, "benefits-2026-course ").lstrip().startswith("? benefits-2026-course")
+    assert exp.files[0].assignments[0].verdict is None
+
+
+def test_each_mapping_shows_source_and_result() -> None:
+    exp, _ = explain(person(["BEN_CHOICE_2026", "MANAGER"]))
+    text = render_explanation(exp)
+    username = line_of(text, "username ")
+    assert "← userName" in username
+    assert '" Jane.Smith "' in username
+    assert username.rstrip().endswith('→  "jane.smith"  (required)')
+    email = line_of(text, "email ", "←")
+    assert '← emails[type eq "work"].value' in email
+    assert '→  "jane.smith@example.com"' in email
+    roles = line_of(text, "roles ")
+    assert "← roleCodes" in roles  # the alias, not the URN path
+    assert '["BEN_CHOICE_2026", "MANAGER"]' in roles
+    auth = line_of(text, "auth ")
+    assert "= constant" in auth and '"saml2"' in auth and "(on create)" in auth
+    arrows = {line.index("→") for line in text.splitlines() if "  →  " in line}
+    assert len(arrows) == 1  # one column for every mapping result
+
+
+def test_a_missing_required_value_shows_the_problem() -> None:
+    exp, intents = explain(person(["BEN_CHOICE_2026"], email=None))
+    assert intents == []
+    text = render_explanation(exp)
+    email = line_of(text, "email ", "←")
+    assert "✗  missing required email" in email
+    assert "intents  none" in text
+    assert "  problems" in text
+    assert '    ! missing required email (from emails[type eq "work"].value)' in text
+
+
+def test_resulting_intents_are_listed() -> None:
+    exp, intents = explain(person(["BEN_CHOICE_2026"]))
+    assert [i.kind.value for i in intents] == ["upsert_account", "enrol", "add_cohort_member"]
+    text = render_explanation(exp)
+    assert '+ upsert_account [benefits-2026] create idnumber="E123"' in text
+    assert '+ enrol BEN-2026 [benefits-2026-course] role="student" due_days=30' in text
+
+
+def test_out_of_scope() -> None:
+    exp, _ = explain(person(["BEN_CHOICE_2026"]), in_claims=False)
+    text = render_explanation(exp)
+    assert 'scope    ✗ department eq "Claims"' in text
+    assert "→ not in scope" in text
+    assert "not mapped (out of scope)" in line_of(text, "username ")
+    (file,) = exp.files
+    assert not file.in_scope and file.scope_verdict is False
+
+
+def test_pilot_admission() -> None:
+    exp, _ = explain(person(["BEN_CHOICE_2026"]), admitted=False, reason="pilot cap of 200 reached")
+    text = render_explanation(exp)
+    assert (
+        "pilot    ✗ not admitted: pilot cap of 200 reached (max 200 people, ends 2026-12-31)"
+        in text
+    )
+    assert "→ not in scope" in text
+    admitted, _ = explain(person(["BEN_CHOICE_2026"]))
+    assert "pilot    ✓ admitted: rank 12 of 200" in render_explanation(admitted)
+
+
+def test_suspensions_are_explained() -> None:
+    before = person(["BEN_CHOICE_2026"])
+    assert BENEFITS.scope.filter is not None
+    verdicts = {BENEFITS.scope.filter: True, COURSE.when: True}
+    desired = engine.desired_state("p1", before, BENEFITS, verdicts)
+    _, projection = engine.diff("p1", desired, None, BENEFITS)
+    exp, intents = explain(person([]), projected=projection)
+    assert [i.kind.value for i in intents] == [
+        "upsert_account",  # the LMS roles lose the code
+        "suspend_enrolment",
+        "remove_cohort_member",
+    ]
+    text = render_explanation(exp)
+    assert "~ upsert_account [benefits-2026] update roles=null" in text
+    assert "- suspend_enrolment BEN-2026 [benefits-2026-course]" in text
+    assert "- remove_cohort_member BEN2026 [benefits-2026-cohort]" in text
+    assert line_of(text, "benefits-2026-course ").lstrip().startswith("✗")
+
+
+def test_json() -> None:
+    exp, intents = explain(person(["BEN_CHOICE_2026"]))
+    data = explanation_to_json(exp)
+    assert json.loads(json.dumps(data)) == data
+    assert data["format"] == "bridge-explain/1"
+    assert (data["person"], data["label"]) == ("p1", "jane.smith (E123)")
+    (file,) = data["rule_files"]
+    assert file["scope"] == {
+        "filter": 'department eq "Claims" and employmentStatus ne "terminated"',
+        "expanded": BENEFITS.scope.filter,
+        "verdict": True,
+    }
+    assert file["pilot"]["admitted"] is True
+    assert file["pilot"]["settings"]["max_people"] == 200
+    course = file["assignments"][0]
+    assert course == {
+        "id": "benefits-2026-course",
+        "kind": "enrolment",
+        "ref": "BEN-2026",
+        "where": f"rules/benefits-2026.yaml:{COURSE.mark.line}",
+        "condition": 'roleCodes eq "BEN_CHOICE_2026"',
+        "expanded_condition": COURSE.when,
+        "verdict": True,
+        "otherwise": "suspend",
+    }
+    username = next(m for m in file["mapping"] if m["attribute"] == "username")
+    assert (username["source"], username["source_value"], username["result"]) == (
+        "userName",
+        " Jane.Smith ",
+        "jane.smith",
+    )
+    assert file["intents"] == [intent.as_dict() for intent in intents]
+
+
+def test_unknown_rule_file_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no such rule file: nope"):
+        build_explanation("p1", "x", RULES, {"nope": ({}, True, "", engine.Desired(False), [])})
+
+
+def test_rule_files_without_evidence_are_left_out() -> None:
+    exp = build_explanation("p1", "jane", RULES, {})
+    assert exp.files == []
+    assert "no rule file applies" in render_explanation(exp)
+
+
+@pytest.mark.parametrize("condition", [*(a.when for a in BENEFITS.assignments)])
+def test_contracted_conditions_expand_back(condition: str) -> None:
+    short = contract_filter(condition, BENEFITS.aliases)
+    assert "urn:" not in short
+    assert expand_filter(short, BENEFITS.aliases) == condition
