@@ -380,7 +380,8 @@ class Provisioner:
         if not record.name:
             attribute = "userName" if resource_type == "User" else "displayName"
             raise InvalidValueException(detail=f"'{attribute}' is required")
-        with self._in_transaction(conn) as tx:
+
+        def work(tx: Any) -> Outcome:
             try:
                 self.store.insert(tx, record)
             except UniquenessError as exc:
@@ -400,16 +401,16 @@ class Provisioner:
             seq = journal.append(tx, entry)
             self._project(tx, record, seq, added)
             listed = self.store.members_of(tx, [record.id])[record.id] if added else None
-        return Outcome(record, seq, entry.tolerances, listed)
+            return Outcome(record, seq, entry.tolerances, listed)
 
-    @contextmanager
-    def _in_transaction(self, conn: Any) -> Iterator[Any]:
+        return self._write(conn, work)
+
+    def _write(self, conn: Any, work: Callable[[Any], Outcome]) -> Outcome:
+        """Run a write in its own (group-committed) transaction, or in a savepoint of ``conn``."""
         if conn is not None:
             with conn.begin_nested():
-                yield conn
-            return
-        with self.db.write() as tx:
-            yield tx
+                return work(conn)
+        return self.db.run(work)
 
     def _add_members(self, conn: Any, group_id: str, ids: list[str]) -> list[str]:
         unique_ids = list(dict.fromkeys(ids))
@@ -449,7 +450,8 @@ class Provisioner:
         given_id = payload.get("id")
         if isinstance(given_id, str) and given_id and given_id != resource_id:
             raise MutabilityException(detail="'id' is immutable")
-        with self._in_transaction(conn) as tx:
+
+        def work(tx: Any) -> Outcome:
             record = self._locked(tx, resource_type, resource_id, if_match)
             before = record.doc
             detail: dict[str, Any] = {}
@@ -488,7 +490,9 @@ class Provisioner:
                 ),
             )
             self._project(tx, record, seq, self._touched(tx, record, before, doc, detail))
-        return Outcome(record, seq, list(tolerances or []))
+            return Outcome(record, seq, list(tolerances or []))
+
+        return self._write(conn, work)
 
     def patch(
         self,
@@ -516,14 +520,16 @@ class Provisioner:
                 )
             except ValidationError as exc:
                 raise scim_exception(exc) from exc
-        with self._in_transaction(conn) as tx:
+
+        def work(tx: Any) -> Outcome:
+            used = list(tolerances or [])
             record = self._locked(tx, resource_type, resource_id, if_match)
             before = record.doc
             doc = before
             if patch is not None:
                 resource = self._load(record)
                 if _creates_on_unmatched_filter(resource, operations):
-                    tolerances = [*(tolerances or []), "unmatched_filter_creates"]
+                    used.append("unmatched_filter_creates")
                 try:
                     patch.patch(resource, scim_policy=PATCH_POLICY)
                 except ValidationError as exc:
@@ -538,7 +544,7 @@ class Provisioner:
                 added = self._add_members(tx, record.id, delta.add)
                 detail = {k: v for k, v in (("added", added), ("removed", removed)) if v}
             if doc == before and not detail:
-                return Outcome(record, None, list(tolerances or []))
+                return Outcome(record, None, used)
             now = self.clock()
             if doc != before:
                 self._fill(record, doc)
@@ -562,12 +568,14 @@ class Provisioner:
                     resource_id=record.id,
                     before=before if doc != before else None,
                     after=doc if doc != before else None,
-                    tolerances=list(tolerances or []),
+                    tolerances=used,
                     detail=detail or None,
                 ),
             )
             self._project(tx, record, seq, self._touched(tx, record, before, doc, detail))
-        return Outcome(record, seq, list(tolerances or []))
+            return Outcome(record, seq, used)
+
+        return self._write(conn, work)
 
     def delete(
         self,
@@ -579,7 +587,8 @@ class Provisioner:
         conn: Any = None,
     ) -> Outcome:
         """RFC 7644 §3.6: delete the resource and its memberships; the journal keeps the image."""
-        with self._in_transaction(conn) as tx:
+
+        def work(tx: Any) -> Outcome:
             record = self._locked(tx, resource_type, resource_id, if_match)
             memberships = {
                 "groups": [m.value for m in self.store.groups_of(tx, [record.id])[record.id]],
@@ -603,4 +612,6 @@ class Provisioner:
                 ),
             )
             self._project(tx, record, seq, memberships.get("members", []))
-        return Outcome(record, seq)
+            return Outcome(record, seq)
+
+        return self._write(conn, work)

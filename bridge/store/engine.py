@@ -7,14 +7,17 @@ process lock, so a burst of parallel writes queues instead of failing with "data
 
 from __future__ import annotations
 
+import queue
 import threading
 import unicodedata
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -26,6 +29,22 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+MAX_GROUP_COMMIT = 64
+T = TypeVar("T")
+
+
+class _Job:
+    """One write waiting for the SQLite writer thread."""
+
+    __slots__ = ("work", "result", "error", "done")
+
+    def __init__(self, work: Callable[[Connection], Any]) -> None:
+        self.work = work
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 class DatabaseBusy(Exception):
@@ -61,6 +80,9 @@ class Database:
 
     engine: Engine
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: queue.SimpleQueue[_Job | None] = field(default_factory=queue.SimpleQueue)
+    _writer: threading.Thread | None = None
+    _writer_guard: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def dialect(self) -> str:
@@ -96,6 +118,69 @@ class Database:
         ):
             yield connection
 
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction of its own, committed before this returns.
+
+        On SQLite, concurrent calls are group-committed: one writer thread runs every job
+        waiting in the queue in one ``BEGIN IMMEDIATE`` transaction, each job in a savepoint
+        of its own (a failing job rolls back alone), with one durable commit for the batch.
+        On PostgreSQL each call is its own transaction (the server group-commits itself).
+        """
+        if not self.is_sqlite:
+            with self.write() as connection:
+                return work(connection)
+        job: _Job = _Job(work)
+        self._ensure_writer()
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _ensure_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._writer_guard:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="sqlite-writer", daemon=True
+                )
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_GROUP_COMMIT:
+                try:
+                    following = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._jobs.put(None)  # stop after this batch
+                    break
+                batch.append(following)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with self.write() as connection:
+                for job in batch:
+                    try:
+                        with connection.begin_nested():
+                            job.result = job.work(connection)
+                    except BaseException as exc:  # the job's own failure, handed back to it
+                        job.error = exc
+        except BaseException as exc:  # the commit itself failed: no job of the batch is durable
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+        finally:
+            for job in batch:
+                job.done.set()
+
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision (alembic)."""
         config = Config()
@@ -105,6 +190,10 @@ class Database:
             command.upgrade(config, "head")
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
         self.engine.dispose()
 
 
