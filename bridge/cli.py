@@ -357,7 +357,6 @@ def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: P
             raise click.ClickException(str(exc)) from exc
         document = plan_to_json(computed.plan)
         document["fingerprint"] = computed.fingerprint
-        document["only"] = sorted(selected) if selected else []
     if out is not None:
         out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
     if as_json:

@@ -244,3 +244,24 @@ def test_a_broken_rule_file_is_refused_and_the_last_good_set_stays(
     assert not book.reload()
     assert book.current() is good
     assert book.last_refusal and "benefits-2026.yaml" in str(book.last_refusal[0])
+
+
+def test_a_plan_restricted_with_only_projects_only_what_it_sends(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    _seed(db, catalog, 5, codes=["BEN_CHOICE_2026"])
+    planner = _planner(db, ruled, catalog, book)
+    partial = planner.plan_document(only={"benefits-2026-course"})
+    kinds = {i["kind"] for i in partial["intents"]}
+    assert kinds == {"upsert_account", "enrol"}
+    planner.apply(partial, actor="test")
+    rest = planner.plan_document()
+    assert {i["kind"] for i in rest["intents"]} == {"add_cohort_member"}
+    assert rest["counts"]["add_cohort_member"]["count"] == 5
+
+
+def test_only_with_an_unknown_rule_is_an_error(
+    db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook
+) -> None:
+    with pytest.raises(PlanError, match="benefits-2026-course"):
+        _planner(db, ruled, catalog, book).plan_document(only={"benefits-2026-corse"})

@@ -183,7 +183,7 @@ def test_suspensions_are_explained() -> None:
         "remove_cohort_member",
     ]
     text = render_explanation(exp)
-    assert "~ upsert_account [benefits-2026] update roles=null" in text
+    assert "~ upsert_account [benefits-2026] update roles=(cleared)" in text
     assert "- suspend_enrolment BEN-2026 [benefits-2026-course]" in text
     assert "- remove_cohort_member BEN2026 [benefits-2026-cohort]" in text
     assert line_of(text, "benefits-2026-course ").lstrip().startswith("✗")

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from functools import partial
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from scim2_models import ScimFilter
@@ -23,9 +23,11 @@ from bridge.provision.projection import person_document
 from bridge.provision.projection import uses_groups
 from bridge.rules.engine import Desired
 from bridge.rules.engine import Intent
+from bridge.rules.engine import IntentKind
 from bridge.rules.engine import desired_state
 from bridge.rules.engine import diff
 from bridge.rules.engine import sample_rank
+from bridge.rules.engine import state_key
 from bridge.rules.explain import Explanation
 from bridge.rules.explain import build_explanation
 from bridge.rules.model import RuleFile
@@ -33,7 +35,10 @@ from bridge.rules.model import RuleSet
 from bridge.rules.plan import PersonOutcome
 from bridge.rules.plan import Plan
 from bridge.rules.plan import build_plan
+from bridge.rules.plan import kept_intents
+from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
+from bridge.rules.plan import select_rules
 from bridge.rules.verdicts import evaluate
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
@@ -100,6 +105,7 @@ class Planner:
         self.catalog = catalog
         self.rules = rules
         self.clock = clock
+        self.selected: set[str] | None = None
 
     def _ruleset(self) -> RuleSet:
         ruleset = self.rules()
@@ -110,6 +116,10 @@ class Planner:
     def compute(self, *, only: set[str] | None = None) -> Computed:
         """Desired vs last projected state over the whole population (read-only)."""
         ruleset = self._ruleset()
+        try:
+            self.selected = select_rules(ruleset, only)
+        except ValueError as exc:
+            raise PlanError(str(exc)) from exc
         now = self.clock()
         with self.db.read() as conn:
             matches = {
@@ -183,10 +193,7 @@ class Planner:
             only=only,
             rules_version=ruleset.version,
         )
-        if only:
-            computed.intents = [
-                i for i in computed.intents if i.rule in only or _file_of(ruleset, i) in only
-            ]
+        computed.intents = list(computed.plan.intents)
         return computed
 
     def _admitted(
@@ -234,20 +241,26 @@ class Planner:
         previous: Projection | None,
     ) -> None:
         intents, state = diff(person_id, desired, previous.state if previous else None, rule_file)
-        outcomes.append(
-            PersonOutcome(
-                person_id=person_id,
-                label=label,
-                rule_file=rule_file.name,
-                target=rule_file.target,
-                in_scope=desired.in_scope,
-                intents=intents,
-                problems=desired.problems,
-                role_codes=_role_codes(doc),
-                account=desired.account,
-            )
+        outcome = PersonOutcome(
+            person_id=person_id,
+            label=label,
+            rule_file=rule_file.name,
+            target=rule_file.target,
+            in_scope=desired.in_scope,
+            intents=intents,
+            problems=desired.problems,
+            role_codes=_role_codes(doc),
+            account=desired.account,
         )
-        computed.intents.extend(intents)
+        outcomes.append(outcome)
+        if self.selected is not None and rule_file.name not in self.selected:
+            # A plan restricted with --only projects only what it sends.
+            state = _narrowed(
+                previous.state if previous else None,
+                state,
+                kept_intents(outcome, self.selected),
+                rule_file,
+            )
         if state is not None and (
             previous is None or state != previous.state or desired.in_scope != previous.in_scope
         ):
@@ -273,6 +286,10 @@ class Planner:
         saved, it is stale and nothing is written (plan again, review, apply).
         """
         ruleset = self._ruleset()
+        try:
+            plan_from_json(document)
+        except ValueError as exc:
+            raise PlanError(f"not a plan file: {exc}") from exc
         if document.get("rules_version") != ruleset.version:
             raise PlanError(
                 f"the plan was made with rules {document.get('rules_version')}, the bridge has {ruleset.version}: plan again"
@@ -356,8 +373,47 @@ class Planner:
         return build_explanation(record.id, record.name, ruleset, per_file)
 
 
-def _file_of(ruleset: RuleSet, intent: Intent) -> str:
-    for rule_file in ruleset.files:
-        if intent.rule == rule_file.name or any(a.id == intent.rule for a in rule_file.assignments):
-            return rule_file.name
-    return ""
+_ACCOUNT_KINDS = {
+    IntentKind.upsert_account,
+    IntentKind.reactivate_account,
+    IntentKind.suspend_account,
+}
+
+
+def _narrowed(
+    previous: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+    kept: list[Intent],
+    rule_file: RuleFile,
+) -> dict[str, Any] | None:
+    """The previous projection with only the changes the kept intents send applied."""
+    if new is None or not kept:
+        return previous
+    if previous is None and not any(i.kind == IntentKind.upsert_account for i in kept):
+        return None
+    state: dict[str, Any] = {
+        "account": dict((previous or {}).get("account", {})),
+        "active": (previous or {}).get("active", True),
+        "assignments": dict((previous or {}).get("assignments", {})),
+    }
+    if any(i.kind in _ACCOUNT_KINDS for i in kept):
+        state["account"], state["active"] = new["account"], new["active"]
+    by_id = {a.id: state_key(a) for a in rule_file.assignments}
+    for intent in kept:
+        if intent.ref is None:
+            continue
+        key = by_id.get(intent.rule) or next(
+            (
+                k
+                for k, v in state["assignments"].items()
+                if v.get("rule") == intent.rule and v.get("ref") == intent.ref
+            ),
+            None,
+        )
+        if key is None:
+            continue
+        if key in new["assignments"]:
+            state["assignments"][key] = new["assignments"][key]
+        else:
+            state["assignments"].pop(key, None)
+    return state

@@ -6,6 +6,16 @@ file:line, condition, verdict), and the resulting intents. The caller evaluates 
 conditions (the verdicts), admits or not (the pilot), and runs the engine; this module only
 lines the evidence up. Conditions are shown with the rule file's aliases put back
 (``roleCodes eq "X"`` rather than the full URN path); the JSON carries both forms.
+
+JSON (``explanation_to_json``, format ``bridge-explain/1``): ``{"format", "person", "label",
+"rules_version", "rule_files": [...]}``, one entry per rule file in rule-set order:
+``{"rule_file", "path", "target", "scope": {"filter", "expanded", "verdict"},
+"pilot": {"settings" (null without a pilot), "admitted", "reason"}, "in_scope", "active",
+"mapping": [{"attribute", "source", "expanded_source", "source_value", "result", "problem",
+"required", "on_create_only", "evaluated"}], "assignments": [{"id", "kind", "ref", "where"
+(file:line), "condition", "expanded_condition", "verdict" (true / false / null: not
+evaluated), "otherwise"}], "intents": [Intent.as_dict()], "problems": [{"person", "rule",
+"reason"}]}``.
 """
 
 from __future__ import annotations
@@ -319,7 +329,11 @@ def _intent_text(intent: Intent) -> str:
         parts.append("create" if data.pop("create", False) else "update")
         attributes = data.pop("attributes", {})
         if isinstance(attributes, dict) and attributes:
-            parts.append(", ".join(f"{k}={_show(v)}" for k, v in attributes.items()))
+            parts.append(
+                ", ".join(
+                    f"{k}={'(cleared)' if v is None else _show(v)}" for k, v in attributes.items()
+                )
+            )
     data.pop("kind", None)
     if data:
         parts.append(" ".join(f"{k}={_show(v)}" for k, v in data.items()))

@@ -26,6 +26,9 @@ anything incompatible gets a new ``format``.
     How many stored people the plan looked at.
 ``only``
     ``null``, or the sorted list of assignment ids / rule-file names the plan was restricted to.
+    A restricted plan holds only those rules' intents, plus the account creation (or
+    reactivation) of the same rule file that a kept enrolment needs; rule files with no
+    selected rule are left out of ``rules``, ``attention`` and ``safety``.
 ``status``
     ``"no-changes"`` (no intents), ``"changes"``, or ``"quarantined"`` (a rule file crossed a
     safety threshold: the plan needs an admin's approval before it is applied).
@@ -33,14 +36,14 @@ anything incompatible gets a new ``format``.
     What ``bridge plan`` exits with: ``0`` no changes, ``2`` changes (also when quarantined).
     (``1``, an error, never appears in a plan.)
 ``counts``
-    A list with one entry per *action*, every action always present, in this order:
+    An object with one key per *action*, every action always present, in this order:
     ``create_account``, ``update_account`` (both count ``upsert_account`` intents, split on
     ``data.create``), ``reactivate_account``, ``enrol``, ``add_cohort_member``,
-    ``suspend_enrolment``, ``unenrol``, ``remove_cohort_member``, ``suspend_account``. Each entry
-    is ``{"action": str, "kind": intent kind, "count": int, "examples": [label, ...]}`` with up
-    to 3 distinct person labels (those with the smallest person ids). ``kind`` is the action
-    itself except for the two account actions, whose kind is ``upsert_account``: sum the
-    entries of a kind to count its intents.
+    ``suspend_enrolment``, ``unenrol``, ``remove_cohort_member``, ``suspend_account``. Each value
+    is ``{"kind": intent kind, "count": int, "examples": [label, ...]}`` with up to 3 distinct
+    person labels (those with the smallest person ids). ``kind`` is the action itself except
+    for the two account actions, whose kind is ``upsert_account``: sum the entries of a kind
+    to count its intents.
 ``rules``
     An object: rule id (an assignment id, or a rule-file name for account intents) →
     ``{"rule_file": name, "counts": {action: int}}``; ``counts`` holds non-zero actions only.
@@ -49,10 +52,12 @@ anything incompatible gets a new ``format``.
     deleted from its file whose people are being suspended), sorted.
 ``attention``
     A list of ``{"person", "label", "rule_file", "kind", "reason"}``, sorted by kind, reason,
-    label. ``kind`` is ``"problem"`` (a missing required value, a transform that failed: the
+    label, person. ``kind`` is ``"problem"`` (a missing required value, a transform that failed: the
     engine's problems; such a person gets no intents), ``"duplicate"`` (two in-scope people
-    map to the same ``idnumber`` / ``username`` / ``email`` of one target; reason e.g.
-    ``duplicate idnumber E123 also used by jane.smith``; both people are listed) or
+    map to the same ``idnumber`` / ``username`` / ``email`` of one target, usernames and
+    emails compared case-insensitively; reason e.g. ``duplicate idnumber E123 also used by
+    jane.smith``; everyone holding the value is listed, each naming the others; their intents
+    are *not* held back) or
     ``"unknown-role-code"`` (an in-scope person holds a role code that no condition of any rule
     file mentions; reason e.g. ``unknown role code ben_choice_2026 (did you mean
     BEN_CHOICE_2026?)``; ``rule_file`` is ``null``, as the code is unknown to every file).
@@ -62,9 +67,12 @@ anything incompatible gets a new ``format``.
     "verdict", "reason"}``. ``removals`` counts the intents of kinds ``suspend_enrolment``,
     ``unenrol``, ``remove_cohort_member``, ``suspend_account``; ``projected`` is how many
     people the LMS currently holds under the rule file (the percentage's base);
-    ``removals_percent`` is ``removals * 100 / projected`` (``null`` when both are 0; 100 when
-    there are removals but nothing projected); the limits are ``null`` when not set;
-    ``verdict`` is ``"ok"`` or ``"quarantined"``; ``reason`` says why, for people.
+    ``removals_percent`` is ``removals * 100 / projected`` (``null`` when nothing is projected
+    and nothing removed; 100 when there are removals but nothing projected, so that such
+    inconsistent input quarantines rather than passes); the limits are ``null`` when not set;
+    ``verdict`` is ``"quarantined"`` when removals > max_removals or removals_percent >
+    max_removals_percent (at the limit is ``"ok"``), else ``"ok"``; ``reason`` says why, for
+    people.
 ``intents``
     Every intent to enqueue, each exactly ``Intent.as_dict()``: ``{"kind", "person",
     "target", "rule", "ref"?, "data"?}``. Ordered by person id, then by intent kind (account
@@ -746,15 +754,14 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "only": list(plan.only) if plan.only is not None else None,
         "status": plan.status,
         "exit_code": plan.exit_code,
-        "counts": [
-            {
-                "action": action,
-                "kind": _KIND_OF_ACTION.get(action, action),
+        "counts": {
+            action: {
+                "kind": _KIND_OF_ACTION[action],
                 "count": tally.count,
                 "examples": list(tally.examples),
             }
             for action, tally in plan.counts.items()
-        ],
+        },
         "rules": {
             rule_id: {"rule_file": rule_count.rule_file, "counts": dict(rule_count.counts)}
             for rule_id, rule_count in plan.rules.items()
@@ -854,14 +861,13 @@ def plan_from_json(data: Any) -> Plan:
         raise ValueError(f"plan file: unknown status {status!r}")
     only = top.get("only", list, nullable=True)
     counts: dict[str, ActionCount] = {}
-    for index, raw in enumerate(top.get("counts", list)):
-        entry = _Reader(raw, f"counts[{index}]")
-        action = entry.get("action", str)
+    for action, raw in top.get("counts", dict).items():
+        entry = _Reader(raw, f"counts.{action}")
         if action not in _KIND_OF_ACTION:
-            raise ValueError(f"plan file: counts[{index}] has unknown action {action!r}")
+            raise ValueError(f"plan file: counts has unknown action {action!r}")
         examples = entry.get("examples", list)
         if not all(isinstance(label, str) for label in examples):
-            raise ValueError(f"plan file: counts[{index}].examples must be labels (text)")
+            raise ValueError(f"plan file: counts.{action}.examples must be labels (text)")
         counts[action] = ActionCount(entry.get("count", int), list(examples))
     rules: dict[str, RuleCount] = {}
     for rule_id, raw in top.get("rules", dict).items():
@@ -947,3 +953,13 @@ def plan_from_json(data: Any) -> Plan:
         safety=safety,
         intents=intents,
     )
+
+
+def select_rules(ruleset: RuleSet, only: set[str] | None) -> set[str] | None:
+    """The rule ids and rule-file names ``only`` keeps (None: everything); ValueError if unknown."""
+    return _select(ruleset, only)[1]
+
+
+def kept_intents(outcome: PersonOutcome, rules: set[str] | None) -> list[Intent]:
+    """The intents of an outcome a plan restricted to ``rules`` keeps (see ``_kept``)."""
+    return _kept(outcome, rules)
