@@ -141,6 +141,13 @@ class Planner:
                 groups = self.store.groups_of(conn, [r.id for r in batch]) if follow_groups else {}
                 for record in batch:
                     seen.add(record.id)
+                    relevant = [
+                        f
+                        for f in ruleset.files
+                        if record.id in admitted[f.name] or record.id in projected[f.name]
+                    ]
+                    if not relevant:
+                        continue  # out of every scope and never projected: nothing to do
                     doc = person_document(
                         record,
                         [
@@ -148,8 +155,8 @@ class Planner:
                             for g in groups.get(record.id, [])
                         ],
                     )
-                    for rule_file in ruleset.files:
-                        verdicts = {text: record.id in matches[text] for text in matches}
+                    verdicts = {text: record.id in found for text, found in matches.items()}
+                    for rule_file in relevant:
                         previous = projected[rule_file.name].get(record.id)
                         desired = desired_state(
                             record.id,
