@@ -18,7 +18,10 @@ The reference is scim2-models' own evaluator, ``ScimFilter[Model](text).match(re
 - ``meta.location`` and ``$ref`` depend on the base URL a request came in on, so they can be
   tested with ``pr`` but not compared (400 ``invalidFilter``);
 - in ``attr[…]`` over a list of simple values, a name other than ``value`` is 400
-  ``invalidFilter`` (the evaluator matches nothing);
+  ``invalidFilter`` (the evaluator matches nothing), and so is ``gt null`` and the like;
+- caseExact strings compare as stored, where the evaluator NFC-normalises both sides;
+- a complex multi-valued attribute is ``pr`` once it has an element, even an element whose
+  sub-attributes are all empty strings;
 - string ordering (``gt``…) is by code point on both databases (``COLLATE "C"``), as in
   Python, whatever the PostgreSQL database's collation.
 """
@@ -54,8 +57,10 @@ from scim2_models.path.resolution import _validate_operator
 from scim2_models.path.resolution import _validate_value_selection
 from sqlalchemy import ColumnElement
 from sqlalchemy import Numeric
+from sqlalchemy import Select
 from sqlalchemy import String
 from sqlalchemy import and_
+from sqlalchemy import case
 from sqlalchemy import cast
 from sqlalchemy import exists
 from sqlalchemy import false
@@ -66,7 +71,6 @@ from sqlalchemy import not_
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import true
-from sqlalchemy.orm import aliased
 
 from bridge.store.engine import scim_fold
 from bridge.store.tables import AttributeValueRow
@@ -84,7 +88,15 @@ Predicate = ColumnElement[bool]
 Expr = ColumnElement[Any]
 
 _STRING_OPERATORS = (CompareOperator.co, CompareOperator.sw, CompareOperator.ew)
-_ORDERING_OPERATORS = (CompareOperator.gt, CompareOperator.ge, CompareOperator.lt, CompareOperator.le)
+# Greater than every key (the last code point): what a resource without a sortBy value sorts as.
+_LAST = "\U0010ffff"
+
+_ORDERING_OPERATORS = (
+    CompareOperator.gt,
+    CompareOperator.ge,
+    CompareOperator.lt,
+    CompareOperator.le,
+)
 
 
 @dataclass(frozen=True)
@@ -124,8 +136,20 @@ class Dialect:
         """``scim_fold`` in SQL: NFC, lower-cased, NFC (PostgreSQL's ``normalize`` needs UTF8)."""
         if self.sqlite:
             return func.scim_fold(expr)
-        nfc = literal_column("NFC")
+        nfc: Expr = literal_column("NFC")
         return func.normalize(func.lower(func.normalize(expr, nfc)), nfc)
+
+    def among(self, column: Expr, rows: Select[Any]) -> Predicate:
+        """``column IN (rows)``, the subquery run once, driving the lookup.
+
+        On PostgreSQL the rows go through an array: ``IN (SELECT unnest(ARRAY(…)))``. A
+        plain ``IN`` becomes a semi-join, and on tables without statistics (right after a
+        bulk load, before autovacuum analyses them) the planner nests it over every
+        resource, quadratically; the array is computed once, then probed by primary key.
+        """
+        if self.sqlite:
+            return column.in_(rows)
+        return column.in_(select(func.unnest(func.array(rows.scalar_subquery()))))
 
     def ordered(self, expr: Expr) -> Expr:
         """Strings order by code point, as in Python, whatever the database's collation."""
@@ -344,7 +368,7 @@ class SqlFilter(FilterVisitor[Predicate]):
 
     def _values_in(self, path: str, test: Callable[[Expr], Predicate]) -> Predicate:
         rows = select(AV.c.resource_pk).where(AV.c.path == path, test(AV.c.value_key))
-        return R.c.pk.in_(rows)
+        return self.d.among(R.c.pk, rows)
 
     def _indexed(self, where: Location, op: CompareOperator, value: Any) -> Predicate:
         key = _key_of(where.binding, value)
@@ -383,24 +407,64 @@ class SqlFilter(FilterVisitor[Predicate]):
         rows = select(own)
         if test is not None:
             rows = rows.where(_MembershipFilter(self, where, other).visit_any(test))
-        return R.c.id.in_(rows)
+        return self.d.among(R.c.id, rows)
 
     def sort_key(self, attr_path: AttrPath) -> Expr:
-        """An expression to order by for ``sortBy`` (RFC 7644 §3.4.2.3)."""
+        """An expression to order by for ``sortBy`` (RFC 7644 §3.4.2.3).
+
+        It is text (or, on SQLite, a JSON scalar) and never NULL: a resource without a value
+        sorts as ``_LAST``, after every value, so last when ascending and first when
+        descending, as §3.4.2.3 requires. A multi-valued attribute sorts by its primary
+        value, else its first. Strings compare by code point on both databases.
+        """
         where = self._bind(attr_path, for_comparison=True)
+        key = self._sort_column(where)
+        if key is None and self._is_indexed(where):
+            key = self._first_value(where)
+        elif key is None:
+            key = self.d.json_text(self._keys(where))
+            if _is_string(where.binding) and not where.binding.case_exact:
+                key = self.d.fold(key)
+        return self.d.ordered(func.coalesce(key, _LAST))
+
+    def _sort_column(self, where: Location) -> Expr | None:
+        """A column as text that orders as its values do (booleans, times, versions)."""
         column = self._column(where)
-        if column is not None:
-            return column[0]
-        if self._is_indexed(where):
-            return (
-                select(func.min(AV.c.value_key))
-                .where(AV.c.resource_pk == R.c.pk, AV.c.path == self._path(where))
-                .scalar_subquery()
+        if column is None:
+            return None
+        expr = column[0]
+        if expr is R.c.active:
+            return case((R.c.active.is_(True), "true"), (R.c.active.is_(False), "false"))
+        if expr is R.c.created or expr is R.c.last_modified:
+            if self.d.sqlite:  # stored as fixed-width UTC text
+                return cast(expr, String)
+            utc = func.timezone("UTC", expr)
+            return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS.US')
+        if where.sub == "version" and self._is_meta(where):
+            if self.d.sqlite:
+                return func.printf("%012d", R.c.version)
+            return func.lpad(cast(R.c.version, String), 12, "0")
+        return expr
+
+    def _first_value(self, where: Location) -> Expr:
+        """The key of the primary value of an indexed attribute, else of its first one."""
+        row = AV.alias()
+        query = select(row.c.value_key).where(
+            row.c.resource_pk == R.c.pk, row.c.path == self._path(where)
+        )
+        item = where.binding.field_type
+        if where.sub is not None and "primary" in getattr(item, "model_fields", {}):
+            primary = AV.alias()
+            is_primary = exists().where(
+                primary.c.resource_pk == row.c.resource_pk,
+                primary.c.position == row.c.position,
+                primary.c.path == value_path(where.extension, where.attr, "primary"),
+                primary.c.value_key == "true",
             )
-        text = self.d.json_text(self._keys(where))
-        if _is_string(where.binding) and not where.binding.case_exact:
-            return self.d.fold(text)
-        return text
+            query = query.order_by(case((is_primary, 0), else_=1), row.c.position)
+        else:
+            query = query.order_by(row.c.position)
+        return query.limit(1).scalar_subquery()
 
 
 @dataclass(frozen=True)
@@ -451,8 +515,8 @@ class _MembershipFilter(FilterVisitor[Predicate]):
                 return literal("direct"), True
             return d.fold(M.c.member_type), True
         if sub == "display":
-            other = aliased(ResourceRow)
-            display = select(other.display).where(other.id == self.other).scalar_subquery()  # type: ignore[arg-type]
+            other = R.alias()
+            display = select(other.c.display).where(other.c.id == self.other).scalar_subquery()
             return d.fold(display), True
         raise InvalidFilterException(
             detail=f"'{self.where.attr}.{sub}' depends on the request's base URL; only 'pr' tests it"
@@ -533,14 +597,23 @@ class _ElementFilter(FilterVisitor[Predicate]):
 
     def _same_element(self, sub: str | None, test: Callable[[Any], Predicate]) -> Predicate:
         if sub is None:  # simple multi-valued: the anchor row is the value
-            return test(self.anchor.value_key)
-        row = aliased(AttributeValueRow)
-        return exists().where(
-            row.resource_pk == self.anchor.resource_pk,
-            row.position == self.anchor.position,
-            row.path == self._sub_path(sub),
-            test(row.value_key),
+            return test(self.anchor.c.value_key)
+        row = AV.alias()
+        # A scalar probe rather than EXISTS: PostgreSQL would pull EXISTS up into a join,
+        # which without statistics (just after a bulk load) it nests quadratically; this
+        # stays one primary-key lookup per candidate element.
+        probe = (
+            select(literal(1))
+            .where(
+                row.c.resource_pk == self.anchor.c.resource_pk,
+                row.c.path == self._sub_path(sub),
+                row.c.position == self.anchor.c.position,
+                test(row.c.value_key),
+            )
+            .limit(1)
+            .scalar_subquery()
         )
+        return probe.isnot(None)
 
     def _operand(self, node: Comparison) -> tuple[str | None, AttributeBinding, Any]:
         sub, binding = self._bind_sub(node.attr_path)
@@ -574,36 +647,53 @@ class _ElementFilter(FilterVisitor[Predicate]):
         return isinstance(node, Comparison) and node.op in ops and node.value is not None
 
     def _driver(self, node: FilterNode) -> tuple[Comparison | None, FilterNode | None]:
-        """Pick a comparison that every match must satisfy, to look rows up by, and the rest."""
+        """Pick a comparison that every match must satisfy, to look rows up by, and the rest.
+
+        Of the ``eq`` terms of a conjunction, one on ``value`` is preferred, and one on
+        ``type`` or ``primary`` (a handful of distinct keys each) comes last: in
+        ``emails[type eq "work" and value eq "x"]`` the rows are found by ``value``.
+        """
         if self._drives(node, (CompareOperator.eq, *_STRING_OPERATORS, *_ORDERING_OPERATORS)):
             assert isinstance(node, Comparison)
             return node, None
-        if isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_:
-            for index, term in enumerate(node.terms):
-                if self._drives(term, (CompareOperator.eq,)):
-                    assert isinstance(term, Comparison)
-                    rest = node.terms[:index] + node.terms[index + 1 :]
-                    remaining: FilterNode = (
-                        rest[0] if len(rest) == 1 else LogicalExpr(op=node.op, terms=rest)
-                    )
-                    return term, remaining
-        return None, node
+        if not (isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_):
+            return None, node
+        candidates = [
+            index
+            for index, term in enumerate(node.terms)
+            if self._drives(term, (CompareOperator.eq,))
+        ]
+        if not candidates:
+            return None, node
+
+        def rank(index: int) -> int:
+            term = node.terms[index]
+            assert isinstance(term, Comparison)
+            name = term.attr_path.attr.lower()
+            return 0 if name == "value" else 2 if name in ("type", "primary") else 1
+
+        chosen = min(candidates, key=rank)
+        driver = node.terms[chosen]
+        assert isinstance(driver, Comparison)
+        rest = node.terms[:chosen] + node.terms[chosen + 1 :]
+        remaining = rest[0] if len(rest) == 1 else LogicalExpr(op=node.op, terms=rest)
+        return driver, remaining
 
     def select(self, node: FilterNode) -> Predicate:
-        self.anchor = aliased(AttributeValueRow)
+        self.anchor = AV.alias()
         driver, rest = self._driver(node)
         if driver is not None:
             sub, binding, value = self._operand(driver)
             conditions = [
-                self.anchor.path == self._sub_path(sub),
-                self._row_test(binding, driver.op, value)(self.anchor.value_key),
+                self.anchor.c.path == self._sub_path(sub),
+                self._row_test(binding, driver.op, value)(self.anchor.c.value_key),
             ]
         else:
-            conditions = [self.anchor.path == self._sub_path(None)]
+            conditions = [self.anchor.c.path == self._sub_path(None)]
         if rest is not None:
             conditions.append(self.visit(rest))
-        rows = select(self.anchor.resource_pk).where(*conditions)
-        return R.c.pk.in_(rows)
+        rows = select(self.anchor.c.resource_pk).where(*conditions)
+        return self.outer.d.among(R.c.pk, rows)
 
 
 def translate(model: type[Resource[Any]], dialect: str, node: FilterNode) -> Predicate:

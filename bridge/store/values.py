@@ -29,7 +29,7 @@ from scim2_models import Resource
 from bridge.store.engine import scim_fold
 
 # Membership is held in its own table, not in documents; meta is in columns.
-_NOT_INDEXED = {"schemas", "groups", "members", "meta"}
+_NOT_INDEXED = {"groups", "members", "meta"}
 
 KeyKind = Literal["exact", "folded", "datetime"]
 """How a value becomes its key: as is (caseExact), case-folded, or as a UTC instant."""
