@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC
@@ -26,6 +28,7 @@ from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
+from bridge.relay import Relay
 from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory
 from bridge.rules.check import errors_as_json
@@ -37,6 +40,7 @@ from bridge.rules.fixtures import fixture_files
 from bridge.rules.fixtures import render_report
 from bridge.rules.fixtures import run_fixtures
 from bridge.rules.model import RuleErrors
+from bridge.rules.model import RuleSet
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import render_text
 from bridge.schemas import Catalog
@@ -45,9 +49,12 @@ from bridge.schemas import load_catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 from bridge.store import journal
+from bridge.store import outbox
 from bridge.store import tokens
 from bridge.store.engine import Database
 from bridge.store.engine import connect
+from bridge.targets.registry import TargetConfigError
+from bridge.targets.registry import make_target
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -108,19 +115,42 @@ def rule_book(settings: Settings, catalog: Catalog) -> RuleBook:
     return book
 
 
-def build_app(settings: Settings, book: RuleBook | None = None) -> Starlette:
+def build_relay(
+    db: Database, ruleset: RuleSet | None, env: Mapping[str, str] | None = None
+) -> Relay | None:
+    """A relay for every target whose credentials are set; targets without are left waiting."""
+    if ruleset is None or not ruleset.targets:
+        return None
+    env = os.environ if env is None else env
+    targets = {}
+    for name, config in ruleset.targets.items():
+        try:
+            targets[name] = make_target(config, env)
+        except TargetConfigError as exc:
+            logging.getLogger("bridge.relay").error("%s: its intents wait in the outbox", exc)
+    return Relay(db, targets, clock=now_utc) if targets else None
+
+
+def build_app(
+    settings: Settings, book: RuleBook | None = None, *, relay_in_process: bool = True
+) -> Starlette:
     """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
     db = open_database(settings)
     catalog = load_catalog(settings.schemas_dir)
     book = book or rule_book(settings, catalog)
     provisioner = Provisioner(db, catalog, rules=book.current)
+    background = []
+    if relay_in_process:
+        relay = build_relay(db, book.current())
+        if relay is not None:
+            background.append(relay.run)
     jwt_verifier = None
     if settings.jwt.enabled:
         from bridge.auth.jwt import JwtVerifier
 
         jwt_verifier = JwtVerifier(settings.jwt)
     authenticate = Authenticator(db, env_token=settings.scim_token, jwt=jwt_verifier)
-    return create_app(provisioner, catalog, settings, authenticate)
+    return create_app(provisioner, catalog, settings, authenticate, background)
 
 
 def _settings() -> Settings:
@@ -138,8 +168,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Run the SCIM server at http://HOST:PORT/scim/v2."""
+@click.option(
+    "--no-relay",
+    is_flag=True,
+    help="Do not deliver to the LMS from this process (run `bridge relay`).",
+)
+def serve(host: str, port: int, no_relay: bool) -> None:
+    """Run the SCIM server at http://HOST:PORT/scim/v2, and the relay to the LMS."""
     import uvicorn
 
     settings = _settings()
@@ -147,7 +182,7 @@ def serve(host: str, port: int) -> None:
     try:
         catalog = load_catalog(settings.schemas_dir)
         book = rule_book(settings, catalog)
-        app = build_app(settings, book)
+        app = build_app(settings, book, relay_in_process=not no_relay)
     except RuleErrors as exc:
         raise click.ClickException(
             f"the rules do not check clean:\n{render_errors(exc.errors)}"
@@ -418,3 +453,184 @@ def _actor() -> str:
     import getpass
 
     return f"cli:{getpass.getuser()}"
+
+
+@main.command(name="relay")
+@click.option("--once", is_flag=True, help="Deliver what is due, then stop.")
+def relay_command(once: bool) -> None:
+    """Deliver outbox rows to the LMS targets (any number of these share a PostgreSQL outbox)."""
+    import asyncio
+    import signal
+
+    settings = _settings()
+    configure_logging(settings)
+    catalog = load_catalog(settings.schemas_dir)
+    try:
+        book = rule_book(settings, catalog)
+    except RuleErrors as exc:
+        raise click.ClickException(render_errors(exc.errors)) from exc
+    with database(settings) as db:
+        relay = build_relay(db, book.current())
+        if relay is None:
+            raise click.ClickException(
+                "no target can be built: check rules/targets.yaml and the credentials' variables"
+            )
+
+        async def run() -> None:
+            if once:
+                while await relay.run_once():
+                    pass
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await relay.run(stop)
+
+        asyncio.run(run())
+
+
+@main.group(name="errors", invoke_without_command=True)
+@click.pass_context
+def errors_group(context: click.Context) -> None:
+    """Dead letters: intents the LMS refused, by the guide's three error categories."""
+    if context.invoked_subcommand is None:
+        context.invoke(errors_list)
+
+
+@errors_group.command(name="list")
+@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+@click.option("--target", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def errors_list(category: str | None, target: str | None, as_json: bool) -> None:
+    """Dead letters grouped by category, with the LMS's own message."""
+    with database(_settings()) as db, db.read() as conn:
+        rows = outbox.dead_letters(conn, category=category, target=target)
+    if as_json:
+        for row in rows:
+            click.echo(
+                json.dumps(
+                    {
+                        k: row[k]
+                        for k in ("id", "target", "category", "last_error", "attempts", "intent")
+                    },
+                    default=str,
+                )
+            )
+        return
+    if not rows:
+        click.echo("no dead letters")
+        return
+    for name, title in CATEGORY_TITLES.items():
+        group = [row for row in rows if row.get("category") == name]
+        if not group:
+            continue
+        table = Table(
+            "id",
+            "target",
+            "person",
+            "intent",
+            "attempts",
+            "LMS said",
+            title=f"{title} ({len(group)})",
+        )
+        for row in group:
+            intent = row["intent"]
+            table.add_row(
+                str(row["id"]),
+                row["target"],
+                str(intent.get("person", ""))[:12],
+                f"{intent.get('kind')} {intent.get('ref') or ''}".strip(),
+                str(row["attempts"]),
+                str(row.get("last_error") or "")[:80],
+            )
+        Console().print(table)
+    click.echo("retry with `bridge errors retry ID…` once fixed, or `bridge errors skip ID…`")
+
+
+@errors_group.command(name="show")
+@click.argument("row_id", type=int)
+def errors_show(row_id: int) -> None:
+    """One dead letter: the intent, the LMS's message, and its delivery journal."""
+    with database(_settings()) as db, db.read() as conn:
+        row = outbox.get(conn, row_id)
+        if row is None:
+            raise click.ClickException(f"no outbox row {row_id}")
+        entries = [
+            e
+            for e in journal.read(conn, resource_id=row["intent"].get("person"))
+            if (e.detail or {}).get("outbox") == row_id
+        ]
+    click.echo(
+        json.dumps(
+            {
+                k: row[k]
+                for k in ("id", "target", "status", "category", "attempts", "last_error", "intent")
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    for entry in entries:
+        lms = (entry.detail or {}).get("lms", {})
+        click.echo(
+            f"  seq {entry.seq} {entry.at:%Y-%m-%d %H:%M:%S} {entry.op}: {lms.get('message', '')}"
+        )
+
+
+def _ids(ids: tuple[int, ...], everything: bool, conn: Any, category: str | None) -> list[int]:
+    if everything:
+        return [row["id"] for row in outbox.dead_letters(conn, category=category, limit=100_000)]
+    return list(ids)
+
+
+@errors_group.command(name="retry")
+@click.argument("ids", type=int, nargs=-1)
+@click.option("--all", "everything", is_flag=True)
+@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+def errors_retry(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
+    """Send dead letters again (after fixing the data, the rules or the LMS)."""
+    with database(_settings()) as db, db.write() as conn:
+        count = outbox.requeue(conn, _ids(ids, everything, conn, category), now_utc())
+    click.echo(f"{count} intent(s) queued again")
+
+
+@errors_group.command(name="skip")
+@click.argument("ids", type=int, nargs=-1)
+@click.option("--all", "everything", is_flag=True)
+@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+def errors_skip(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
+    """Give up on dead letters; the person's later intents may then go."""
+    with database(_settings()) as db, db.write() as conn:
+        count = outbox.skip(conn, _ids(ids, everything, conn, category))
+    click.echo(f"{count} intent(s) skipped")
+
+
+CATEGORY_TITLES = {
+    "data_quality": "Data quality — fix the HR record",
+    "provisioning": "Provisioning / API failure — check the LMS and credentials",
+    "mapping": "Mapping mistake — fix the rules or the LMS catalogue",
+}
+
+
+@main.command(name="lmssim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+@click.option("--latency-ms", default=0.0, show_default=True)
+@click.option(
+    "--rate-limit", default=None, type=float, help="Requests per second (429 / Canvas 403 above)."
+)
+@click.option(
+    "--error-rate", default=0.0, show_default=True, help="Share of calls failing with a 5xx."
+)
+def lmssim_command(
+    host: str, port: int, latency_ms: float, rate_limit: float | None, error_rate: float
+) -> None:
+    """Run the LMS simulator (Moodle web services + Canvas REST) for demos and tests."""
+    import uvicorn
+
+    from bridge.lmssim.app import Knobs
+    from bridge.lmssim.app import create_app as create_simulator
+
+    knobs = Knobs(latency_ms=latency_ms, rate_limit_per_s=rate_limit, error_rate=error_rate)
+    uvicorn.run(create_simulator(knobs), host=host, port=port, log_level="warning")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -428,10 +434,35 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _lifespan(
+    background: Sequence[Background],
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Run background loops (the relay) for the app's lifetime; stop them on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(loop(stop)) for loop in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return lifespan
+
+
 def create_app(
-    provisioner: Provisioner, catalog: Catalog, settings: Settings, authenticate: Authenticate
+    provisioner: Provisioner,
+    catalog: Catalog,
+    settings: Settings,
+    authenticate: Authenticate,
+    background: Sequence[Background] = (),
 ) -> Starlette:
-    """The ASGI application: SCIM at ``/scim/v2`` and ``/healthz``."""
+    """The ASGI application: SCIM at ``/scim/v2`` and ``/healthz``; background loops alongside."""
     from starlette.convertors import Convertor
     from starlette.convertors import register_url_convertor
 
@@ -446,6 +477,8 @@ def create_app(
 
     register_url_convertor("resource", ResourceEndpoint())
     server = ScimServer(provisioner, catalog, settings, authenticate)
-    app = Starlette(routes=[Route("/healthz", healthz), *server.routes()])
+    app = Starlette(
+        routes=[Route("/healthz", healthz), *server.routes()], lifespan=_lifespan(background)
+    )
     app.state.server = server
     return app

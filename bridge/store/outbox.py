@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy import and_
+from sqlalchemy import exists
 from sqlalchemy import func
 from sqlalchemy import insert
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 
@@ -69,3 +74,143 @@ def release(conn: Connection, run_id: str) -> int:
         .values(status=PENDING)
     )
     return int(result.rowcount)
+
+
+RUNNING = "running"
+RETRY = "retry"
+DONE = "done"
+DEAD = "dead"
+SKIPPED = "skipped"
+# An earlier row in one of these states holds a person's later rows back (per-person order).
+_BLOCKING = (PENDING, RETRY, RUNNING, DEAD)
+
+
+def claim(
+    conn: Connection,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    worker: str,
+    limit: int,
+    skip_locked: bool,
+    targets: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Claim due rows, at most one per person, oldest first; expired leases are reclaimed.
+
+    On PostgreSQL the candidates are locked ``FOR UPDATE SKIP LOCKED``, so any number of
+    relays share the work without waiting on each other or delivering a row twice.
+    """
+    earlier = OUTBOX.alias("earlier")
+    due = or_(
+        and_(OUTBOX.c.status.in_((PENDING, RETRY)), OUTBOX.c.next_attempt_at <= now),
+        and_(OUTBOX.c.status == RUNNING, OUTBOX.c.lease_until < now),
+    )
+    blocked = exists().where(
+        earlier.c.target == OUTBOX.c.target,
+        earlier.c.ordering_key == OUTBOX.c.ordering_key,
+        earlier.c.id < OUTBOX.c.id,
+        earlier.c.status.in_(_BLOCKING),
+    )
+    query = select(OUTBOX.c.id).where(due, ~blocked)
+    if targets is not None:
+        query = query.where(OUTBOX.c.target.in_(list(targets)))
+    query = query.order_by(OUTBOX.c.id).limit(limit)
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True, of=OUTBOX)
+    ids = [row.id for row in conn.execute(query)]
+    if not ids:
+        return []
+    conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(ids))
+        .values(
+            status=RUNNING,
+            lease_until=lease_until,
+            claimed_by=worker,
+            attempts=OUTBOX.c.attempts + 1,
+        )
+    )
+    rows = conn.execute(select(OUTBOX).where(OUTBOX.c.id.in_(ids)).order_by(OUTBOX.c.id))
+    return [_row(row) for row in rows]
+
+
+def _row(row: Any) -> dict[str, Any]:
+    found = dict(row._mapping)
+    if isinstance(found.get("intent"), str):
+        found["intent"] = json.loads(found["intent"])
+    return found
+
+
+def settle(
+    conn: Connection,
+    row_id: int,
+    *,
+    worker: str,
+    status: str,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+    error: str | None = None,
+    category: str | None = None,
+) -> bool:
+    """Record how a claimed row ended; False when the lease was lost to another relay."""
+    values: dict[str, Any] = {
+        "status": status,
+        "lease_until": None,
+        "last_error": error,
+        "category": category,
+    }
+    if status == DONE:
+        values["delivered_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == row_id, OUTBOX.c.status == RUNNING, OUTBOX.c.claimed_by == worker)
+        .values(values)
+    )
+    return bool(result.rowcount)
+
+
+def dead_letters(
+    conn: Connection, *, category: str | None = None, target: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    query = select(OUTBOX).where(OUTBOX.c.status == DEAD)
+    if category:
+        query = query.where(OUTBOX.c.category == category)
+    if target:
+        query = query.where(OUTBOX.c.target == target)
+    return [_row(row) for row in conn.execute(query.order_by(OUTBOX.c.id).limit(limit))]
+
+
+def get(conn: Connection, row_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(OUTBOX).where(OUTBOX.c.id == row_id)).first()
+    return _row(row) if row is not None else None
+
+
+def requeue(conn: Connection, ids: list[int], now: datetime) -> int:
+    """Dead letters go back to pending, with a fresh attempt count (``bridge errors retry``)."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == DEAD)
+        .values(status=PENDING, attempts=0, next_attempt_at=now, last_error=None, category=None)
+    )
+    return int(result.rowcount)
+
+
+def skip(conn: Connection, ids: list[int]) -> int:
+    """Dead letters are given up on; the person's later rows may go (``bridge errors skip``)."""
+    result = conn.execute(
+        update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == DEAD).values(status=SKIPPED)
+    )
+    return int(result.rowcount)
+
+
+def backlog(conn: Connection) -> int:
+    """Rows not yet settled for good (pending, retry, running)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(OUTBOX)
+            .where(OUTBOX.c.status.in_((PENDING, RETRY, RUNNING)))
+        ).scalar_one()
+    )

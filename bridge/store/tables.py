@@ -153,6 +153,10 @@ class OutboxRow(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = _time_column()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    category: str | None = Field(default=None, sa_column=Column(String(32)))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(128)))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     journal_seq: int | None = None
     run_id: str | None = Field(default=None, sa_column=Column(String(64)))
     created: datetime = _time_column()
@@ -171,6 +175,18 @@ class RunRow(SQLModel, table=True):
     created: datetime = _time_column()
     approved_by: str | None = Field(default=None, sa_column=Column(String(255)))
     approved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class LinkRow(SQLModel, table=True):
+    """A person in one LMS: its account id there and the state the LMS confirmed."""
+
+    __tablename__ = "links"
+
+    target: str = Field(sa_column=Column(String(255), primary_key=True))
+    resource_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    lms_user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    confirmed: dict[str, Any] = _json_column(nullable=False)
+    updated: datetime = _time_column()
 
 
 metadata = SQLModel.metadata

@@ -1,0 +1,74 @@
+"""Links: a person in one LMS — the account id there and the state the LMS confirmed."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy import insert
+from sqlalchemy import select
+from sqlalchemy import update
+
+from bridge.store.tables import LinkRow
+from bridge.store.tables import ProjectionRow
+
+LINKS = LinkRow.__table__  # type: ignore[attr-defined]
+PROJECTIONS = ProjectionRow.__table__  # type: ignore[attr-defined]
+
+
+def _json(value: Any) -> dict[str, Any]:
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return dict(loaded or {})
+
+
+def get(
+    conn: Connection, target: str, resource_id: str
+) -> tuple[str | None, dict[str, Any]] | None:
+    row = conn.execute(
+        select(LINKS.c.lms_user_id, LINKS.c.confirmed).where(
+            LINKS.c.target == target, LINKS.c.resource_id == resource_id
+        )
+    ).first()
+    return (row.lms_user_id, _json(row.confirmed)) if row is not None else None
+
+
+def account(conn: Connection, target: str, resource_id: str) -> dict[str, Any]:
+    """The projected account attributes of a person in a target (any rule file driving it)."""
+    row = conn.execute(
+        select(PROJECTIONS.c.state).where(
+            PROJECTIONS.c.target == target, PROJECTIONS.c.resource_id == resource_id
+        )
+    ).first()
+    return dict(_json(row.state).get("account", {})) if row is not None else {}
+
+
+def save(
+    conn: Connection,
+    target: str,
+    resource_id: str,
+    *,
+    lms_user_id: str | None,
+    confirmed: dict[str, Any],
+    now: datetime,
+    existed: bool,
+) -> None:
+    values = {"lms_user_id": lms_user_id, "confirmed": confirmed, "updated": now}
+    if existed:
+        conn.execute(
+            update(LINKS)
+            .where(LINKS.c.target == target, LINKS.c.resource_id == resource_id)
+            .values(values)
+        )
+    else:
+        conn.execute(insert(LINKS).values(target=target, resource_id=resource_id, **values))
+
+
+def all_of(conn: Connection, target: str | None = None) -> list[dict[str, Any]]:
+    query = select(LINKS)
+    if target is not None:
+        query = query.where(LINKS.c.target == target)
+    return [
+        {**dict(row._mapping), "confirmed": _json(row.confirmed)} for row in conn.execute(query)
+    ]

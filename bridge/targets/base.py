@@ -1,0 +1,106 @@
+"""What every target is: the ``Target`` protocol, the delivery it receives, the result it gives.
+
+A target turns one intent (``bridge.rules.engine.Intent.as_dict()``) into LMS calls with httpx
+and classifies what came back. Building requests and parsing responses are pure functions in
+each target module; ``deliver`` is the thin shell that sends them. Targets are effectively-once:
+they look up before they create, and treat "already done" answers as done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from enum import StrEnum
+from typing import Any
+from typing import Protocol
+
+
+class Category(StrEnum):
+    """The integration guide's three error categories, for dead letters (``bridge errors``)."""
+
+    data_quality = "data_quality"  # stale or missing fields: the HR record must be fixed
+    provisioning = "provisioning"  # API failures: auth, outage, LMS-side errors
+    mapping = "mapping"  # wrong role/course assignment: the rules must be fixed
+
+
+class Status(StrEnum):
+    done = "done"
+    retry = "retry"
+    dead = "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One intent to deliver, with what the bridge already knows of the person in that LMS.
+
+    ``intent``: ``{"kind", "person", "target", "rule", "ref"?, "data"?}`` as the engine made it.
+    ``lms_user_id``: the LMS account id from ``links`` (None: not known yet — look it up).
+    ``account``: the projected account attributes (idnumber, username, email…), so that any
+    intent can find the account even when the link was lost.
+    """
+
+    intent: dict[str, Any]
+    lms_user_id: str | None = None
+    account: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.intent["kind"])
+
+    @property
+    def ref(self) -> str | None:
+        ref = self.intent.get("ref")
+        return str(ref) if ref is not None else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.intent.get("data")
+        return dict(data) if isinstance(data, dict) else {}
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a delivery ended: done (with the LMS account id), retry (when), or dead (why)."""
+
+    status: Status
+    lms_user_id: str | None = None
+    retry_after: float | None = None  # seconds, from Retry-After / rate-limit headers
+    category: Category | None = None
+    message: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # journalled: calls made, LMS answers
+
+    @classmethod
+    def done(cls, lms_user_id: str | None = None, message: str = "", **detail: Any) -> Result:
+        return cls(Status.done, lms_user_id=lms_user_id, message=message, detail=detail)
+
+    @classmethod
+    def retry(cls, message: str, *, after: float | None = None, **detail: Any) -> Result:
+        return cls(Status.retry, retry_after=after, category=Category.provisioning, message=message, detail=detail)
+
+    @classmethod
+    def dead(cls, category: Category, message: str, **detail: Any) -> Result:
+        return cls(Status.dead, category=category, message=message, detail=detail)
+
+
+INTENT_KINDS = (
+    "upsert_account",
+    "reactivate_account",
+    "suspend_account",
+    "enrol",
+    "suspend_enrolment",
+    "unenrol",
+    "add_cohort_member",
+    "remove_cohort_member",
+)
+
+
+class Target(Protocol):
+    """An LMS the relay delivers to. ``deliver`` never raises for LMS or network trouble:
+    every outcome is a Result (timeouts and 5xx → retry; 4xx with the LMS's message → dead)."""
+
+    name: str
+    kind: str
+
+    async def deliver(self, delivery: Delivery) -> Result: ...
+
+    async def aclose(self) -> None: ...

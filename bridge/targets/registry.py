@@ -1,0 +1,68 @@
+"""Build the targets a rule set names, with credentials read from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping
+
+import httpx
+
+from bridge.rules.model import Target as TargetConfig
+from bridge.targets.base import Target
+
+
+class TargetConfigError(ValueError):
+    """A target cannot be built: unknown kind, or a credential's variable is not set."""
+
+
+TransportFor = Callable[[TargetConfig], httpx.AsyncBaseTransport | None]
+
+
+def _credentials(config: TargetConfig, env: Mapping[str, str]) -> dict[str, str]:
+    found = {}
+    for name, variable in config.credentials.items():
+        value = env.get(variable)
+        if not value:
+            raise TargetConfigError(f"target {config.name!r}: environment variable {variable} ({name}) is not set")
+        found[name] = value
+    return found
+
+
+def make_target(
+    config: TargetConfig,
+    env: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Target:
+    credentials = _credentials(config, env)
+    if config.kind == "moodle":
+        from bridge.targets.moodle import MoodleTarget
+
+        return MoodleTarget(config, credentials.get("token", ""), transport=transport)
+    if config.kind == "canvas":
+        from bridge.targets.canvas import CanvasTarget
+
+        return CanvasTarget(config, credentials.get("token", ""), transport=transport)
+    if config.kind == "rest":
+        from bridge.targets.rest import RestTarget
+
+        return RestTarget(config, credentials, transport=transport)
+    if config.kind == "scim":
+        from bridge.targets.scim import ScimTarget
+
+        return ScimTarget(config, credentials.get("token", ""), transport=transport)
+    raise TargetConfigError(f"target {config.name!r}: unknown kind {config.kind!r}")
+
+
+def make_targets(
+    configs: Mapping[str, TargetConfig],
+    env: Mapping[str, str],
+    transport_for: TransportFor | None = None,
+    *,
+    only: set[str] | None = None,
+) -> dict[str, Target]:
+    """Every target (or those named in ``only``): TargetConfigError if one cannot be built."""
+    return {
+        name: make_target(config, env, transport_for(config) if transport_for else None)
+        for name, config in configs.items()
+        if only is None or name in only
+    }
