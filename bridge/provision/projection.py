@@ -102,16 +102,28 @@ class Projector:
         *,
         now: datetime,
         journal_seq: int | None,
+        created: tuple[Record, Any] | None = None,
     ) -> int:
-        """Project every rule file onto each person; the number of intents enqueued."""
+        """Project every rule file onto each person; the number of intents enqueued.
+
+        ``created``: a user this write just created, with its validated model — it has no
+        groups yet, so neither the row nor the model is read again.
+        """
         ruleset = self.rules()
         if ruleset is None or not ruleset.files:
             return 0
         total = 0
         for person_id in dict.fromkeys(person_ids):
-            record = self.store.get(conn, "User", person_id)
             doc: dict[str, Any] | None = None
             model = None
+            if created is not None and created[0].id == person_id:
+                doc, model = person_document(created[0], []), created[1]
+                for rule_file in ruleset.files:
+                    total += self._one(
+                        conn, rule_file, ruleset.version, person_id, doc, model, now, journal_seq
+                    )
+                continue
+            record = self.store.get(conn, "User", person_id)
             if record is not None:
                 groups = [
                     {"value": g.value, "display": g.display, "type": "direct"}

@@ -256,11 +256,19 @@ class Provisioner:
             touched += [m.value for m in self.store.members_of(conn, [record.id])[record.id]]
         return touched
 
-    def _project(self, conn: Any, record: Record, seq: int | None, member_ids: list[str]) -> None:
+    def _project(
+        self,
+        conn: Any,
+        record: Record,
+        seq: int | None,
+        member_ids: list[str],
+        created: Resource[Any] | None = None,
+    ) -> None:
         """Run the rules for the people this write touched (a group change: its members)."""
         now = self.clock()
         if record.type == "User":
-            self.projector.project(conn, [record.id], now=now, journal_seq=seq)
+            known = (record, created) if created is not None else None
+            self.projector.project(conn, [record.id], now=now, journal_seq=seq, created=known)
         elif member_ids and self.projector.follows_groups():
             self.projector.project(conn, member_ids, now=now, journal_seq=seq)
 
@@ -399,7 +407,7 @@ class Provisioner:
                 detail={"added": added} if added else None,
             )
             seq = journal.append(tx, entry)
-            self._project(tx, record, seq, added)
+            self._project(tx, record, seq, added, created=resource)
             listed = self.store.members_of(tx, [record.id])[record.id] if added else None
             return Outcome(record, seq, entry.tolerances, listed)
 

@@ -155,7 +155,13 @@ class ScimServer:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise UnauthorizedException(detail="a bearer token is required")
-        principal = await run_in_threadpool(self.authenticate, credential.strip())
+        cached = getattr(self.authenticate, "cached", None)
+        known: bool = False
+        principal: Principal | None = None
+        if cached is not None:
+            known, principal = cached(credential.strip())
+        if not known:
+            principal = await run_in_threadpool(self.authenticate, credential.strip())
         if principal is None:
             raise UnauthorizedException(detail="the bearer token is not valid")
         return principal

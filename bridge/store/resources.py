@@ -223,6 +223,9 @@ class ResourceStore:
             return keys[0][1]
         return case(*((R.c.type == t, k) for t, k in keys), else_=literal(None))
 
+    def _count(self, conn: Connection, where: Predicate) -> int:
+        return int(conn.execute(select(func.count()).select_from(R).where(where)).scalar_one())
+
     def search(
         self,
         conn: Connection,
@@ -238,9 +241,8 @@ class ResourceStore:
     ) -> Page:
         """One page of the resources of ``types`` matching ``node`` (RFC 7644 §3.4.2)."""
         where = self._where(types, node)
-        total = conn.execute(select(func.count()).select_from(R).where(where)).scalar_one()
         if count <= 0:
-            return Page([], total, None)
+            return Page([], self._count(conn, where), None)
         sort = self._sort_key(types, sort_by)
         sort_value = sort  # sort keys are never NULL: missing values sort last (RFC 7644 §3.4.2.3)
         order = (sort_value.desc(), R.c.pk.desc()) if descending else (sort_value, R.c.pk)
@@ -255,6 +257,10 @@ class ResourceStore:
             query = query.offset(max(start_index, 1) - 1)
         rows = conn.execute(query.order_by(*order).limit(count + 1)).all()
         records = [_record(row) for row in rows[:count]]
+        # The first page holds every match: its length is the total (one query, not two —
+        # the common IdP lookup, userName eq "x", answers in one indexed read).
+        first_and_only = not cursor and start_index <= 1 and len(rows) <= count
+        total = len(rows) if first_and_only else self._count(conn, where)
         next_cursor = None
         if use_cursor and len(rows) > count:
             last = rows[count - 1]
@@ -343,9 +349,9 @@ class ResourceStore:
             "created": record.created,
             "last_modified": record.last_modified,
         }
+        # The caller's savepoint (group commit, Bulk) or transaction rolls a violation back.
         try:
-            with conn.begin_nested():
-                record.pk = conn.execute(insert(R).values(values).returning(R.c.pk)).scalar_one()
+            record.pk = conn.execute(insert(R).values(values).returning(R.c.pk)).scalar_one()
         except IntegrityError as exc:
             raise _unique_violation(exc) from exc
         self._index(conn, record)
@@ -354,21 +360,20 @@ class ResourceStore:
     def replace(self, conn: Connection, record: Record) -> Record:
         """Write a new document (and its indexed columns) over a stored resource."""
         try:
-            with conn.begin_nested():
-                conn.execute(
-                    update(R)
-                    .where(R.c.pk == record.pk)
-                    .values(
-                        external_id=record.external_id,
-                        name=record.name,
-                        name_key=_name_key(record.name),
-                        display=record.display,
-                        active=record.active,
-                        doc=record.doc,
-                        version=record.version,
-                        last_modified=record.last_modified,
-                    )
+            conn.execute(
+                update(R)
+                .where(R.c.pk == record.pk)
+                .values(
+                    external_id=record.external_id,
+                    name=record.name,
+                    name_key=_name_key(record.name),
+                    display=record.display,
+                    active=record.active,
+                    doc=record.doc,
+                    version=record.version,
+                    last_modified=record.last_modified,
                 )
+            )
         except IntegrityError as exc:
             raise _unique_violation(exc) from exc
         conn.execute(delete(AV).where(AV.c.resource_pk == record.pk))
