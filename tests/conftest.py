@@ -12,7 +12,10 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,10 +25,13 @@ from sqlalchemy.engine import make_url
 
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.rules.book import RuleBook
+from bridge.rules.check import check_directory
 from bridge.schemas import Catalog
 from bridge.schemas import load_catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
+from bridge.store import outbox
 from bridge.store.engine import Database
 from bridge.store.engine import connect
 from bridge.store.tables import metadata
@@ -138,3 +144,61 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 def user_payload(user_name: str, **extra: object) -> dict[str, object]:
     return {"schemas": [USER_SCHEMA], "userName": user_name, **extra}
+
+
+# -- the shipped rules, on a real database (projection, plan, revert) ----------------------------
+
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    for name in ("targets.yaml", "benefits-2026.yaml"):
+        shutil.copy(ROOT / "rules" / name, directory / name)
+    return directory
+
+
+@pytest.fixture
+def book(rules_dir: Path, catalog: Catalog) -> RuleBook:
+    rules = RuleBook(rules_dir, lambda d: check_directory(d, catalog))
+    rules.load()
+    return rules
+
+
+@pytest.fixture
+def ruled(db: Database, catalog: Catalog, book: RuleBook) -> Provisioner:
+    return Provisioner(db, catalog, rules=book.current, clock=lambda: NOW)
+
+
+@pytest.fixture
+async def scim(
+    ruled: Provisioner, catalog: Catalog, settings: Any, db: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ruled, catalog, settings, Authenticator(db, env_token=TOKEN))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bridge.test/scim/v2",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        yield client
+
+
+def employee(
+    number: int, *, codes: list[str], department: str = "Claims", email: bool = True
+) -> dict[str, Any]:
+    return {
+        "schemas": [USER_SCHEMA, ENTERPRISE, HR],
+        "userName": f"emp{number}@example.com",
+        "externalId": f"E{number:05d}",
+        "name": {"givenName": f"Given{number}", "familyName": "Family"},
+        "emails": [{"value": f"emp{number}@example.com", "type": "work"}] if email else [],
+        ENTERPRISE: {"department": department},
+        HR: {"roleCodes": codes, "employmentStatus": "active"},
+    }
+
+
+def queued(db: Database) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [row["intent"] for row in outbox.pending(conn, limit=10_000)]

@@ -3,10 +3,6 @@ against a real database with the shipped rules/benefits-2026.yaml."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
-from datetime import UTC
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,74 +13,14 @@ from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
 from bridge.rules.book import RuleBook
-from bridge.rules.check import check_directory
 from bridge.schemas import Catalog
-from bridge.scim.app import create_app
-from bridge.scim.auth import Authenticator
-from bridge.store import outbox
 from bridge.store import projections
 from bridge.store.engine import Database
-from tests.conftest import ENTERPRISE
 from tests.conftest import HR
+from tests.conftest import NOW
 from tests.conftest import PATCH
-from tests.conftest import ROOT
-from tests.conftest import TOKEN
-from tests.conftest import USER_SCHEMA
-
-NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def rules_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "rules"
-    directory.mkdir()
-    for name in ("targets.yaml", "benefits-2026.yaml"):
-        shutil.copy(ROOT / "rules" / name, directory / name)
-    return directory
-
-
-@pytest.fixture
-def book(rules_dir: Path, catalog: Catalog) -> RuleBook:
-    rules = RuleBook(rules_dir, lambda d: check_directory(d, catalog))
-    rules.load()
-    return rules
-
-
-@pytest.fixture
-def ruled(db: Database, catalog: Catalog, book: RuleBook) -> Provisioner:
-    return Provisioner(db, catalog, rules=book.current, clock=lambda: NOW)
-
-
-@pytest.fixture
-async def scim(
-    ruled: Provisioner, catalog: Catalog, settings: Any, db: Database
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ruled, catalog, settings, Authenticator(db, env_token=TOKEN))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as client:
-        yield client
-
-
-def employee(
-    number: int, *, codes: list[str], department: str = "Claims", email: bool = True
-) -> dict[str, Any]:
-    return {
-        "schemas": [USER_SCHEMA, ENTERPRISE, HR],
-        "userName": f"emp{number}@example.com",
-        "externalId": f"E{number:05d}",
-        "name": {"givenName": f"Given{number}", "familyName": "Family"},
-        "emails": [{"value": f"emp{number}@example.com", "type": "work"}] if email else [],
-        ENTERPRISE: {"department": department},
-        HR: {"roleCodes": codes, "employmentStatus": "active"},
-    }
-
-
-def queued(db: Database) -> list[dict[str, Any]]:
-    with db.read() as conn:
-        return [row["intent"] for row in outbox.pending(conn, limit=10_000)]
+from tests.conftest import employee
+from tests.conftest import queued
 
 
 async def test_a_scim_create_enqueues_the_rules_intents_in_its_transaction(

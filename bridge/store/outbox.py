@@ -214,3 +214,9 @@ def backlog(conn: Connection) -> int:
             .where(OUTBOX.c.status.in_((PENDING, RETRY, RUNNING)))
         ).scalar_one()
     )
+
+
+def of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The rows an applied plan (a run) enqueued, in order."""
+    rows = conn.execute(select(OUTBOX).where(OUTBOX.c.run_id == run_id).order_by(OUTBOX.c.id))
+    return [_row(row) for row in rows]

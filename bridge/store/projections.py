@@ -53,6 +53,13 @@ def of_rule_file(conn: Connection, rule_file: str) -> dict[str, Projection]:
     }
 
 
+def of_person(conn: Connection, resource_id: str, target: str) -> list[Projection]:
+    rows = conn.execute(select(P).where(P.c.resource_id == resource_id, P.c.target == target))
+    return [
+        Projection(r.rule_file, r.resource_id, r.target, r.in_scope, _state(r.state)) for r in rows
+    ]
+
+
 def count_in_scope(conn: Connection, rule_file: str) -> int:
     return int(
         conn.execute(
