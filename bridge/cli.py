@@ -55,7 +55,7 @@ from bridge.store import outbox
 from bridge.store import tokens
 from bridge.store.engine import Database
 from bridge.store.engine import connect
-from bridge.targets.registry import TargetConfigError
+from bridge.targets.base import TargetConfigError
 from bridge.targets.registry import make_target
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -15,6 +15,10 @@ from typing import Any
 from typing import Protocol
 
 
+class TargetConfigError(ValueError):
+    """A target cannot be built: unknown kind, bad options, or a credential's variable unset."""
+
+
 class Category(StrEnum):
     """The integration guide's three error categories, for dead letters (``bridge errors``)."""
 
@@ -75,7 +79,13 @@ class Result:
 
     @classmethod
     def retry(cls, message: str, *, after: float | None = None, **detail: Any) -> Result:
-        return cls(Status.retry, retry_after=after, category=Category.provisioning, message=message, detail=detail)
+        return cls(
+            Status.retry,
+            retry_after=after,
+            category=Category.provisioning,
+            message=message,
+            detail=detail,
+        )
 
     @classmethod
     def dead(cls, category: Category, message: str, **detail: Any) -> Result:

@@ -9,11 +9,7 @@ import httpx
 
 from bridge.rules.model import Target as TargetConfig
 from bridge.targets.base import Target
-
-
-class TargetConfigError(ValueError):
-    """A target cannot be built: unknown kind, or a credential's variable is not set."""
-
+from bridge.targets.base import TargetConfigError
 
 TransportFor = Callable[[TargetConfig], httpx.AsyncBaseTransport | None]
 
@@ -23,7 +19,9 @@ def _credentials(config: TargetConfig, env: Mapping[str, str]) -> dict[str, str]
     for name, variable in config.credentials.items():
         value = env.get(variable)
         if not value:
-            raise TargetConfigError(f"target {config.name!r}: environment variable {variable} ({name}) is not set")
+            raise TargetConfigError(
+                f"target {config.name!r}: environment variable {variable} ({name}) is not set"
+            )
         found[name] = value
     return found
 
@@ -32,6 +30,20 @@ def make_target(
     config: TargetConfig,
     env: Mapping[str, str],
     transport: httpx.AsyncBaseTransport | None = None,
+) -> Target:
+    """Build one target; TargetConfigError (never another error) when it cannot be built."""
+    try:
+        return _make(config, env, transport)
+    except TargetConfigError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TargetConfigError(f"target {config.name!r}: {exc}") from exc
+
+
+def _make(
+    config: TargetConfig,
+    env: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
 ) -> Target:
     credentials = _credentials(config, env)
     if config.kind == "moodle":
@@ -49,7 +61,9 @@ def make_target(
     if config.kind == "scim":
         from bridge.targets.scim import ScimTarget
 
-        return ScimTarget(config, credentials.get("token", ""), transport=transport)
+        return ScimTarget(
+            config, credentials.get("token", ""), transport=transport, credentials=credentials
+        )
     raise TargetConfigError(f"target {config.name!r}: unknown kind {config.kind!r}")
 
 
