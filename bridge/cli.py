@@ -41,6 +41,7 @@ from bridge.rules.explain import render_explanation
 from bridge.rules.fixtures import fixture_files
 from bridge.rules.fixtures import render_report
 from bridge.rules.fixtures import run_fixtures
+from bridge.rules.model import RuleError
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
 from bridge.rules.plan import plan_to_json
@@ -104,9 +105,33 @@ def database(settings: Settings) -> Iterator[Database]:
         db.dispose()
 
 
+def check_rules(
+    directory: Path, catalog: Catalog, lms: Any = None
+) -> tuple[RuleSet | None, list[RuleError]]:
+    """``check_directory`` plus the checks only the target adapters know (rest, scim options)."""
+    ruleset, errors = check_directory(directory, catalog, lms)
+    if ruleset is not None:
+        from bridge.targets import rest
+        from bridge.targets import scim
+
+        for target in ruleset.targets.values():
+            problems: list[str] = []
+            if target.kind == "rest":
+                problems = rest.validate_options(target.options, target.credentials)
+            elif target.kind == "scim":
+                problems = scim.validate_options(target.options)
+            errors += [
+                RuleError(
+                    target.mark, f"target {target.name!r}: {problem}", hint="see rules/examples/"
+                )
+                for problem in problems
+            ]
+    return (ruleset if not errors else None), errors
+
+
 def rule_book(settings: Settings, catalog: Catalog) -> RuleBook:
     """The rules of ``BRIDGE_RULES``, checked against the schemas; RuleErrors if broken."""
-    book = RuleBook(settings.rules_dir, lambda directory: check_directory(directory, catalog))
+    book = RuleBook(settings.rules_dir, lambda directory: check_rules(directory, catalog))
     if settings.rules_dir.is_dir():
         book.load()
     else:
@@ -323,7 +348,7 @@ def rules_check(path: Path | None, catalogue: Path | None, as_json: bool) -> Non
         lms = load_lms_catalogue(catalogue) if catalogue else None
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
-    ruleset, errors = check_directory(path or settings.rules_dir, catalog, lms)
+    ruleset, errors = check_rules(path or settings.rules_dir, catalog, lms)
     if as_json:
         click.echo(json.dumps(errors_as_json(errors), indent=2))
     elif errors:
@@ -345,7 +370,7 @@ def rules_test(path: Path | None, verbose: bool, coverage_threshold: float | Non
     settings = _settings()
     catalog = load_catalog(settings.schemas_dir)
     directory = path or settings.rules_dir
-    ruleset, errors = check_directory(directory, catalog)
+    ruleset, errors = check_rules(directory, catalog)
     if errors or ruleset is None:
         click.echo(render_errors(errors))
         sys.exit(1)
@@ -361,7 +386,7 @@ def rules_test(path: Path | None, verbose: bool, coverage_threshold: float | Non
 @contextmanager
 def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Planner]:
     catalog = load_catalog(settings.schemas_dir)
-    book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_directory(d, catalog))
+    book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_rules(d, catalog))
     try:
         book.load()
     except RuleErrors as exc:
