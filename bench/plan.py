@@ -60,7 +60,10 @@ def person_doc(number: int, rng: random.Random) -> dict[str, object]:
         "title": rng.choice(["Claims Specialist", "Adjuster", "Analyst", "Manager"]),
         "active": rng.random() > 0.02,
         ENT: {"department": rng.choice(DEPARTMENTS), "employeeNumber": f"{number:07d}"},
-        HR: {"roleCodes": codes, "employmentStatus": "active" if rng.random() > 0.03 else "terminated"},
+        HR: {
+            "roleCodes": codes,
+            "employmentStatus": "active" if rng.random() > 0.03 else "terminated",
+        },
     }
     if rng.random() > 0.005:
         doc["emails"] = [{"value": f"person{number}@example.com", "type": "work", "primary": True}]
@@ -136,9 +139,13 @@ def engine_cost(sample: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--people", type=int, default=100_000)
-    parser.add_argument("--postgres", help="also run on this PostgreSQL server URL (a scratch database is made)")
+    parser.add_argument(
+        "--postgres", help="also run on this PostgreSQL server URL (a scratch database is made)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the SQLite database in this directory")
     options = parser.parse_args()
 
@@ -164,8 +171,15 @@ def main() -> None:
     try:
         for name, url in urls.items():
             seeded = seed(url, options.people)
-            env = {**os.environ, "BRIDGE_DATABASE_URL": url, "BRIDGE_RULES": str(ROOT / "rules"), "BRIDGE_SCHEMAS": str(ROOT / "schemas")}
-            plan_s, plan_rss, out, code = run_cli(["plan", "--json", "--out", str(workdir / "plan.json")], env)
+            env = {
+                **os.environ,
+                "BRIDGE_DATABASE_URL": url,
+                "BRIDGE_RULES": str(ROOT / "rules"),
+                "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
+            }
+            plan_s, plan_rss, out, code = run_cli(
+                ["plan", "--json", "--out", str(workdir / "plan.json")], env
+            )
             summary = json.loads(out)
             apply_s, apply_rss, _, _ = run_cli(["apply", str(workdir / "plan.json")], env)
             again_s, again_rss, again_out, again_code = run_cli(["plan", "--json"], env)

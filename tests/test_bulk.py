@@ -57,7 +57,9 @@ async def test_rfc7644_3_7_bulk_creates_and_resolves_bulk_ids(client: httpx.Asyn
 async def test_a_failed_bulk_operation_rolls_back_only_itself(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/Bulk",
-        json=_bulk([_create_user("a", "same"), _create_user("b", "SAME"), _create_user("c", "other")]),
+        json=_bulk(
+            [_create_user("a", "same"), _create_user("b", "SAME"), _create_user("c", "other")]
+        ),
     )
     statuses = [r["status"] for r in response.json()["Operations"]]
     assert statuses == ["201", "409", "201"]
@@ -80,7 +82,9 @@ async def test_fail_on_errors_stops_the_run(client: httpx.AsyncClient) -> None:
 
 
 async def test_bulk_patch_put_and_delete(client: httpx.AsyncClient) -> None:
-    created = (await client.post("/Users", json={"schemas": [USER_SCHEMA], "userName": "carol"})).json()
+    created = (
+        await client.post("/Users", json={"schemas": [USER_SCHEMA], "userName": "carol"})
+    ).json()
     path = f"/Users/{created['id']}"
     response = await client.post(
         "/Bulk",
@@ -94,7 +98,12 @@ async def test_bulk_patch_put_and_delete(client: httpx.AsyncClient) -> None:
                         "Operations": [{"op": "replace", "path": "title", "value": "Lead"}],
                     },
                 },
-                {"method": "PUT", "path": path, "version": 'W/"1"', "data": {"schemas": [USER_SCHEMA], "userName": "c"}},
+                {
+                    "method": "PUT",
+                    "path": path,
+                    "version": 'W/"1"',
+                    "data": {"schemas": [USER_SCHEMA], "userName": "c"},
+                },
                 {"method": "DELETE", "path": path},
             ]
         ),
@@ -112,7 +121,11 @@ async def test_unresolvable_bulk_id_is_reported(client: httpx.AsyncClient) -> No
                     "method": "POST",
                     "path": "/Groups",
                     "bulkId": "g",
-                    "data": {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": "bulkId:nope"}]},
+                    "data": {
+                        "schemas": [GROUP_SCHEMA],
+                        "displayName": "G",
+                        "members": [{"value": "bulkId:nope"}],
+                    },
                 }
             ]
         ),
@@ -133,7 +146,9 @@ async def test_more_operations_than_advertised_is_413(client: httpx.AsyncClient)
 
 
 async def test_bulk_with_a_bad_path_is_an_operation_error(client: httpx.AsyncClient) -> None:
-    response = await client.post("/Bulk", json=_bulk([{"method": "POST", "path": "/Pets", "data": {}}]))
+    response = await client.post(
+        "/Bulk", json=_bulk([{"method": "POST", "path": "/Pets", "data": {}}])
+    )
     result = response.json()["Operations"][0]
     assert result["status"] == "400"
     assert result["response"]["scimType"] == "invalidValue"

@@ -17,18 +17,28 @@ def _entries(db: Any) -> list[journal.Entry]:
         return journal.read(conn)
 
 
-async def test_every_write_is_journalled_with_before_and_after(client: httpx.AsyncClient, db: Any) -> None:
+async def test_every_write_is_journalled_with_before_and_after(
+    client: httpx.AsyncClient, db: Any
+) -> None:
     created = (await client.post("/Users", json=user_payload("dana", title="Clerk"))).json()
     user_id = created["id"]
     await client.patch(
         f"/Users/{user_id}",
         headers={"X-Request-Id": "req-42"},
-        json={"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]},
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": "title", "value": "Lead"}],
+        },
     )
-    group = (await client.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "G"})).json()
+    group = (
+        await client.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "G"})
+    ).json()
     await client.patch(
         f"/Groups/{group['id']}",
-        json={"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": user_id}]}]},
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": user_id}]}],
+        },
     )
     await client.delete(f"/Users/{user_id}")
     entries = _entries(db)
@@ -51,7 +61,9 @@ async def test_a_refused_write_leaves_no_journal_row(client: httpx.AsyncClient, 
     assert [e.op for e in _entries(db)] == ["create"]
 
 
-async def test_a_write_that_changes_nothing_is_not_journalled(client: httpx.AsyncClient, db: Any) -> None:
+async def test_a_write_that_changes_nothing_is_not_journalled(
+    client: httpx.AsyncClient, db: Any
+) -> None:
     created = (await client.post("/Users", json=user_payload("fay", title="x"))).json()
     await client.patch(
         f"/Users/{created['id']}",
@@ -60,7 +72,9 @@ async def test_a_write_that_changes_nothing_is_not_journalled(client: httpx.Asyn
     assert [e.op for e in _entries(db)] == ["create"]
 
 
-async def test_journal_reads_since_a_seq_and_per_resource(client: httpx.AsyncClient, db: Any) -> None:
+async def test_journal_reads_since_a_seq_and_per_resource(
+    client: httpx.AsyncClient, db: Any
+) -> None:
     first = (await client.post("/Users", json=user_payload("gus"))).json()
     await client.post("/Users", json=user_payload("hal"))
     entries = _entries(db)
