@@ -41,6 +41,8 @@ class Settings:
     max_bulk_operations: int = 1000
     max_payload_bytes: int = 1_048_576
     rules_reload_seconds: float = 5.0
+    relay_lease_seconds: float = 60.0
+    relay_per_target: int = 8
     jwt: JwtSettings = field(default_factory=JwtSettings)
 
     @classmethod
@@ -62,6 +64,8 @@ class Settings:
             max_bulk_operations=int(env.get("BRIDGE_MAX_BULK_OPERATIONS", "1000")),
             max_payload_bytes=int(env.get("BRIDGE_MAX_PAYLOAD_BYTES", "1048576")),
             rules_reload_seconds=float(env.get("BRIDGE_RULES_RELOAD_SECONDS", "5")),
+            relay_lease_seconds=float(env.get("BRIDGE_RELAY_LEASE_SECONDS", "60")),
+            relay_per_target=int(env.get("BRIDGE_RELAY_CONCURRENCY", "8")),
             jwt=JwtSettings(
                 jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
                 key_file=Path(key_file) if key_file else None,
