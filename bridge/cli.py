@@ -143,7 +143,10 @@ def rule_book(settings: Settings, catalog: Catalog) -> RuleBook:
 
 
 def build_relay(
-    db: Database, ruleset: RuleSet | None, env: Mapping[str, str] | None = None
+    db: Database,
+    ruleset: RuleSet | None,
+    env: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> Relay | None:
     """A relay for every target whose credentials are set; targets without are left waiting."""
     if ruleset is None or not ruleset.targets:
@@ -155,7 +158,16 @@ def build_relay(
             targets[name] = make_target(config, env)
         except TargetConfigError as exc:
             logging.getLogger("bridge.relay").error("%s: its intents wait in the outbox", exc)
-    return Relay(db, targets, clock=now_utc) if targets else None
+    if not targets:
+        return None
+    settings = settings or Settings()
+    return Relay(
+        db,
+        targets,
+        clock=now_utc,
+        lease_seconds=settings.relay_lease_seconds,
+        per_target=settings.relay_per_target,
+    )
 
 
 def build_app(
@@ -168,7 +180,7 @@ def build_app(
     provisioner = Provisioner(db, catalog, rules=book.current)
     background = []
     if relay_in_process:
-        relay = build_relay(db, book.current())
+        relay = build_relay(db, book.current(), settings=settings)
         if relay is not None:
             background.append(relay.run)
     jwt_verifier = None
@@ -497,7 +509,7 @@ def relay_command(once: bool) -> None:
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
     with database(settings) as db:
-        relay = build_relay(db, book.current())
+        relay = build_relay(db, book.current(), settings=settings)
         if relay is None:
             raise click.ClickException(
                 "no target can be built: check rules/targets.yaml and the credentials' variables"
@@ -706,3 +718,28 @@ def revert_command(
                 f"applied: journal seqs {', '.join(map(str, written)) or '-'}; the relay carries it to the LMS"
             )
     sys.exit(plan.exit_code)
+
+
+@main.command(name="demo")
+@click.option(
+    "--people",
+    default=200,
+    show_default=True,
+    type=click.IntRange(20, 2000),
+    help="HR records in the pilot department (Claims); ~10% more in other departments.",
+)
+@click.option(
+    "--database",
+    "database_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file to create and keep (it must not exist). Default: a temporary file.",
+)
+@click.option(
+    "--keep", is_flag=True, help="Keep the temporary database and rules to inspect afterwards."
+)
+def demo_command(people: int, database_path: Path | None, keep: bool) -> None:
+    """The guide's 30-day, 200-person pilot, compressed: LMS simulator, SCIM, relay, a report."""
+    from bridge.demo import main as run
+
+    run(people=people, database=database_path, keep=keep)

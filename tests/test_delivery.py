@@ -182,7 +182,7 @@ def test_kill_9_of_the_relay_loses_nothing_and_duplicates_nothing(
     command = [sys.executable, "-c", "from bridge.cli import main; main()", "relay"]
     first = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )  # noqa: S603
+    )
     deadline = time.monotonic() + 60
     while backlog(db) > 450 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -192,7 +192,7 @@ def test_kill_9_of_the_relay_loses_nothing_and_duplicates_nothing(
     assert 0 < left < 600, "killed mid-delivery"
     second = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )  # noqa: S603
+    )
     try:
         deadline = time.monotonic() + 120
         while backlog(db) and time.monotonic() < deadline:
