@@ -116,6 +116,9 @@ def main() -> None:
         (ROOT / "rules" / "targets.yaml").read_text().replace("http://127.0.0.1:8100", sim_url, 1)
     )
     # A bigger pilot for the bench: everyone in the department.
+    # The LMS's documented rate goes in the target's options: the relay paces itself to it.
+    paced = f"      student_role_id: 5\n      rate_limit_per_s: {options.rate}\n"
+    text = text.replace("      student_role_id: 5\n", paced, 1)
     (rules / "targets.yaml").write_text(text)
     rule_text = (
         (rules / "benefits-2026.yaml")
@@ -133,6 +136,8 @@ def main() -> None:
         "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
         "MOODLE_TOKEN": SIM_MOODLE_TOKEN,
         "BRIDGE_LOG_FORMAT": "json",
+        # The pacer holds the rate; enough deliveries in flight keep it busy.
+        "BRIDGE_RELAY_CONCURRENCY": "64",
     }
     cli = [sys.executable, "-c", "from bridge.cli import main; main()"]
     simulator = subprocess.Popen(
@@ -169,12 +174,25 @@ def main() -> None:
         before = sim_counters(sim_url)
         drain_started = time.time()
         deadline = time.monotonic() + options.timeout
+        samples: list[tuple[float, int, int]] = []  # (time, backlog, successful LMS calls)
         while time.monotonic() < deadline:
             with db.read() as conn:
                 left = outbox.backlog(conn)
+            counters = sim_counters(sim_url)
+            samples.append(
+                (time.time(), left, counters["calls"] - counters["throttled"] - counters["failed"])
+            )
             if not left:
                 break
-            time.sleep(0.5)
+            print(f"  {left} intents in the outbox…", file=sys.stderr, flush=True)
+            time.sleep(1)
+        # The sustained rate: while the backlog is deep (above 10 % of its peak), the relay
+        # is limited by the LMS's rate alone, not by per-person order in the last few people.
+        peak = max(b for _, b, _ in samples)
+        deep = [s for s in samples if s[1] > 0.1 * peak]
+        sustained = (
+            (deep[-1][2] - deep[0][2]) / (deep[-1][0] - deep[0][0]) if len(deep) > 1 else 0.0
+        )
         drained = time.time() - drain_started + pushed
         after = sim_counters(sim_url)
         calls = after["calls"] - after["throttled"] - after["failed"]
@@ -199,8 +217,9 @@ def main() -> None:
             "total_seconds_to_drain": round(drained, 1),
             "lms_calls_ok": calls,
             "lms_calls_throttled": after["throttled"],
-            "lms_rate_per_s": round(rate, 1),
-            "share_of_r": round(rate / options.rate, 3),
+            "lms_rate_per_s_overall": round(rate, 1),
+            "lms_rate_per_s_sustained": round(sustained, 1),
+            "sustained_share_of_r": round(sustained / options.rate, 3),
             "enrolled": len(lags),
             "dead_letters": dead,
             "lag_p50_s": round(statistics.median(lags), 2) if lags else None,

@@ -249,21 +249,29 @@ class Relay:
         await asyncio.to_thread(self._settle, list(outcomes))
         return len(rows)
 
-    async def run(self, stop: asyncio.Event, *, idle: float = 0.2) -> None:
-        """Relay until ``stop`` is set; database trouble is logged and retried, never fatal."""
+    async def run(self, stop: asyncio.Event, *, idle: float = 0.2, pipelines: int = 2) -> None:
+        """Relay until ``stop`` is set; database trouble is logged and retried, never fatal.
+
+        ``pipelines`` cycles overlap, so the next batch is claimed while the slowest deliveries
+        of the last one finish; per-person order holds (a running row blocks its successors).
+        """
         log.info(
             "relay %s started for targets %s",
             self.worker,
             ", ".join(sorted(self.targets)) or "(none)",
         )
-        while not stop.is_set():
-            try:
-                settled = await self.run_once()
-            except Exception:
-                log.exception("relay cycle failed; retrying")
-                settled = 0
-            if settled == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=idle)
+
+        async def cycle() -> None:
+            while not stop.is_set():
+                try:
+                    settled = await self.run_once()
+                except Exception:
+                    log.exception("relay cycle failed; retrying")
+                    settled = 0
+                if settled == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=idle)
+
+        await asyncio.gather(*(cycle() for _ in range(max(pipelines, 1))))
         for target in self.targets.values():
             await target.aclose()

@@ -10,6 +10,7 @@ import httpx
 from bridge.rules.model import Target as TargetConfig
 from bridge.targets.base import Target
 from bridge.targets.base import TargetConfigError
+from bridge.targets.pacing import PacedTransport
 
 TransportFor = Callable[[TargetConfig], httpx.AsyncBaseTransport | None]
 
@@ -31,7 +32,20 @@ def make_target(
     env: Mapping[str, str],
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Target:
-    """Build one target; TargetConfigError (never another error) when it cannot be built."""
+    """Build one target; TargetConfigError (never another error) when it cannot be built.
+
+    ``options.rate_limit_per_s`` paces every request to that LMS (see ``pacing``).
+    """
+    rate = config.options.get("rate_limit_per_s")
+    if rate is not None:
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
+            raise TargetConfigError(
+                f"target {config.name!r}: rate_limit_per_s must be a positive number"
+            )
+        burst = int(config.options.get("rate_limit_burst", 2))
+        transport = PacedTransport(
+            transport or httpx.AsyncHTTPTransport(retries=1), float(rate), burst
+        )
     try:
         return _make(config, env, transport)
     except TargetConfigError:
