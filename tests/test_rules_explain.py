@@ -162,7 +162,7 @@ def test_pilot_admission() -> None:
     exp, _ = explain(person(["BEN_CHOICE_2026"]), admitted=False, reason="pilot cap of 200 reached")
     text = render_explanation(exp)
     assert (
-        "pilot    ✗ not admitted: pilot cap of 200 reached (max 200 people, ends 2026-12-31)"
+        "pilot    ✗ not admitted: pilot cap of 200 reached (max 200 people, ends 2027-06-30)"
         in text
     )
     assert "→ not in scope" in text
