@@ -16,6 +16,7 @@ from bridge.store.resources import utc
 from bridge.store.tables import JournalRow
 
 J = JournalRow.__table__  # type: ignore[attr-defined]
+_APPEND = insert(J).returning(J.c.seq)
 
 
 @dataclass
@@ -38,20 +39,19 @@ class Entry:
 def append(conn: Connection, entry: Entry) -> int:
     """Append an entry; its ``seq``, the delta cursor."""
     seq = conn.execute(
-        insert(J)
-        .values(
-            at=entry.at,
-            actor=entry.actor,
-            request_id=entry.request_id,
-            op=entry.op,
-            resource_type=entry.resource_type,
-            resource_id=entry.resource_id,
-            before=entry.before,
-            after=entry.after,
-            tolerances=entry.tolerances or None,
-            detail=entry.detail,
-        )
-        .returning(J.c.seq)
+        _APPEND,
+        {
+            "at": entry.at,
+            "actor": entry.actor,
+            "request_id": entry.request_id,
+            "op": entry.op,
+            "resource_type": entry.resource_type,
+            "resource_id": entry.resource_id,
+            "before": entry.before,
+            "after": entry.after,
+            "tolerances": entry.tolerances or None,
+            "detail": entry.detail,
+        },
     ).scalar_one()
     entry.seq = int(seq)
     return entry.seq

@@ -26,6 +26,7 @@ from scim2_models.path import AttrPath
 from scim2_models.path import FilterNode
 from sqlalchemy import Connection
 from sqlalchemy import and_
+from sqlalchemy import bindparam
 from sqlalchemy import case
 from sqlalchemy import delete
 from sqlalchemy import func
@@ -117,6 +118,22 @@ _RECORD_COLUMNS = (
 )
 
 
+# Statements of the hot paths, built once: SQLAlchemy then skips construction and cache-key work.
+_BY_ID = select(*_RECORD_COLUMNS).where(R.c.id == bindparam("id"))
+_BY_TYPE_AND_ID = select(*_RECORD_COLUMNS).where(
+    R.c.id == bindparam("id"), R.c.type == bindparam("type")
+)
+_BY_TYPE_AND_ID_FOR_UPDATE = _BY_TYPE_AND_ID.with_for_update()
+_GROUPS_OF_ONE = (
+    select(M.c.member_id, M.c.group_id, R.c.display)
+    .join(R, R.c.id == M.c.group_id)
+    .where(M.c.member_id == bindparam("member"))
+    .order_by(R.c.pk)
+)
+_INSERT = insert(R).returning(R.c.pk)
+_INSERT_VALUES = insert(AV)
+
+
 def _record(row: Any) -> Record:
     doc = row.doc if isinstance(row.doc, dict) else json.loads(row.doc)
     return Record(
@@ -157,19 +174,17 @@ class ResourceStore:
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, conn: Connection, resource_type: str | None, resource_id: str) -> Record | None:
-        query = select(*_RECORD_COLUMNS).where(R.c.id == resource_id)
-        if resource_type is not None:
-            query = query.where(R.c.type == resource_type)
-        row = conn.execute(query).first()
+        if resource_type is None:
+            row = conn.execute(_BY_ID, {"id": resource_id}).first()
+        else:
+            row = conn.execute(_BY_TYPE_AND_ID, {"id": resource_id, "type": resource_type}).first()
         return _record(row) if row is not None else None
 
     def get_for_update(
         self, conn: Connection, resource_type: str, resource_id: str
     ) -> Record | None:
-        query = select(*_RECORD_COLUMNS).where(R.c.id == resource_id, R.c.type == resource_type)
-        if self.dialect != "sqlite":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        query = _BY_TYPE_AND_ID if self.dialect == "sqlite" else _BY_TYPE_AND_ID_FOR_UPDATE
+        row = conn.execute(query, {"id": resource_id, "type": resource_type}).first()
         return _record(row) if row is not None else None
 
     def find_ids(self, conn: Connection, ids: Iterable[str]) -> dict[str, str]:
@@ -322,12 +337,15 @@ class ResourceStore:
 
     def groups_of(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, list[Member]]:
         """The groups each resource is a direct member of (RFC 7643 §4.1.2 ``groups``)."""
-        rows = conn.execute(
-            select(M.c.member_id, M.c.group_id, R.c.display)
-            .join(R, R.c.id == M.c.group_id)
-            .where(M.c.member_id.in_(member_ids))
-            .order_by(M.c.member_id, R.c.pk)
-        )
+        if len(member_ids) == 1:  # one person (GET, the rules): a prepared statement, no IN list
+            rows = conn.execute(_GROUPS_OF_ONE, {"member": member_ids[0]})
+        else:
+            rows = conn.execute(
+                select(M.c.member_id, M.c.group_id, R.c.display)
+                .join(R, R.c.id == M.c.group_id)
+                .where(M.c.member_id.in_(member_ids))
+                .order_by(M.c.member_id, R.c.pk)
+            )
         found: dict[str, list[Member]] = {member_id: [] for member_id in member_ids}
         for row in rows:
             found[row.member_id].append(Member(row.group_id, "direct", row.display))
@@ -351,7 +369,7 @@ class ResourceStore:
         }
         # The caller's savepoint (group commit, Bulk) or transaction rolls a violation back.
         try:
-            record.pk = conn.execute(insert(R).values(values).returning(R.c.pk)).scalar_one()
+            record.pk = conn.execute(_INSERT, values).scalar_one()
         except IntegrityError as exc:
             raise _unique_violation(exc) from exc
         self._index(conn, record)
@@ -384,7 +402,7 @@ class ResourceStore:
         rows = index_rows(record.doc, self.indexed[record.type])
         if rows:
             conn.execute(
-                insert(AV),
+                _INSERT_VALUES,
                 [
                     {"resource_pk": record.pk, "path": path, "position": pos, "value_key": key}
                     for path, pos, key in rows
