@@ -24,20 +24,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from scim2_models import Path
 from scim2_models import SCIMException
-from scim2_models import ScimFilter
 from scim2_models.path import AttrPath
-from scim2_models.path import Comparison
-from scim2_models.path import FilterNode
-from scim2_models.path import LogicalExpr
-from scim2_models.path import Not
-from scim2_models.path import Present
-from scim2_models.path import ValuePath
 
+from bridge.rules.aliases import rewrite_filter
+from bridge.rules.aliases import rewrite_path
 from bridge.rules.engine import Desired
 from bridge.rules.engine import Intent
 from bridge.rules.engine import IntentKind
@@ -146,28 +141,12 @@ def _contract_attr(
     return attr_path
 
 
-def _contract_node(
-    node: FilterNode, table: Mapping[tuple[str | None, str, str | None], str]
-) -> FilterNode:
-    if isinstance(node, Comparison | Present | ValuePath):
-        return replace(node, attr_path=_contract_attr(node.attr_path, table))
-    if isinstance(node, Not):
-        return Not(_contract_node(node.expr, table))
-    if isinstance(node, LogicalExpr):
-        return LogicalExpr(node.op, tuple(_contract_node(term, table) for term in node.terms))
-    return node
-
-
 def contract_filter(text: str, aliases: Mapping[str, str]) -> str:
     """A filter as an admin writes it: long URN paths replaced by the file's aliases."""
     table = _alias_table(aliases)
     if not table:
         return text
-    try:
-        node = ScimFilter(text).ast
-    except (SCIMException, ValueError):
-        return text
-    return str(_contract_node(node, table))
+    return rewrite_filter(text, partial(_contract_attr, table=table))
 
 
 def contract_path(text: str, aliases: Mapping[str, str]) -> str:
@@ -175,15 +154,7 @@ def contract_path(text: str, aliases: Mapping[str, str]) -> str:
     table = _alias_table(aliases)
     if not table:
         return text
-    try:
-        node = Path(text).ast
-    except (SCIMException, ValueError):
-        return text
-    if isinstance(node, AttrPath):
-        return str(_contract_attr(node, table))
-    if isinstance(node, ValuePath):
-        return str(replace(node, attr_path=_contract_attr(node.attr_path, table)))
-    return text
+    return rewrite_path(text, partial(_contract_attr, table=table))
 
 
 # -- building -----------------------------------------------------------------------------------
