@@ -11,19 +11,19 @@ Everything the report shows is read back — from the bridge's database (outbox,
 journal, projections, a plan over the population) and from the simulator's state — never
 derived from the generated sample. ``run_demo`` returns it as a plain dict (``render`` prints
 it), so tests check the numbers against the simulator.
+
+This module runs the two days; the sample is :mod:`bridge.demo_sample`, the servers
+:mod:`bridge.demo_servers`, the reading back :mod:`bridge.demo_readback` and the report
+:mod:`bridge.demo_report` (their names are re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import random
 import secrets
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -41,410 +41,88 @@ from typing import Any
 
 import click
 import httpx
-import uvicorn
 import yaml
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn
 from rich.progress import MofNCompleteColumn
 from rich.progress import Progress
 from rich.progress import TaskID
 from rich.progress import TextColumn
 from rich.progress import TimeElapsedColumn
-from rich.table import Table
 
 from bridge.config import Settings
+from bridge.demo_readback import CATEGORIES
+from bridge.demo_readback import SETTLED
+from bridge.demo_readback import TARGET
+from bridge.demo_readback import _bridge_report
+from bridge.demo_readback import journal_since
+from bridge.demo_readback import last_seq
+from bridge.demo_readback import lms_report
+from bridge.demo_readback import outbox_counts
+from bridge.demo_report import render
+from bridge.demo_sample import BENEFITS
+from bridge.demo_sample import CORE
+from bridge.demo_sample import ENTERPRISE
+from bridge.demo_sample import HR
+from bridge.demo_sample import MANAGER
+from bridge.demo_sample import NON_STANDARD
+from bridge.demo_sample import OTHER_DEPARTMENTS
+from bridge.demo_sample import PATCH_OP
+from bridge.demo_sample import PILOT_DEPARTMENT
+from bridge.demo_sample import SEED
+from bridge.demo_sample import DayTwo
+from bridge.demo_sample import HrRecord
+from bridge.demo_sample import Sample
+from bridge.demo_sample import edge_case_counts
+from bridge.demo_sample import hr_sample
+from bridge.demo_sample import role_patch
+from bridge.demo_sample import termination_patch
+from bridge.demo_servers import DemoError
+from bridge.demo_servers import RelayThread
+from bridge.demo_servers import Served
 from bridge.provision import Provisioner
-from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
-from bridge.relay import Relay
-from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
-from bridge.schemas import Catalog
 from bridge.schemas import load_catalog
-from bridge.store import journal
-from bridge.store import links
 from bridge.store import outbox
-from bridge.store import projections
 from bridge.store.engine import Database
 
-CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-BENEFITS = "BEN_CHOICE_2026"
-MANAGER = "MANAGER"
-NON_STANDARD = ("ben_choice_2026", "BEN-CHOICE-2026", "BEN_CHOICE2026", "Ben_Choice_2026")
-"""What HR systems send instead of BEN_CHOICE_2026 (roleCodes compare case-exactly)."""
-PILOT_DEPARTMENT = "Claims"
-OTHER_DEPARTMENTS = ("Underwriting", "Finance", "IT", "Sales")
-SEED = 2026
-TARGET = "moodle"
-CATEGORIES = {
-    "data_quality": "Data quality (fix the HR record)",
-    "provisioning": "Provisioning / API failure",
-    "mapping": "Mapping mistake (fix the rules)",
-}
-_FIRST = (  # noqa: SIM905 - a compact list of sample names
-    "Ava Ben Chloe Dev Elena Farid Grace Hiro Isla Jonas Kemi Liam Maya Noah Olga Priya Quinn "
-    "Rosa Sam Tariq Uma Victor Wen Xavier Yara Zoe"
-).split()
-_LAST = (  # noqa: SIM905 - a compact list of sample names
-    "Adams Baker Chen Diaz Evans Fischer Garcia Haddad Ivanova Jones Kim Lopez Murphy Nguyen "
-    "Okafor Patel Quist Rossi Smith Tanaka Usman Varga Walsh Xu Young Zimmer"
-).split()
-_TITLES = ("Claims Specialist", "Claims Adjuster", "Senior Claims Examiner", "Claims Analyst")
-
-
-class DemoError(Exception):
-    """The demo cannot run (no rules or schemas found, the database exists, a server died)."""
-
-
-# -- the HRIS sample (pure, deterministic) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HrRecord:
-    """One HR record, as the HRIS exports it and an IdP provisions it."""
-
-    external_id: str
-    user_name: str
-    given_name: str
-    family_name: str
-    title: str
-    department: str
-    role_codes: tuple[str, ...]
-    work_email: str | None
-    home_email: str | None
-    hire_date: str
-    edge: str | None = None  # missing_email | duplicate_id | non_standard_code
-    duplicate_of: str | None = None  # userName of the record holding the same employee id
-
-    @property
-    def in_pilot_department(self) -> bool:
-        return self.department == PILOT_DEPARTMENT
-
-    def scim(self) -> dict[str, Any]:
-        """The SCIM User an IdP POSTs for this record (core + enterprise + HR extension)."""
-        emails = []
-        if self.work_email:
-            emails.append({"value": self.work_email, "type": "work", "primary": True})
-        if self.home_email:
-            emails.append({"value": self.home_email, "type": "home"})
-        hr: dict[str, Any] = {"employmentStatus": "active", "hireDate": self.hire_date}
-        if self.role_codes:
-            hr["roleCodes"] = list(self.role_codes)
-        doc: dict[str, Any] = {
-            "schemas": [CORE, ENTERPRISE, HR],
-            "externalId": self.external_id,
-            "userName": self.user_name,
-            "active": True,
-            "name": {"givenName": self.given_name, "familyName": self.family_name},
-            "displayName": f"{self.given_name} {self.family_name}",
-            "title": self.title,
-            ENTERPRISE: {"employeeNumber": self.external_id[1:], "department": self.department},
-            HR: hr,
-        }
-        if emails:
-            doc["emails"] = emails
-        return doc
-
-
-@dataclass(frozen=True)
-class DayTwo:
-    """The day-2 changes, by employee id."""
-
-    add_benefits: tuple[str, ...]
-    remove_benefits: tuple[str, ...]
-    terminate: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Sample:
-    records: tuple[HrRecord, ...]
-    day_two: DayTwo
-
-    @property
-    def pilot(self) -> list[HrRecord]:
-        return [r for r in self.records if r.in_pilot_department]
-
-    @property
-    def others(self) -> list[HrRecord]:
-        return [r for r in self.records if not r.in_pilot_department]
-
-
-def edge_case_counts(people: int) -> dict[str, int]:
-    """How many of each edge case a sample of ``people`` Claims records holds (2 at least)."""
-    return {
-        "missing_email": max(2, round(people * 0.02)),
-        "duplicate_id": max(2, round(people * 0.015)),
-        "non_standard_code": max(2, round(people * 0.015)),
-        "other_departments": max(4, people // 10),
-        "add_benefits": max(2, people // 20),
-        "remove_benefits": max(2, people // 20),
-        "terminate": max(2, people // 40),
-    }
-
-
-def hr_sample(people: int = 200, seed: int = SEED) -> Sample:
-    """``people`` HR records of the Claims department plus ~10% of other departments.
-
-    ~70% hold BEN_CHOICE_2026, ~10% MANAGER; the edge cases of the guide are mixed in: no work
-    email, an employee id that another record already holds (a duplicate), and a non-standard
-    spelling of BEN_CHOICE_2026. The same ``people`` and ``seed`` give the same sample.
-    """
-    if people < 20:
-        raise ValueError("the demo needs at least 20 people")
-    rng = random.Random(f"bridge-demo:{seed}:{people}")  # noqa: S311 - sample data, not secrets
-    counts = edge_case_counts(people)
-    taken: set[str] = set()
-
-    def name() -> tuple[str, str, str]:
-        given, family = rng.choice(_FIRST), rng.choice(_LAST)
-        base = f"{given}.{family}".lower()
-        handle, n = base, 1
-        while handle in taken:
-            n += 1
-            handle = f"{base}{n}"
-        taken.add(handle)
-        return given, family, handle
-
-    def hire_date() -> str:
-        return (
-            f"{rng.randint(2012, 2026)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T00:00:00Z"
-        )
-
-    order = rng.sample(range(people), people)
-    benefits = set(rng.sample(range(people), round(people * 0.7)))
-    managers = set(rng.sample(range(people), max(2, round(people * 0.1))))
-    odd = [i for i in order if i in benefits][: counts["non_standard_code"]]
-    rest = [i for i in order if i not in odd]
-    missing = rest[: counts["missing_email"]]
-    duplicates = rest[counts["missing_email"] : counts["missing_email"] + counts["duplicate_id"]]
-    edges = set(odd) | set(missing) | set(duplicates)
-    clean = [i for i in range(people) if i not in edges]
-    holders = rng.sample(clean, len(duplicates))
-
-    records: list[HrRecord] = []
-    for i in range(people):
-        given, family, handle = name()
-        codes = [BENEFITS] if i in benefits else []
-        if i in managers:
-            codes.append(MANAGER)
-        edge = None
-        user_name = f"{handle}@example.com"
-        work: str | None = user_name
-        home = None
-        if i in odd:
-            codes[0] = NON_STANDARD[odd.index(i) % len(NON_STANDARD)]
-            edge = "non_standard_code"
-        elif i in missing:
-            edge, work, user_name = "missing_email", None, handle
-            home = f"{handle}@home.example" if missing.index(i) % 2 == 0 else None
-        elif i in duplicates:
-            edge = "duplicate_id"
-        records.append(
-            HrRecord(
-                external_id=f"E{20000 + i}",
-                user_name=user_name,
-                given_name=given,
-                family_name=family,
-                title="Claims Manager" if i in managers else rng.choice(_TITLES),
-                department=PILOT_DEPARTMENT,
-                role_codes=tuple(codes),
-                work_email=work,
-                home_email=home,
-                hire_date=hire_date(),
-                edge=edge,
-            )
-        )
-    for i, holder in zip(duplicates, holders, strict=True):  # a second record, the same id
-        records[i] = dataclasses.replace(
-            records[i],
-            external_id=records[holder].external_id,
-            duplicate_of=records[holder].user_name,
-        )
-    for j in range(counts["other_departments"]):
-        given, family, handle = name()
-        department = OTHER_DEPARTMENTS[j % len(OTHER_DEPARTMENTS)]
-        records.append(
-            HrRecord(
-                external_id=f"E{40000 + j}",
-                user_name=f"{handle}@example.com",
-                given_name=given,
-                family_name=family,
-                title=f"{department} Associate",
-                department=department,
-                role_codes=(BENEFITS,) if rng.random() < 0.7 else (),
-                work_email=f"{handle}@example.com",
-                home_email=None,
-                hire_date=hire_date(),
-            )
-        )
-
-    with_benefits = [i for i in clean if i in benefits]
-    without = [i for i in clean if i not in benefits]
-    remove = rng.sample(with_benefits, min(counts["remove_benefits"], len(with_benefits)))
-    add = rng.sample(without, min(counts["add_benefits"], len(without)))
-    others = [i for i in clean if i not in remove and i not in add]
-    terminate = rng.sample(others, min(counts["terminate"], len(others)))
-    day_two = DayTwo(
-        add_benefits=tuple(records[i].external_id for i in sorted(add)),
-        remove_benefits=tuple(records[i].external_id for i in sorted(remove)),
-        terminate=tuple(records[i].external_id for i in sorted(terminate)),
-    )
-    return Sample(tuple(records), day_two)
-
-
-def role_patch(codes: Sequence[str]) -> dict[str, Any]:
-    """Entra-style PATCH (capitalised op) setting a person's role codes."""
-    path = f"{HR}:roleCodes"
-    operation: dict[str, Any] = (
-        {"op": "Replace", "path": path, "value": list(codes)}
-        if codes
-        else {"op": "Remove", "path": path}
-    )
-    return {"schemas": [PATCH_OP], "Operations": [operation]}
-
-
-def termination_patch(day: str) -> dict[str, Any]:
-    """Entra-style termination: capitalised ops and ``"False"`` as a string (both tolerated)."""
-    return {
-        "schemas": [PATCH_OP],
-        "Operations": [
-            {"op": "Replace", "path": "active", "value": "False"},
-            {"op": "Replace", "path": f"{HR}:employmentStatus", "value": "terminated"},
-            {"op": "Add", "path": f"{HR}:terminationDate", "value": day},
-        ],
-    }
-
-
-# -- servers in background threads --------------------------------------------------------------
-
-
-class Served:
-    """An ASGI app served by uvicorn on a free 127.0.0.1 port, in a background thread."""
-
-    def __init__(self, app: Any, name: str) -> None:
-        self.name = name
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = int(self.socket.getsockname()[1])
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", ws="none"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, name=name, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.socket.close()
-                raise DemoError(f"the {self.name} did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.socket.close()
-
-
-class RelayThread:
-    """The relay's loop in a thread of its own, as ``bridge relay`` beside ``bridge serve``."""
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._run, name="relay")
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.stop = asyncio.Event()
-        self.ready.set()
-        await self.relay.run(self.stop, idle=0.05)
-
-    def __enter__(self) -> RelayThread:
-        self.thread.start()
-        if not self.ready.wait(timeout=10):
-            raise DemoError("the relay did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.loop is not None and self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(timeout=15)
-
-
-# -- reading back what happened ------------------------------------------------------------------
-
-
-def journal_since(db: Database, since: int) -> list[journal.Entry]:
-    entries: list[journal.Entry] = []
-    with db.read() as conn:
-        while True:
-            page = journal.read(conn, since=since, limit=1000)
-            if not page:
-                return entries
-            entries.extend(page)
-            since = int(page[-1].seq or since)
-
-
-def last_seq(db: Database, since: int = 0) -> int:
-    entries = journal_since(db, since)
-    return int(entries[-1].seq or since) if entries else since
-
-
-SETTLED = (outbox.DONE, outbox.DEAD, outbox.SKIPPED)
-
-
-def outbox_counts(db: Database) -> dict[str, int]:
-    with db.read() as conn:
-        return outbox.counts(conn)
-
-
-def lms_report(state: dict[str, Any], baseline: set[int]) -> dict[str, Any]:
-    """Accounts, enrolments and cohort members the bridge made in the simulated Moodle."""
-    moodle = state["moodle"]
-    users = [u for u in moodle["users"] if u["id"] not in baseline and not u["deleted"]]
-    ours = {u["id"] for u in users}
-    courses: dict[str, dict[str, int]] = {}
-    for row in moodle["enrolments"]:
-        if row["userid"] in ours:
-            found = courses.setdefault(row["course"], {"active": 0, "suspended": 0})
-            found[row["status"]] += 1
-    cohort_names = {c["id"]: c["idnumber"] for c in moodle["cohorts"]}
-    cohorts = Counter(
-        cohort_names[m["cohortid"]] for m in moodle["cohort_members"] if m["userid"] in ours
-    )
-    return {
-        "accounts": len(users),
-        "accounts_active": sum(1 for u in users if not u["suspended"]),
-        "accounts_suspended": sum(1 for u in users if u["suspended"]),
-        "accounts_without_email": sum(1 for u in users if not u["email"]),
-        "enrolments": dict(sorted(courses.items())),
-        "cohort_members": dict(sorted(cohorts.items())),
-        "web_service_calls": sum(moodle["calls"].values()),
-        "calls": dict(sorted(moodle["calls"].items())),
-    }
-
-
-# -- the run ---------------------------------------------------------------------------------------
+__all__ = [
+    "BENEFITS",
+    "CATEGORIES",
+    "CORE",
+    "DayTwo",
+    "Demo",
+    "DemoError",
+    "ENTERPRISE",
+    "HR",
+    "HrRecord",
+    "MANAGER",
+    "NON_STANDARD",
+    "OTHER_DEPARTMENTS",
+    "PATCH_OP",
+    "PILOT_DEPARTMENT",
+    "Phase",
+    "RelayThread",
+    "SEED",
+    "SETTLED",
+    "Sample",
+    "Served",
+    "TARGET",
+    "demo_rules",
+    "edge_case_counts",
+    "hr_sample",
+    "journal_since",
+    "last_seq",
+    "lms_report",
+    "main",
+    "outbox_counts",
+    "render",
+    "role_patch",
+    "run_demo",
+    "termination_patch",
+]
 
 
 def _repo_dir(name: str, configured: Path | None) -> Path:
@@ -838,221 +516,6 @@ def _day_two(
             "terminated": len(changes.terminate),
         }
     }
-
-
-def _bridge_report(
-    db: Database,
-    provisioner: Provisioner,
-    catalog: Catalog,
-    book: RuleBook,
-    day_one_seq: int,
-) -> dict[str, Any]:
-    """What the bridge's database holds: outbox, dead letters, journal, scope, attention."""
-    with db.read() as conn:
-        counts = outbox.counts(conn)
-        dead = outbox.dead_letters(conn, limit=100_000)
-        linked = links.all_of(conn, TARGET)
-        ruleset = book.current()
-        files = ruleset.files if ruleset is not None else []
-        in_scope = {f.name: projections.count_in_scope(conn, f.name) for f in files}
-    planner = Planner(db, provisioner.store, catalog, book.current, now_utc)
-    plan = planner.compute().plan
-    entries = journal_since(db, day_one_seq)
-    writes = [e for e in entries if not e.op.startswith("deliver.")]
-    deliveries = [e for e in entries if e.op.startswith("deliver.")]
-    tolerances = Counter(t for e in writes for t in e.tolerances)
-    attention: dict[str, list[dict[str, Any]]] = {
-        "problems": [],
-        "duplicates": [],
-        "unknown_role_codes": [],
-    }
-    key = {
-        "problem": "problems",
-        "duplicate": "duplicates",
-        "unknown-role-code": "unknown_role_codes",
-    }
-    for item in plan.attention:
-        attention[key.get(item.kind, "problems")].append(
-            {"person": item.label, "rule_file": item.rule_file, "reason": item.reason}
-        )
-    return {
-        "outbox": dict(sorted(counts.items())),
-        "errors": {
-            name: sum(1 for row in dead if row.get("category") == name) for name in CATEGORIES
-        },
-        "dead_letters": [
-            {
-                "id": row["id"],
-                "category": row.get("category"),
-                "intent": f"{row['intent'].get('kind')} {row['intent'].get('ref') or ''}".strip(),
-                "error": str(row.get("last_error") or "")[:120],
-            }
-            for row in dead[:20]
-        ],
-        "linked_accounts": sum(1 for row in linked if row.get("lms_user_id")),
-        "in_scope": in_scope,
-        "population": plan.population,
-        "pending_changes": len(plan.intents),
-        "attention": attention,
-        "people_needing_attention": plan.people_needing_attention,
-        "journal": {
-            "day1_last_seq": day_one_seq,
-            "day2_first_seq": int(entries[0].seq or 0) if entries else None,
-            "day2_last_seq": int(entries[-1].seq or 0) if entries else None,
-            "day2_since": entries[0].at.isoformat() if entries else None,
-            "day2_writes": len(writes),
-            "day2_deliveries": len(deliveries),
-            "day2_tolerances": dict(sorted(tolerances.items())),
-        },
-    }
-
-
-# -- the report ------------------------------------------------------------------------------------
-
-
-def _command_exists(name: str) -> bool:
-    from bridge.cli import main as cli
-
-    return isinstance(cli, click.Group) and name in cli.commands
-
-
-def render(summary: dict[str, Any], console: Console) -> None:
-    """The report ``bridge demo`` prints, from ``run_demo``'s summary."""
-    lms = summary["lms"]
-    console.rule("Report (read back from the bridge's database and the LMS simulator)")
-    day1, day2 = summary["day1"], summary["day2"]
-    overview = Table(title="Runs", title_justify="left")
-    for column in ("", "SCIM calls", "answers", "LMS intents", "settled", "seconds"):
-        overview.add_column(column, justify="right" if column else "left")
-    for label, phase in (("day 1: hires", day1), ("day 2: changes", day2)):
-        overview.add_row(
-            label + (" [red](timed out)[/]" if phase["timed_out"] else ""),
-            str(phase["requests"]),
-            ", ".join(f"{n}×{code}" for code, n in phase["answers"].items()),
-            str(phase["intents"]),
-            str(phase["settled"]),
-            f"{phase['seconds']:.1f}",
-        )
-    console.print(overview)
-    console.print(
-        f"HR sample: {summary['hr_records']} records: {summary['pilot_department_records']} in "
-        f"{PILOT_DEPARTMENT} (the pilot), {summary['other_department_records']} in other "
-        f"departments. The bridge stores {summary['population']} people; "
-        + ", ".join(f"{n} in scope of {escape(name)}" for name, n in summary["in_scope"].items())
-        + "."
-    )
-
-    accounts = Table(title="LMS accounts (simulated Moodle)", title_justify="left")
-    for column in ("created", "active", "suspended", "linked in the bridge"):
-        accounts.add_column(column, justify="right")
-    accounts.add_row(
-        str(lms["accounts"]),
-        str(lms["accounts_active"]),
-        str(lms["accounts_suspended"]),
-        str(summary["linked_accounts"]),
-    )
-    console.print(accounts)
-
-    courses = Table(title="Enrolments by course", title_justify="left")
-    courses.add_column("course")
-    courses.add_column("active", justify="right")
-    courses.add_column("suspended (progress kept)", justify="right")
-    for course, found in lms["enrolments"].items():
-        courses.add_row(escape(course), str(found["active"]), str(found["suspended"]))
-    for cohort, members in lms["cohort_members"].items():
-        courses.add_row(f"cohort {escape(cohort)}", str(members), "")
-    console.print(courses)
-
-    errors = Table(title="Errors by category (dead letters)", title_justify="left")
-    errors.add_column("category")
-    errors.add_column("dead letters", justify="right")
-    for name, title in CATEGORIES.items():
-        errors.add_row(title, str(summary["errors"][name]))
-    console.print(errors)
-    for row in summary["dead_letters"]:
-        console.print(escape(f"  #{row['id']} {row['category']}: {row['intent']}: {row['error']}"))
-
-    attention = Table(
-        title=f"People needing attention ({summary['people_needing_attention']} in the plan, "
-        f"{len(summary['rejected'])} refused by SCIM)",
-        title_justify="left",
-    )
-    attention.add_column("what", no_wrap=True)
-    attention.add_column("person")
-    attention.add_column("why")
-    for item in summary["rejected"]:
-        holder = f" is held by {item['held_by']}" if item.get("held_by") else ""
-        attention.add_row(
-            "duplicate id" if item["scimType"] == "uniqueness" else "refused",
-            escape(item["userName"]),
-            escape(
-                f"POST answered {item['status']} {item['scimType'] or ''}: "
-                f"externalId {item['externalId']}{holder}"
-            ),
-        )
-    titles = {
-        "problems": "missing data",
-        "duplicates": "duplicate in LMS",
-        "unknown_role_codes": "unknown role code",
-    }
-    for kind, items in summary["attention"].items():
-        for item in items:
-            attention.add_row(titles[kind], escape(item["person"]), escape(item["reason"]))
-    console.print(attention)
-
-    log = summary["journal"]
-    console.print(
-        f"Journal: day 1 is seqs 1–{log['day1_last_seq']}; day 2 is seqs "
-        f"{log['day2_first_seq']}–{log['day2_last_seq']} ({log['day2_writes']} SCIM writes, "
-        f"{log['day2_deliveries']} LMS deliveries), since {log['day2_since']}."
-    )
-    if log["day2_tolerances"]:
-        used = ", ".join(f"{name} ×{n}" for name, n in log["day2_tolerances"].items())
-        console.print(f"IdP quirks tolerated and journalled on day 2: {escape(used)}.")
-    console.print(
-        f"Drift: a plan over the whole population finds {summary['pending_changes']} "
-        "change(s) left to make; outbox: "
-        + ", ".join(f"{n} {status}" for status, n in summary["outbox"].items())
-        + "."
-    )
-    since = log["day1_last_seq"]
-    if summary["kept"]:
-        env = f"export BRIDGE_DATABASE_URL={summary['database_url']}"
-        if summary["rules_kept"]:
-            env += f" BRIDGE_RULES={summary['rules_dir']}"
-        env += f" BRIDGE_SCHEMAS={summary['schemas_dir']}"
-        lines = [
-            env,
-            f"bridge journal --since {since}    # the day-2 changes, before and after",
-        ]
-        if summary["rules_kept"] and _command_exists("revert"):
-            lines.append(
-                f"bridge revert --since {log['day2_since']}    # plan their undo; --apply does it"
-            )
-        lines.append("bridge errors    # dead letters by category")
-        console.print(f"Database: {escape(summary['database'])} (kept). Inspect it with:")
-        for line in lines:
-            console.print(f"  {escape(line)}", soft_wrap=True)
-    else:
-        console.print(
-            f"Database: {escape(summary['database'])} (removed). Run `bridge demo --keep` to "
-            f"inspect it afterwards with `bridge journal --since {since}` and `bridge revert`."
-        )
-    pilot = summary["pilot"]
-    if pilot["max_people"] or pilot["ends"]:
-        console.print(
-            f"Pilot: {escape(summary['rule_file'])} admits at most "
-            f"{pilot['max_people'] or 'any number of'} people"
-            + (f", until {pilot['ends']}" if pilot["ends"] else "")
-            + "."
-        )
-    if pilot["ended"]:
-        console.print(
-            f"[bold red]The pilot of {escape(summary['rule_file'])} ended on {pilot['ends']}: "
-            "nobody new is admitted, so no account is created. Move `scope.pilot.ends` in the "
-            "rule file.[/]"
-        )
-    console.print(f"Finished in {summary['seconds']:.1f} s.")
 
 
 @contextmanager

@@ -1,0 +1,144 @@
+"""``bridge demo`` reads back what happened: the bridge's database and the simulator's state.
+
+Everything the report shows comes from here, never from the generated sample.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bridge.provision import Provisioner
+from bridge.provision.planning import Planner
+from bridge.provision.resources import now_utc
+from bridge.rules.book import RuleBook
+from bridge.schemas import Catalog
+from bridge.store import journal
+from bridge.store import links
+from bridge.store import outbox
+from bridge.store import projections
+from bridge.store.engine import Database
+
+TARGET = "moodle"
+CATEGORIES = {
+    "data_quality": "Data quality (fix the HR record)",
+    "provisioning": "Provisioning / API failure",
+    "mapping": "Mapping mistake (fix the rules)",
+}
+
+
+def journal_since(db: Database, since: int) -> list[journal.Entry]:
+    entries: list[journal.Entry] = []
+    with db.read() as conn:
+        while True:
+            page = journal.read(conn, since=since, limit=1000)
+            if not page:
+                return entries
+            entries.extend(page)
+            since = int(page[-1].seq or since)
+
+
+def last_seq(db: Database, since: int = 0) -> int:
+    entries = journal_since(db, since)
+    return int(entries[-1].seq or since) if entries else since
+
+
+SETTLED = (outbox.DONE, outbox.DEAD, outbox.SKIPPED)
+
+
+def outbox_counts(db: Database) -> dict[str, int]:
+    with db.read() as conn:
+        return outbox.counts(conn)
+
+
+def lms_report(state: dict[str, Any], baseline: set[int]) -> dict[str, Any]:
+    """Accounts, enrolments and cohort members the bridge made in the simulated Moodle."""
+    moodle = state["moodle"]
+    users = [u for u in moodle["users"] if u["id"] not in baseline and not u["deleted"]]
+    ours = {u["id"] for u in users}
+    courses: dict[str, dict[str, int]] = {}
+    for row in moodle["enrolments"]:
+        if row["userid"] in ours:
+            found = courses.setdefault(row["course"], {"active": 0, "suspended": 0})
+            found[row["status"]] += 1
+    cohort_names = {c["id"]: c["idnumber"] for c in moodle["cohorts"]}
+    cohorts = Counter(
+        cohort_names[m["cohortid"]] for m in moodle["cohort_members"] if m["userid"] in ours
+    )
+    return {
+        "accounts": len(users),
+        "accounts_active": sum(1 for u in users if not u["suspended"]),
+        "accounts_suspended": sum(1 for u in users if u["suspended"]),
+        "accounts_without_email": sum(1 for u in users if not u["email"]),
+        "enrolments": dict(sorted(courses.items())),
+        "cohort_members": dict(sorted(cohorts.items())),
+        "web_service_calls": sum(moodle["calls"].values()),
+        "calls": dict(sorted(moodle["calls"].items())),
+    }
+
+
+def _bridge_report(
+    db: Database,
+    provisioner: Provisioner,
+    catalog: Catalog,
+    book: RuleBook,
+    day_one_seq: int,
+) -> dict[str, Any]:
+    """What the bridge's database holds: outbox, dead letters, journal, scope, attention."""
+    with db.read() as conn:
+        counts = outbox.counts(conn)
+        dead = outbox.dead_letters(conn, limit=100_000)
+        linked = links.all_of(conn, TARGET)
+        ruleset = book.current()
+        files = ruleset.files if ruleset is not None else []
+        in_scope = {f.name: projections.count_in_scope(conn, f.name) for f in files}
+    planner = Planner(db, provisioner.store, catalog, book.current, now_utc)
+    plan = planner.compute().plan
+    entries = journal_since(db, day_one_seq)
+    writes = [e for e in entries if not e.op.startswith("deliver.")]
+    deliveries = [e for e in entries if e.op.startswith("deliver.")]
+    tolerances = Counter(t for e in writes for t in e.tolerances)
+    attention: dict[str, list[dict[str, Any]]] = {
+        "problems": [],
+        "duplicates": [],
+        "unknown_role_codes": [],
+    }
+    key = {
+        "problem": "problems",
+        "duplicate": "duplicates",
+        "unknown-role-code": "unknown_role_codes",
+    }
+    for item in plan.attention:
+        attention[key.get(item.kind, "problems")].append(
+            {"person": item.label, "rule_file": item.rule_file, "reason": item.reason}
+        )
+    return {
+        "outbox": dict(sorted(counts.items())),
+        "errors": {
+            name: sum(1 for row in dead if row.get("category") == name) for name in CATEGORIES
+        },
+        "dead_letters": [
+            {
+                "id": row["id"],
+                "category": row.get("category"),
+                "intent": f"{row['intent'].get('kind')} {row['intent'].get('ref') or ''}".strip(),
+                "error": str(row.get("last_error") or "")[:120],
+            }
+            for row in dead[:20]
+        ],
+        "linked_accounts": sum(1 for row in linked if row.get("lms_user_id")),
+        "in_scope": in_scope,
+        "population": plan.population,
+        "pending_changes": len(plan.intents),
+        "attention": attention,
+        "people_needing_attention": plan.people_needing_attention,
+        "journal": {
+            "day1_last_seq": day_one_seq,
+            "day2_first_seq": int(entries[0].seq or 0) if entries else None,
+            "day2_last_seq": int(entries[-1].seq or 0) if entries else None,
+            "day2_since": entries[0].at.isoformat() if entries else None,
+            "day2_writes": len(writes),
+            "day2_deliveries": len(deliveries),
+            "day2_tolerances": dict(sorted(tolerances.items())),
+        },
+    }

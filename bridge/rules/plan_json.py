@@ -1,0 +1,301 @@
+"""The plan file (pure): :func:`plan_to_json` / :func:`plan_from_json`, which ``bridge apply PLANFILE`` reads.
+
+Plan JSON, format ``bridge-plan/1``
+-----------------------------------
+
+A single JSON object. Keys are always present (``null`` where noted); consumers must ignore
+keys they do not know (the provision layer adds its own, e.g. a ``fingerprint`` of the
+intents for stale-plan detection), producers add keys only in a backwards-compatible way, and
+anything incompatible gets a new ``format``.
+
+``format``
+    The string ``"bridge-plan/1"``.
+``generated_at``
+    When the plan was computed (the caller's timestamp, ISO 8601 text, copied as given).
+``rules_version``
+    The content hash of the rules directory the plan was computed from (``RuleSet.version``).
+    ``bridge apply`` should refuse a plan whose rules version is no longer current.
+``population``
+    How many stored people the plan looked at.
+``only``
+    ``null``, or the sorted list of assignment ids / rule-file names the plan was restricted to.
+    A restricted plan holds only those rules' intents, plus the account creation (or
+    reactivation) of the same rule file that a kept enrolment needs; rule files with no
+    selected rule are left out of ``rules``, ``attention`` and ``safety``.
+``status``
+    ``"no-changes"`` (no intents), ``"changes"``, or ``"quarantined"`` (a rule file crossed a
+    safety threshold: the plan needs an admin's approval before it is applied).
+``exit_code``
+    What ``bridge plan`` exits with: ``0`` no changes, ``2`` changes (also when quarantined).
+    (``1``, an error, never appears in a plan.)
+``counts``
+    An object with one key per *action*, every action always present, in this order:
+    ``create_account``, ``update_account`` (both count ``upsert_account`` intents, split on
+    ``data.create``), ``reactivate_account``, ``enrol``, ``add_cohort_member``,
+    ``suspend_enrolment``, ``unenrol``, ``remove_cohort_member``, ``suspend_account``. Each value
+    is ``{"kind": intent kind, "count": int, "examples": [label, ...]}`` with up to 3 distinct
+    person labels (those with the smallest person ids). ``kind`` is the action itself except
+    for the two account actions, whose kind is ``upsert_account``: sum the entries of a kind
+    to count its intents.
+``rules``
+    An object: rule id (an assignment id, or a rule-file name for account intents) →
+    ``{"rule_file": name, "counts": {action: int}}``; ``counts`` holds non-zero actions only.
+    Every rule of the planned rule files is listed (so a rule that matched nobody shows up
+    with empty counts), in rule-set order, then rules known only from projected state (a rule
+    deleted from its file whose people are being suspended), sorted.
+``attention``
+    A list of ``{"person", "label", "rule_file", "kind", "reason"}``, sorted by kind, reason,
+    label, person. ``kind`` is ``"problem"`` (a missing required value, a transform that failed: the
+    engine's problems; such a person gets no intents), ``"duplicate"`` (two in-scope people
+    map to the same ``idnumber`` / ``username`` / ``email`` of one target, usernames and
+    emails compared case-insensitively; reason e.g. ``duplicate idnumber E123 also used by
+    jane.smith``; everyone holding the value is listed, each naming the others; their intents
+    are *not* held back) or
+    ``"unknown-role-code"`` (an in-scope person holds a role code that no condition of any rule
+    file mentions; reason e.g. ``unknown role code ben_choice_2026 (did you mean
+    BEN_CHOICE_2026?)``; ``rule_file`` is ``null``, as the code is unknown to every file).
+``safety``
+    One object per planned rule file, in rule-set order: ``{"rule_file", "target",
+    "removals", "projected", "removals_percent", "max_removals", "max_removals_percent",
+    "verdict", "reason"}``. ``removals`` counts the intents of kinds ``suspend_enrolment``,
+    ``unenrol``, ``remove_cohort_member``, ``suspend_account``; ``projected`` is how many
+    people the LMS currently holds under the rule file (the percentage's base);
+    ``removals_percent`` is ``removals * 100 / projected`` (``null`` when nothing is projected
+    and nothing removed; 100 when there are removals but nothing projected, so that such
+    inconsistent input quarantines rather than passes); the limits are ``null`` when not set;
+    ``verdict`` is ``"quarantined"`` when removals > max_removals or removals_percent >
+    max_removals_percent (at the limit is ``"ok"``), else ``"ok"``; ``reason`` says why, for
+    people.
+``intents``
+    Every intent to enqueue, each exactly ``Intent.as_dict()``: ``{"kind", "person",
+    "target", "rule", "ref"?, "data"?}``. Ordered by person id, then by intent kind (account
+    creation before enrolments before removals, the engine's order), then as the engine
+    produced them, so that the same inputs always give the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.rules.engine import Intent
+from bridge.rules.engine import IntentKind
+from bridge.rules.plan_model import _KIND_OF_ACTION
+from bridge.rules.plan_model import ActionCount
+from bridge.rules.plan_model import AttentionItem
+from bridge.rules.plan_model import Plan
+from bridge.rules.plan_model import RuleCount
+from bridge.rules.plan_model import SafetyVerdict
+
+FORMAT = "bridge-plan/1"
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan file (format ``bridge-plan/1``, documented in this module's docstring)."""
+    return {
+        "format": FORMAT,
+        "generated_at": plan.generated_at,
+        "rules_version": plan.rules_version,
+        "population": plan.population,
+        "only": list(plan.only) if plan.only is not None else None,
+        "status": plan.status,
+        "exit_code": plan.exit_code,
+        "counts": {
+            action: {
+                "kind": _KIND_OF_ACTION[action],
+                "count": tally.count,
+                "examples": list(tally.examples),
+            }
+            for action, tally in plan.counts.items()
+        },
+        "rules": {
+            rule_id: {"rule_file": rule_count.rule_file, "counts": dict(rule_count.counts)}
+            for rule_id, rule_count in plan.rules.items()
+        },
+        "attention": [
+            {
+                "person": item.person,
+                "label": item.label,
+                "rule_file": item.rule_file,
+                "kind": item.kind,
+                "reason": item.reason,
+            }
+            for item in plan.attention
+        ],
+        "safety": [
+            {
+                "rule_file": v.rule_file,
+                "target": v.target,
+                "removals": v.removals,
+                "projected": v.projected,
+                "removals_percent": v.removals_percent,
+                "max_removals": v.max_removals,
+                "max_removals_percent": v.max_removals_percent,
+                "verdict": v.verdict,
+                "reason": v.reason,
+            }
+            for v in plan.safety
+        ],
+        "intents": [intent.as_dict() for intent in plan.intents],
+    }
+
+
+class _Reader:
+    """Typed access to the plan JSON that turns every surprise into a clear ValueError."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ValueError(f"plan file: {where} must be an object, not {_kind(data)}")
+        self.data = data
+        self.where = where
+
+    def get(self, key: str, kind: type | tuple[type, ...], *, nullable: bool = False) -> Any:
+        if key not in self.data:
+            raise ValueError(f"plan file: {self.where} has no {key!r}")
+        value = self.data[key]
+        if value is None and nullable:
+            return None
+        ok = isinstance(value, kind) and not (
+            isinstance(value, bool) and kind in (int, float, (int, float))
+        )
+        if not ok:
+            raise ValueError(f"plan file: {self.where}.{key} has the wrong type ({_kind(value)})")
+        return value
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+_INTENT_KINDS = {kind.value: kind for kind in IntentKind}
+
+
+def _intent_error(index: int, raw: Any) -> ValueError:
+    where = f"intents[{index}]"
+    entry = _Reader(raw, where)  # raises when not an object
+    kind = entry.get("kind", str)
+    if kind not in _INTENT_KINDS:
+        return ValueError(
+            f"plan file: {where} has unknown kind {kind!r} (known: {', '.join(_INTENT_KINDS)})"
+        )
+    for key in ("person", "target", "rule"):
+        entry.get(key, str)
+    if "ref" in raw:
+        entry.get("ref", str, nullable=True)
+    if "data" in raw:
+        entry.get("data", dict)
+    return ValueError(f"plan file: {where} is not a valid intent")
+
+
+def plan_from_json(data: Any) -> Plan:
+    """Read a plan file back; ValueError, saying what is wrong, on anything but bridge-plan/1."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a plan file: expected a JSON object, got {_kind(data)}")
+    found = data.get("format")
+    if found != FORMAT:
+        raise ValueError(
+            f"not a plan file of format {FORMAT!r} (format is {json.dumps(found)}); "
+            "make the plan again with this bridge's `bridge plan --json`"
+        )
+    top = _Reader(data, "plan")
+    status = top.get("status", str)
+    if status not in ("no-changes", "changes", "quarantined"):
+        raise ValueError(f"plan file: unknown status {status!r}")
+    only = top.get("only", list, nullable=True)
+    counts: dict[str, ActionCount] = {}
+    for action, raw in top.get("counts", dict).items():
+        entry = _Reader(raw, f"counts.{action}")
+        if action not in _KIND_OF_ACTION:
+            raise ValueError(f"plan file: counts has unknown action {action!r}")
+        examples = entry.get("examples", list)
+        if not all(isinstance(label, str) for label in examples):
+            raise ValueError(f"plan file: counts.{action}.examples must be labels (text)")
+        counts[action] = ActionCount(entry.get("count", int), list(examples))
+    rules: dict[str, RuleCount] = {}
+    for rule_id, raw in top.get("rules", dict).items():
+        entry = _Reader(raw, f"rules.{rule_id}")
+        rule_counts = entry.get("counts", dict)
+        if not all(isinstance(n, int) for n in rule_counts.values()):
+            raise ValueError(f"plan file: rules.{rule_id}.counts must map actions to integers")
+        rules[rule_id] = RuleCount(entry.get("rule_file", str), dict(rule_counts))
+    attention: list[AttentionItem] = []
+    for index, raw in enumerate(top.get("attention", list)):
+        try:
+            item = AttentionItem(
+                raw["person"], raw["label"], raw["rule_file"], raw["kind"], raw["reason"]
+            )
+        except (KeyError, TypeError):
+            item = None
+        if (
+            item is None
+            or type(item.person) is not str
+            or type(item.label) is not str
+            or (item.rule_file is not None and type(item.rule_file) is not str)
+            or type(item.kind) is not str
+            or type(item.reason) is not str
+        ):
+            entry = _Reader(raw, f"attention[{index}]")
+            for key in ("person", "label", "kind", "reason"):
+                entry.get(key, str)
+            entry.get("rule_file", str, nullable=True)
+            raise ValueError(f"plan file: attention[{index}] is not a valid entry")
+        attention.append(item)
+    safety = []
+    for index, raw in enumerate(top.get("safety", list)):
+        entry = _Reader(raw, f"safety[{index}]")
+        safety.append(
+            SafetyVerdict(
+                rule_file=entry.get("rule_file", str),
+                target=entry.get("target", str),
+                removals=entry.get("removals", int),
+                projected=entry.get("projected", int),
+                removals_percent=_number(
+                    entry.get("removals_percent", (int, float), nullable=True)
+                ),
+                max_removals=entry.get("max_removals", int, nullable=True),
+                max_removals_percent=_number(
+                    entry.get("max_removals_percent", (int, float), nullable=True)
+                ),
+                verdict=entry.get("verdict", str),
+                reason=entry.get("reason", str),
+            )
+        )
+    intents: list[Intent] = []
+    append = intents.append
+    for index, raw in enumerate(top.get("intents", list)):
+        # fast path (a plan file holds 100,000s of intents); _intent_error explains failures
+        try:
+            kind = _INTENT_KINDS[raw["kind"]]
+            person, target, rule = raw["person"], raw["target"], raw["rule"]
+            ref, data_value = raw.get("ref"), raw.get("data", {})
+        except (KeyError, TypeError, AttributeError):
+            raise _intent_error(index, raw) from None
+        if (
+            type(person) is not str
+            or type(target) is not str
+            or type(rule) is not str
+            or (ref is not None and type(ref) is not str)
+            or type(data_value) is not dict
+        ):
+            raise _intent_error(index, raw)
+        append(Intent(kind, person, target, rule, ref, data_value))
+    exit_code = top.get("exit_code", int)
+    if exit_code not in (0, 2):
+        raise ValueError(f"plan file: exit_code must be 0 or 2, not {exit_code}")
+    return Plan(
+        generated_at=top.get("generated_at", str),
+        rules_version=top.get("rules_version", str),
+        population=top.get("population", int),
+        only=[str(name) for name in only] if only is not None else None,
+        status=status,
+        exit_code=exit_code,
+        counts=counts,
+        rules=rules,
+        attention=attention,
+        safety=safety,
+        intents=intents,
+    )
