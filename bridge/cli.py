@@ -311,6 +311,23 @@ def db_upgrade() -> None:
     click.echo(f"database at {settings.database_url.split('@')[-1]} is up to date")
 
 
+@db_group.command(name="reindex")
+def db_reindex() -> None:
+    """Rebuild the index that filters on multi-valued attributes use (run after a schema edit)."""
+    settings = _settings()
+    catalog = load_catalog(settings.schemas_dir)
+    with database(settings) as db:
+        store = Provisioner(db, catalog).store
+        resources = rows = 0
+        for resource_type in ("User", "Group"):
+            with db.read() as reader:
+                for batch in store.scan(reader, resource_type):
+                    with db.write() as writer:
+                        rows += store.reindex(writer, batch)
+                    resources += len(batch)
+    click.echo(f"reindexed {resources} resource(s): {rows} index row(s)")
+
+
 @main.command(name="journal")
 @click.option("--since", default=0, type=int, help="Only entries after this seq.")
 @click.option("--resource", "resource_id", default=None, help="Only entries of this resource id.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from unittest import mock
 
 import httpx
 import pytest
@@ -14,9 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import inspect
 from starlette.applications import Starlette
 
-from bridge import cli
 from bridge.cli import main
-from bridge.config import Settings
 from bridge.provision import Cause
 from bridge.provision import Provisioner
 from bridge.scim.auth import Authenticator
@@ -33,21 +30,9 @@ def bridge(database_url: str, *args: str) -> Result:
         "BRIDGE_LOG_FORMAT": None,
         "COLUMNS": "200",
     }
-    opened: list[Database] = []
-    original = cli.open_database
-
-    def open_database(settings: Settings) -> Database:
-        opened.append(original(settings))
-        return opened[-1]
-
-    # The commands leave their engine to the garbage collector, where psycopg warns about
-    # the open connection (an error under filterwarnings=error): dispose of it here.
-    with mock.patch.object(cli, "open_database", open_database):
-        try:
-            return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-        finally:
-            for db in opened:
-                db.dispose()
+    # Each command closes its own database (an open psycopg connection left to the garbage
+    # collector would warn, an error under filterwarnings=error).
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 async def status(app: Starlette, token: str, method: str = "GET") -> int:
@@ -204,3 +189,27 @@ def test_journal_table(database_url: str, provisioner: Provisioner) -> None:
 def test_empty_journal_json_prints_nothing(database_url: str) -> None:
     result = bridge(database_url, "journal", "--json")
     assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_db_reindex_rebuilds_the_multi_valued_index(database_url: str, db: Database) -> None:
+    from bridge.schemas import load_catalog
+    from bridge.scim.params import parse_filter
+    from tests.conftest import ROOT
+    from tests.conftest import user_payload
+
+    provisioner = Provisioner(db, load_catalog(ROOT / "schemas"))
+    for number in range(3):
+        payload = user_payload(
+            f"u{number}", emails=[{"value": f"u{number}@work.example", "type": "work"}]
+        )
+        provisioner.create(Cause("test"), "User", payload)
+    node = parse_filter('emails[type eq "work" and value eq "u1@work.example"]')
+    with db.write() as conn:
+        conn.exec_driver_sql(
+            "DELETE FROM attribute_values"
+        )  # as a database written before a schema edit
+    assert provisioner.search(["User"], node, count=10).total == 0
+    result = bridge(database_url, "db", "reindex")
+    assert result.exit_code == 0, result.output
+    assert "reindexed 3 resource(s)" in result.output
+    assert provisioner.search(["User"], node, count=10).total == 1

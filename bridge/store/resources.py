@@ -409,6 +409,18 @@ class ResourceStore:
                 ],
             )
 
+    def reindex(self, conn: Connection, records: list[Record]) -> int:
+        """Rebuild the attribute-value index of these records (after a schema change adds or
+        changes a multi-valued attribute); the number of index rows written."""
+        if not records:
+            return 0
+        conn.execute(delete(AV).where(AV.c.resource_pk.in_([r.pk for r in records])))
+        written = 0
+        for record in records:
+            written += len(index_rows(record.doc, self.indexed[record.type]))
+            self._index(conn, record)
+        return written
+
     def touch(self, conn: Connection, resource_id: str, now: datetime) -> int:
         """Bump a resource's version and lastModified; the new version."""
         version = conn.execute(
