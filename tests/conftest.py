@@ -83,11 +83,18 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, postgres_url: str | None
 ) -> Iterator[str]:
     """A clean, migrated database of each kind."""
-    if request.param == "sqlite":
-        path = tmp_path / "bridge.db"
+    yield clean_database(request.param, tmp_path, sqlite_template, postgres_url)
+
+
+def clean_database(
+    kind: str, directory: Path, sqlite_template: Path, postgres_url: str | None
+) -> str:
+    """The URL of an empty, migrated database: a copy of the SQLite template in ``directory``,
+    or the session's PostgreSQL database truncated (skipped, or failed when required, without one)."""
+    if kind == "sqlite":
+        path = directory / "bridge.db"
         shutil.copy(sqlite_template, path)
-        yield f"sqlite:///{path}"
-        return
+        return f"sqlite:///{path}"
     if postgres_url is None:
         if os.environ.get("BRIDGE_TEST_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{PG_ENV} is not set but PostgreSQL tests are required")
@@ -97,7 +104,7 @@ def database_url(
         tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    yield postgres_url
+    return postgres_url
 
 
 @pytest.fixture
@@ -140,6 +147,20 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+SCIM_JSON = "application/scim+json"
+
+
+def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH], "Operations": list(operations)}
+
+
+def assert_scim(response: httpx.Response, status: int) -> Any:
+    """The status, the SCIM media type, and the JSON body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].split(";")[0].strip() == SCIM_JSON
+    return response.json()
 
 
 def user_payload(user_name: str, **extra: object) -> dict[str, object]:

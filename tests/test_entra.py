@@ -22,8 +22,9 @@ from tests.conftest import ENTERPRISE
 from tests.conftest import GROUP_SCHEMA
 from tests.conftest import PATCH
 from tests.conftest import USER_SCHEMA
+from tests.conftest import assert_scim
+from tests.conftest import patch_body
 
-SCIM_JSON = "application/scim+json"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 AD_GROUP_SCHEMA = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
@@ -62,17 +63,6 @@ def entra_group(display_name: str | None = None) -> dict[str, Any]:
         "displayName": display_name or f"displayName{uuid.uuid4().hex[:8]}",
         "meta": {"resourceType": "Group"},
     }
-
-
-def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH], "Operations": list(operations)}
-
-
-def assert_scim(response: httpx.Response, status: int) -> Any:
-    """The status, the SCIM media type, and the JSON body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0].strip() == SCIM_JSON
-    return response.json()
 
 
 async def create_user(client: httpx.AsyncClient, **extra: Any) -> dict[str, Any]:

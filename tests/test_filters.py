@@ -11,9 +11,7 @@ straight through the Provisioner, and each test queries it through the real ASGI
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from scim2_models import ScimFilter
-from sqlalchemy import create_engine
 from sqlalchemy import select
-from sqlalchemy import text
 from starlette.types import ASGIApp
 
 from bridge.config import Settings
@@ -42,14 +38,13 @@ from bridge.store.engine import Database
 from bridge.store.engine import connect
 from bridge.store.filters import R
 from bridge.store.resources import ResourceStore
-from bridge.store.tables import metadata
 from tests.conftest import ENTERPRISE
 from tests.conftest import GROUP_SCHEMA
 from tests.conftest import HR
-from tests.conftest import PG_ENV
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import USER_SCHEMA
+from tests.conftest import clean_database
 from tests.conftest import user_payload
 
 CAUSE = Cause("test")
@@ -75,21 +70,10 @@ def fresh_database_url(
     sqlite_template: Path,
     postgres_url: str | None,
 ) -> str:
-    """An empty, migrated database of a kind, for a module's fixtures (as conftest's ``database_url``)."""
-    if kind == "sqlite":
-        path = tmp_path_factory.mktemp("population") / "bridge.db"
-        shutil.copy(sqlite_template, path)
-        return f"sqlite:///{path}"
-    if postgres_url is None:
-        if os.environ.get("BRIDGE_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{PG_ENV} is not set but PostgreSQL tests are required")
-        pytest.skip(f"{PG_ENV} is not set")
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    return postgres_url
+    """An empty, migrated database of a kind, for a module's fixtures."""
+    return clean_database(
+        kind, tmp_path_factory.mktemp("population"), sqlite_template, postgres_url
+    )
 
 
 def serve(db: Database, url: str, provisioner: Provisioner, catalog: Catalog) -> ASGIApp:

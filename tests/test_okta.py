@@ -20,10 +20,10 @@ import httpx
 from bridge.store import journal
 from bridge.store.engine import Database
 from tests.conftest import GROUP_SCHEMA
-from tests.conftest import PATCH
 from tests.conftest import USER_SCHEMA
+from tests.conftest import assert_scim
+from tests.conftest import patch_body
 
-SCIM_JSON = "application/scim+json"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -48,17 +48,6 @@ def okta_user(user_name: str | None = None, **extra: Any) -> dict[str, Any]:
     }
     body.update(extra)
     return body
-
-
-def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH], "Operations": list(operations)}
-
-
-def assert_scim(response: httpx.Response, status: int) -> Any:
-    """The status, the SCIM media type, and the JSON body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0].strip() == SCIM_JSON
-    return response.json()
 
 
 async def create_user(client: httpx.AsyncClient, **extra: Any) -> dict[str, Any]:

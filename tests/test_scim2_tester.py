@@ -20,9 +20,7 @@ How the tester is driven, and why:
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import socket
 import sys
 import threading
@@ -44,8 +42,6 @@ from scim2_models import BaseModel
 from scim2_tester import CheckResult
 from scim2_tester import Status
 from scim2_tester import check_server
-from sqlalchemy import create_engine
-from sqlalchemy import text
 
 from bridge.config import Settings
 from bridge.provision import Provisioner
@@ -53,10 +49,9 @@ from bridge.schemas import Catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 from bridge.store.engine import connect
-from bridge.store.tables import metadata
-from tests.conftest import PG_ENV
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
+from tests.conftest import clean_database
 
 HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
 
@@ -165,23 +160,6 @@ class Served:
         self.socket.close()
 
 
-def _database(kind: str, tmp: Path, sqlite_template: Path, postgres_url: str | None) -> str:
-    """A clean, migrated database, as tests/conftest.py's ``database_url`` makes one."""
-    if kind == "sqlite":
-        shutil.copy(sqlite_template, tmp / "bridge.db")
-        return f"sqlite:///{tmp / 'bridge.db'}"
-    if postgres_url is None:
-        if os.environ.get("BRIDGE_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{PG_ENV} is not set but PostgreSQL tests are required")
-        pytest.skip(f"{PG_ENV} is not set")
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    return postgres_url
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def tester_results(
     request: pytest.FixtureRequest,
@@ -191,7 +169,7 @@ def tester_results(
     catalog: Catalog,
 ) -> Iterator[list[CheckResult]]:
     """Every result of one scim2-tester run against the served app, per database."""
-    url = _database(
+    url = clean_database(
         request.param, tmp_path_factory.mktemp("scim2_tester"), sqlite_template, postgres_url
     )
     db = connect(url)
