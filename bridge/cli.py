@@ -208,12 +208,23 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="SCIM server processes (one per core); the relay still runs once.",
+)
+@click.option(
     "--no-relay",
     is_flag=True,
     help="Do not deliver to the LMS from this process (run `bridge relay`).",
 )
-def serve(host: str, port: int, no_relay: bool) -> None:
-    """Run the SCIM server at http://HOST:PORT/scim/v2, and the relay to the LMS."""
+def serve(host: str, port: int, workers: int, no_relay: bool) -> None:
+    """Run the SCIM server at http://HOST:PORT/scim/v2, and the relay to the LMS.
+
+    With ``--workers N`` the SCIM server runs in N processes sharing the database; the
+    relay runs once, in the supervising process, so a target's rate limit holds as set.
+    """
     import uvicorn
 
     settings = _settings()
@@ -221,7 +232,7 @@ def serve(host: str, port: int, no_relay: bool) -> None:
     try:
         catalog = load_catalog(settings.schemas_dir)
         book = rule_book(settings, catalog)
-        app = build_app(settings, book, relay_in_process=not no_relay)
+        app = build_app(settings, book, relay_in_process=not no_relay and workers == 1)
     except RuleErrors as exc:
         raise click.ClickException(
             f"the rules do not check clean:\n{render_errors(exc.errors)}"
@@ -235,9 +246,56 @@ def serve(host: str, port: int, no_relay: bool) -> None:
             "no BRIDGE_SCIM_TOKEN set: create a token with `bridge tokens create NAME`"
         )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        if workers == 1:
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+            return
+        relay = None if no_relay else _relay_thread(app, book, settings, stop)
+        uvicorn.run(
+            "bridge.cli:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         stop.set()
+    if relay is not None:
+        relay.join(timeout=settings.relay_lease_seconds)
+
+
+def _relay_thread(
+    app: Starlette, book: RuleBook, settings: Settings, stop: threading.Event
+) -> threading.Thread | None:
+    """The relay of a multi-process ``serve``, on an event loop of its own in the supervisor."""
+    import asyncio
+
+    relay = build_relay(app.state.server.provisioner.db, book.current(), settings=settings)
+    if relay is None:
+        return None
+
+    async def run() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
+        ).start()
+        await relay.run(done)
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="relay", daemon=True)
+    thread.start()
+    return thread
+
+
+def worker_app() -> Starlette:
+    """One process of ``bridge serve --workers N``: the SCIM server without the relay."""
+    settings = _settings()
+    configure_logging(settings)
+    catalog = load_catalog(settings.schemas_dir)
+    book = rule_book(settings, catalog)
+    book.watch(settings.rules_reload_seconds, threading.Event())
+    return build_app(settings, book, relay_in_process=False)
 
 
 @main.group(name="tokens")

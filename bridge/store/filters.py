@@ -242,6 +242,31 @@ class SqlFilter(FilterVisitor[Predicate]):
     def __call__(self, node: FilterNode) -> Predicate:
         return self.visit(node)
 
+    def point_lookup(self, node: FilterNode) -> tuple[str, str] | None:
+        """``(column, key)`` when ``node`` is ``id``, ``externalId`` or ``userName``
+        (``displayName`` of a group) ``eq`` a string: the lookup IdPs make before every write,
+        answered from the column's index without building a statement. The key is what the
+        translated predicate would compare (folded for ``userName``); ``None`` otherwise.
+        """
+        if not isinstance(node, Comparison) or node.op != CompareOperator.eq:
+            return None
+        if not isinstance(node.value, str):
+            return None
+        where = self._bind(node.attr_path, for_comparison=True)
+        column = self._column(where)
+        if column is None:
+            return None
+        expr, folded = column
+        name = getattr(expr, "name", None)
+        if name not in ("id", "external_id", "name_key"):
+            return None
+        value = coerce_value(where.binding, node.value, node.op)
+        if not isinstance(value, str):
+            return None
+        if folded:
+            return name, str(scim_fold(value))
+        return (name, value) if where.binding.case_exact else None
+
     # -- structure -------------------------------------------------------------------------
 
     def visit_logical_expr(self, node: LogicalExpr) -> Predicate:

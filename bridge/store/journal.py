@@ -9,14 +9,22 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy import insert
 from sqlalchemy import select
 
+from bridge.store.raw import Sql
+from bridge.store.raw import execute
+from bridge.store.raw import stored_json
+from bridge.store.raw import stored_time
 from bridge.store.resources import utc
 from bridge.store.tables import JournalRow
 
 J = JournalRow.__table__  # type: ignore[attr-defined]
-_APPEND = insert(J).returning(J.c.seq)
+_APPEND = Sql(
+    "INSERT INTO journal"
+    " (at, actor, request_id, op, resource_type, resource_id, before, after, tolerances, detail)"
+    " VALUES (:at, :actor, :request_id, :op, :resource_type, :resource_id, :before, :after,"
+    " :tolerances, :detail) RETURNING seq"
+)
 
 
 @dataclass
@@ -38,21 +46,22 @@ class Entry:
 
 def append(conn: Connection, entry: Entry) -> int:
     """Append an entry; its ``seq``, the delta cursor."""
-    seq = conn.execute(
+    seq = execute(
+        conn,
         _APPEND,
         {
-            "at": entry.at,
+            "at": stored_time(conn, entry.at),
             "actor": entry.actor,
             "request_id": entry.request_id,
             "op": entry.op,
             "resource_type": entry.resource_type,
             "resource_id": entry.resource_id,
-            "before": entry.before,
-            "after": entry.after,
-            "tolerances": entry.tolerances or None,
-            "detail": entry.detail,
+            "before": stored_json(conn, entry.before),
+            "after": stored_json(conn, entry.after),
+            "tolerances": stored_json(conn, entry.tolerances or None),
+            "detail": stored_json(conn, entry.detail),
         },
-    ).scalar_one()
+    ).fetchone()[0]
     entry.seq = int(seq)
     return entry.seq
 

@@ -12,17 +12,27 @@ from sqlalchemy import Connection
 from sqlalchemy import and_
 from sqlalchemy import exists
 from sqlalchemy import func
-from sqlalchemy import insert
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 
+from bridge.store.raw import Sql
+from bridge.store.raw import execute_many
+from bridge.store.raw import stored_json
+from bridge.store.raw import stored_time
 from bridge.store.tables import OutboxRow
 
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 
 PENDING = "pending"
 QUARANTINED = "quarantined"
+
+_ENQUEUE = Sql(
+    "INSERT INTO outbox"
+    " (target, ordering_key, intent, status, attempts, next_attempt_at, journal_seq, run_id,"
+    " created)"
+    " VALUES (:target, :ordering_key, :intent, :status, 0, :now, :journal_seq, :run_id, :now)"
+)
 
 
 def enqueue(
@@ -35,22 +45,21 @@ def enqueue(
     status: str = PENDING,
 ) -> int:
     """Write intents (``Intent.as_dict()``) as outbox rows; how many were written."""
+    at = stored_time(conn, now)
     rows = [
         {
             "target": intent["target"],
             "ordering_key": intent["person"],
-            "intent": intent,
+            "intent": stored_json(conn, intent),
             "status": status,
-            "attempts": 0,
-            "next_attempt_at": now,
+            "now": at,
             "journal_seq": journal_seq,
             "run_id": run_id,
-            "created": now,
         }
         for intent in intents
     ]
     if rows:
-        conn.execute(insert(OUTBOX), rows)
+        execute_many(conn, _ENQUEUE, rows)
     return len(rows)
 
 

@@ -10,14 +10,36 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy import delete
-from sqlalchemy import func
-from sqlalchemy import insert
 from sqlalchemy import select
-from sqlalchemy import update
 
+from bridge.store.raw import Sql
+from bridge.store.raw import execute
+from bridge.store.raw import read_json
+from bridge.store.raw import stored_bool
+from bridge.store.raw import stored_json
+from bridge.store.raw import stored_time
 from bridge.store.tables import ProjectionRow
 
 P = ProjectionRow.__table__  # type: ignore[attr-defined]
+
+# The statements every projected SCIM write runs (see raw).
+_GET = Sql(
+    "SELECT target, in_scope, state FROM projections"
+    " WHERE rule_file = :rule_file AND resource_id = :resource_id"
+)
+_COUNT_IN_SCOPE = Sql(
+    "SELECT count(*) FROM projections WHERE rule_file = :rule_file AND in_scope = :in_scope"
+)
+_UPDATE = Sql(
+    "UPDATE projections SET target = :target, in_scope = :in_scope, state = :state,"
+    " rules_version = :rules_version, updated = :updated"
+    " WHERE rule_file = :rule_file AND resource_id = :resource_id"
+)
+_INSERT = Sql(
+    "INSERT INTO projections (rule_file, resource_id, target, in_scope, state, rules_version,"
+    " updated) VALUES (:rule_file, :resource_id, :target, :in_scope, :state, :rules_version,"
+    " :updated)"
+)
 
 
 @dataclass
@@ -35,12 +57,11 @@ def _state(value: Any) -> dict[str, Any]:
 
 
 def get(conn: Connection, rule_file: str, resource_id: str) -> Projection | None:
-    row = conn.execute(
-        select(P).where(P.c.rule_file == rule_file, P.c.resource_id == resource_id)
-    ).first()
+    row = execute(conn, _GET, {"rule_file": rule_file, "resource_id": resource_id}).fetchone()
     if row is None:
         return None
-    return Projection(row.rule_file, row.resource_id, row.target, row.in_scope, _state(row.state))
+    target, in_scope, state = row
+    return Projection(rule_file, resource_id, target, bool(in_scope), dict(read_json(state) or {}))
 
 
 def of_rule_file(conn: Connection, rule_file: str) -> dict[str, Projection]:
@@ -61,13 +82,8 @@ def of_person(conn: Connection, resource_id: str, target: str) -> list[Projectio
 
 
 def count_in_scope(conn: Connection, rule_file: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(P)
-            .where(P.c.rule_file == rule_file, P.c.in_scope.is_(True))
-        ).scalar_one()
-    )
+    params = {"rule_file": rule_file, "in_scope": stored_bool(conn, True)}
+    return int(execute(conn, _COUNT_IN_SCOPE, params).fetchone()[0])
 
 
 def save(
@@ -79,24 +95,15 @@ def save(
     now: datetime,
 ) -> None:
     values = {
+        "rule_file": projection.rule_file,
+        "resource_id": projection.resource_id,
         "target": projection.target,
-        "in_scope": projection.in_scope,
-        "state": projection.state,
+        "in_scope": stored_bool(conn, projection.in_scope),
+        "state": stored_json(conn, projection.state),
         "rules_version": rules_version,
-        "updated": now,
+        "updated": stored_time(conn, now),
     }
-    if existed:
-        conn.execute(
-            update(P)
-            .where(P.c.rule_file == projection.rule_file, P.c.resource_id == projection.resource_id)
-            .values(values)
-        )
-    else:
-        conn.execute(
-            insert(P).values(
-                rule_file=projection.rule_file, resource_id=projection.resource_id, **values
-            )
-        )
+    execute(conn, _UPDATE if existed else _INSERT, values)
 
 
 def forget(conn: Connection, rule_files: Iterable[str]) -> None:

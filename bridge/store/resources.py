@@ -30,7 +30,6 @@ from sqlalchemy import bindparam
 from sqlalchemy import case
 from sqlalchemy import delete
 from sqlalchemy import func
-from sqlalchemy import insert
 from sqlalchemy import literal
 from sqlalchemy import literal_column
 from sqlalchemy import select
@@ -47,6 +46,14 @@ from bridge.store.filters import M
 from bridge.store.filters import Predicate
 from bridge.store.filters import R
 from bridge.store.filters import SqlFilter
+from bridge.store.raw import Sql
+from bridge.store.raw import execute
+from bridge.store.raw import execute_many
+from bridge.store.raw import read_json
+from bridge.store.raw import read_time
+from bridge.store.raw import stored_bool
+from bridge.store.raw import stored_json
+from bridge.store.raw import stored_time
 from bridge.store.values import IndexedAttribute
 from bridge.store.values import index_rows
 from bridge.store.values import indexed_attributes
@@ -124,14 +131,48 @@ _BY_TYPE_AND_ID = select(*_RECORD_COLUMNS).where(
     R.c.id == bindparam("id"), R.c.type == bindparam("type")
 )
 _BY_TYPE_AND_ID_FOR_UPDATE = _BY_TYPE_AND_ID.with_for_update()
-_GROUPS_OF_ONE = (
-    select(M.c.member_id, M.c.group_id, R.c.display)
-    .join(R, R.c.id == M.c.group_id)
-    .where(M.c.member_id == bindparam("member"))
-    .order_by(R.c.pk)
+_COLUMNS = "pk, id, type, external_id, name, display, active, doc, version, created, last_modified"
+# The IdP's lookup (``userName eq "x"``, ``externalId eq "x"``, ``id eq "x"``): one index read.
+_LOOKUP = {
+    column: Sql(
+        f"SELECT {_COLUMNS} FROM resources WHERE type = :type AND {column} = :value"  # noqa: S608 - constants
+        " ORDER BY pk LIMIT :limit"
+    )
+    for column in ("id", "external_id", "name_key")
+}
+_GROUPS_OF_ONE = Sql(
+    "SELECT m.group_id, r.display FROM memberships m JOIN resources r ON r.id = m.group_id"
+    " WHERE m.member_id = :member ORDER BY r.pk"
 )
-_INSERT = insert(R).returning(R.c.pk)
-_INSERT_VALUES = insert(AV)
+_INSERT = Sql(
+    "INSERT INTO resources"
+    " (id, type, external_id, name, name_key, display, active, doc, version, created,"
+    " last_modified)"
+    " VALUES (:id, :type, :external_id, :name, :name_key, :display, :active, :doc, :version,"
+    " :created, :last_modified) RETURNING pk"
+)
+_INSERT_VALUES = Sql(
+    "INSERT INTO attribute_values (resource_pk, path, position, value_key)"
+    " VALUES (:resource_pk, :path, :position, :value_key)"
+)
+
+
+def _raw_record(row: Sequence[Any]) -> Record:
+    """A record from a row of ``_COLUMNS`` read through the driver."""
+    pk, id_, type_, external_id, name, display, active, doc, version, created, modified = row
+    return Record(
+        pk=pk,
+        id=id_,
+        type=type_,
+        external_id=external_id,
+        name=name,
+        display=display,
+        active=None if active is None else bool(active),
+        doc=read_json(doc),
+        version=version,
+        created=read_time(created),
+        last_modified=read_time(modified),
+    )
 
 
 def _record(row: Any) -> Record:
@@ -151,8 +192,9 @@ def _record(row: Any) -> Record:
     )
 
 
-def _unique_violation(exc: IntegrityError) -> UniquenessError:
-    message = str(exc.orig).lower()
+def _unique_violation(exc: Exception) -> UniquenessError:
+    """SQLAlchemy's IntegrityError, or the driver's (statements run through ``raw``)."""
+    message = str(getattr(exc, "orig", exc)).lower()
     if "external_id" in message:
         return UniquenessError("externalId")
     if "pkey" in message or "resources.id" in message:
@@ -255,6 +297,15 @@ class ResourceStore:
         use_cursor: bool = False,
     ) -> Page:
         """One page of the resources of ``types`` matching ``node`` (RFC 7644 §3.4.2)."""
+        if len(types) == 1 and node is not None and count > 0:
+            plain = not (cursor or sort_by or descending) and start_index <= 1
+            lookup = self.filters[types[0]].point_lookup(node) if plain else None
+            if lookup is not None:
+                column, value = lookup
+                params = {"type": types[0], "value": value, "limit": count + 1}
+                rows = execute(conn, _LOOKUP[column], params).fetchall()
+                if len(rows) <= count:
+                    return Page([_raw_record(row) for row in rows], len(rows), None)
         where = self._where(types, node)
         if count <= 0:
             return Page([], self._count(conn, where), None)
@@ -338,7 +389,13 @@ class ResourceStore:
     def groups_of(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, list[Member]]:
         """The groups each resource is a direct member of (RFC 7643 §4.1.2 ``groups``)."""
         if len(member_ids) == 1:  # one person (GET, the rules): a prepared statement, no IN list
-            rows = conn.execute(_GROUPS_OF_ONE, {"member": member_ids[0]})
+            member = member_ids[0]
+            return {
+                member: [
+                    Member(group_id, "direct", display)
+                    for group_id, display in execute(conn, _GROUPS_OF_ONE, {"member": member})
+                ]
+            }
         else:
             rows = conn.execute(
                 select(M.c.member_id, M.c.group_id, R.c.display)
@@ -361,16 +418,16 @@ class ResourceStore:
             "name": record.name,
             "name_key": _name_key(record.name),
             "display": record.display,
-            "active": record.active,
-            "doc": record.doc,
+            "active": stored_bool(conn, record.active),
+            "doc": stored_json(conn, record.doc),
             "version": record.version,
-            "created": record.created,
-            "last_modified": record.last_modified,
+            "created": stored_time(conn, record.created),
+            "last_modified": stored_time(conn, record.last_modified),
         }
         # The caller's savepoint (group commit, Bulk) or transaction rolls a violation back.
         try:
-            record.pk = conn.execute(_INSERT, values).scalar_one()
-        except IntegrityError as exc:
+            record.pk = execute(conn, _INSERT, values).fetchone()[0]
+        except conn.dialect.loaded_dbapi.IntegrityError as exc:
             raise _unique_violation(exc) from exc
         self._index(conn, record)
         return record
@@ -401,7 +458,8 @@ class ResourceStore:
     def _index(self, conn: Connection, record: Record) -> None:
         rows = index_rows(record.doc, self.indexed[record.type])
         if rows:
-            conn.execute(
+            execute_many(
+                conn,
                 _INSERT_VALUES,
                 [
                     {"resource_pk": record.pk, "path": path, "position": pos, "value_key": key}
