@@ -987,3 +987,38 @@ def test_plan_of_value_path_without_statistics_looks_elements_up_by_index(
         sqlite_db, catalog, 'emails[type eq "work" and value eq "u7@work.example"]', analyse=False
     )
     assert "SEARCH resources USING INTEGER PRIMARY KEY (rowid=?)" in plan
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'userName eq "bjensen"',
+        ' userName EQ "Bjensen" ',
+        'name.givenName eq "Barbara"',
+        'emails.value eq "b@example.com"',
+        'userName eq "with \\"quotes\\" and \\u00e9"',
+        'userName eq ""',
+        'userName eq "bjensen" and active eq true',
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"7\"",
+        "userName eq 12",
+        'userName eq "bad \\q escape"',
+        'us\u00e9rName eq "x"',
+        '$ref eq "x"',
+        'userName eqx "x"',
+    ],
+)
+def test_simple_eq_filters_parse_to_the_parsers_own_node(text: str) -> None:
+    """``attr eq "string"`` skips the grammar; the node (or the error) must be the parser's."""
+    from scim2_models import SCIMException
+
+    from bridge.scim.params import parse_filter
+
+    try:
+        expected: Any = ScimFilter(text.strip()).ast
+    except (SCIMException, ValueError):
+        expected = SCIMException
+    try:
+        got: Any = parse_filter(text)
+    except SCIMException:
+        got = SCIMException
+    assert got == expected

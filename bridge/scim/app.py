@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from scim2_models import ForbiddenException
@@ -203,12 +204,18 @@ class ScimServer:
         resource_type = self.resource_type(call)
         selection = self.selection(resource_type, call.request.query_params)
         members = "members" if resource_type == "Group" else "groups"
-        record = await run_in_threadpool(
+        with_members = selection.wants(members)
+        inline = self.provisioner.is_point_read(
+            [resource_type], by_id=True, with_members=with_members
+        )
+        read = partial(
             self.provisioner.get,
             resource_type,
             call.request.path_params["id"],
-            with_members=selection.wants(members),
+            with_members=with_members,
+            inline=inline,
         )
+        record = read() if inline else await run_in_threadpool(read)
         if_none_match = call.request.headers.get("if-none-match")
         if if_none_match and record.etag in {t.strip() for t in if_none_match.split(",")}:
             return Response(status_code=304, headers={"ETag": record.etag})
@@ -237,19 +244,26 @@ class ScimServer:
         with_members = any(
             selections[rt].wants("members" if rt == "Group" else "groups") for rt in types
         )
-        page = await run_in_threadpool(
-            lambda: self.provisioner.search(
-                types,
-                query.filter,
-                with_members=with_members,
-                sort_by=query.sort_by,
-                descending=query.descending,
-                start_index=query.start_index,
-                count=query.count,
-                cursor=query.cursor,
-                use_cursor=query.use_cursor,
-            )
+        paging: dict[str, Any] = {
+            "sort_by": query.sort_by,
+            "descending": query.descending,
+            "start_index": query.start_index,
+            "cursor": query.cursor,
+        }
+        inline = self.provisioner.is_point_read(
+            types, query.filter, with_members=with_members, **paging
         )
+        read = partial(
+            self.provisioner.search,
+            types,
+            query.filter,
+            with_members=with_members,
+            inline=inline,
+            count=query.count,
+            use_cursor=query.use_cursor,
+            **paging,
+        )
+        page = read() if inline else await run_in_threadpool(read)
         resources = [
             self.projectors[r.type].project(resource_json(r, call.base_url), selections[r.type])
             for r in page.records

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -13,7 +15,17 @@ from scim2_models import Path
 from scim2_models import SCIMException
 from scim2_models import ScimFilter
 from scim2_models.path import AttrPath
+from scim2_models.path import CompareOperator
+from scim2_models.path import Comparison
 from scim2_models.path import FilterNode
+
+# ``attr eq "string"`` (``attr`` or ``attr.sub``, no URN): the lookup an IdP sends before every
+# write, with a value that differs each time, so scim2-models' cache of parsed filters never
+# hits. Built here into the very node its parser builds; anything else goes to the parser.
+_SIMPLE_EQ = re.compile(
+    r"[ \t]*([A-Za-z][A-Za-z0-9_-]*)(?:\.([A-Za-z][A-Za-z0-9_-]*))?"
+    r'[ \t]+[eE][qQ][ \t]+("(?:[^"\\]|\\.)*")[ \t]*\Z'
+)
 
 
 def split_list(value: Any) -> list[str]:
@@ -28,6 +40,16 @@ def split_list(value: Any) -> list[str]:
 def parse_filter(text: str | None) -> FilterNode | None:
     if text is None or not text.strip():
         return None
+    simple = _SIMPLE_EQ.match(text)
+    if simple is not None:
+        attr, sub_attr, quoted = simple.groups()
+        try:
+            value = json.loads(quoted)
+        except ValueError:
+            value = None  # not a JSON string after all: the parser says what is wrong
+        if isinstance(value, str):
+            attr_path = AttrPath(attr=attr, sub_attr=sub_attr, uri=None)
+            return Comparison(attr_path=attr_path, op=CompareOperator.eq, value=value)
     try:
         return ScimFilter(text.strip()).ast
     except SCIMException as exc:

@@ -83,6 +83,8 @@ class Database:
     _jobs: queue.SimpleQueue[_Job | None] = field(default_factory=queue.SimpleQueue)
     _writer: threading.Thread | None = None
     _writer_guard: threading.Lock = field(default_factory=threading.Lock)
+    _inline: threading.local = field(default_factory=threading.local)
+    _inline_connections: list[Connection] = field(default_factory=list)
 
     @property
     def dialect(self) -> str:
@@ -102,6 +104,28 @@ class Database:
             else:
                 yield connection
                 connection.rollback()
+
+    @contextmanager
+    def read_inline(self) -> Iterator[Connection]:
+        """A read on this thread's own connection, never waiting for the pool.
+
+        For the point reads an event loop runs itself on SQLite (one index read costs less
+        than handing it to a thread): the connection stays with the thread, so the loop never
+        blocks on a pool that worker threads have emptied. Other databases use ``read``.
+        """
+        if not self.is_sqlite:
+            with self.read() as connection:
+                yield connection
+            return
+        own: Connection | None = getattr(self._inline, "connection", None)
+        if own is None or own.closed:
+            with _busy_as_error():
+                own = self.engine.connect()
+            self._inline.connection = own
+            with self._writer_guard:
+                self._inline_connections.append(own)
+        with _busy_as_error(), own.begin():
+            yield own
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -194,6 +218,10 @@ class Database:
             self._jobs.put(None)
             self._writer.join(timeout=10)
             self._writer = None
+        with self._writer_guard:
+            for connection in self._inline_connections:
+                connection.close()
+            self._inline_connections.clear()
         self.engine.dispose()
 
 

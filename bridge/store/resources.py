@@ -218,9 +218,10 @@ class ResourceStore:
     def get(self, conn: Connection, resource_type: str | None, resource_id: str) -> Record | None:
         if resource_type is None:
             row = conn.execute(_BY_ID, {"id": resource_id}).first()
-        else:
-            row = conn.execute(_BY_TYPE_AND_ID, {"id": resource_id, "type": resource_type}).first()
-        return _record(row) if row is not None else None
+            return _record(row) if row is not None else None
+        params = {"type": resource_type, "value": resource_id, "limit": 1}
+        found = execute(conn, _LOOKUP["id"], params).fetchone()
+        return _raw_record(found) if found is not None else None
 
     def get_for_update(
         self, conn: Connection, resource_type: str, resource_id: str
