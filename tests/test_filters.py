@@ -999,7 +999,7 @@ def test_plan_of_value_path_without_statistics_looks_elements_up_by_index(
         'userName eq "with \\"quotes\\" and \\u00e9"',
         'userName eq ""',
         'userName eq "bjensen" and active eq true',
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"7\"",
+        'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "7"',
         "userName eq 12",
         'userName eq "bad \\q escape"',
         'us\u00e9rName eq "x"',

@@ -6,6 +6,7 @@ group membership changes become row deltas and never load the group.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def _has_unknown(value: Any) -> bool:
     fields = getattr(type(value), "model_fields", None)
     if not fields:
         return False
-    for name in fields:
+    for name in value.model_fields_set:  # an unset field holds nothing it could have dropped
         item = getattr(value, name, None)
         items = item if isinstance(item, list) else [item]
         if any(_has_unknown(i) for i in items if hasattr(type(i), "model_fields")):
@@ -413,6 +414,29 @@ class Provisioner:
         conn: Any = None,
     ) -> Outcome:
         """RFC 7644 §3.3: validate, insert, add members, journal — in one transaction."""
+        return self._write(conn, self._creation(cause, resource_type, payload, tolerances))
+
+    async def create_async(
+        self,
+        cause: Cause,
+        resource_type: str,
+        payload: dict[str, Any],
+        tolerances: list[str] | None = None,
+    ) -> Outcome:
+        """``create`` for an event loop: validated where it is called, then committed by the
+        database's writer (one thread handoff, not two: see ``Database.run_async``)."""
+        if resource_type != "User":  # a group may carry thousands of members: off the loop
+            return await asyncio.to_thread(self.create, cause, resource_type, payload, tolerances)
+        return await self.db.run_async(self._creation(cause, resource_type, payload, tolerances))
+
+    def _creation(
+        self,
+        cause: Cause,
+        resource_type: str,
+        payload: dict[str, Any],
+        tolerances: list[str] | None,
+    ) -> Callable[[Any], Outcome]:
+        """Validate a new resource; the write that stores it."""
         resource, tolerances = self._validate(
             resource_type, payload, Context.RESOURCE_CREATION_REQUEST, tolerances
         )
@@ -459,7 +483,7 @@ class Provisioner:
             listed = self.store.members_of(tx, [record.id])[record.id] if added else None
             return Outcome(record, seq, entry.tolerances, listed)
 
-        return self._write(conn, work)
+        return work
 
     def _write(self, conn: Any, work: Callable[[Any], Outcome]) -> Outcome:
         """Run a write in its own (group-committed) transaction, or in a savepoint of ``conn``."""

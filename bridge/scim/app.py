@@ -287,8 +287,8 @@ class ScimServer:
             self.catalog.model(resource_type),
             self.known_schemas[resource_type],
         )
-        outcome = await run_in_threadpool(
-            self.provisioner.create, call.cause, resource_type, payload, tolerances
+        outcome = await self.provisioner.create_async(
+            call.cause, resource_type, payload, tolerances
         )
         selection = self.selection(resource_type, call.request.query_params)
         if outcome.members:

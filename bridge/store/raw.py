@@ -62,8 +62,8 @@ def stored_time(conn: Connection, value: datetime) -> Any:
     if conn.dialect.name != "sqlite":
         return value
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def read_time(value: Any) -> datetime:
