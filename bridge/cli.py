@@ -79,6 +79,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
+    # Every request logs a line; neither format shows the caller's file and line, the thread
+    # or the process, so the records skip finding them (the "Optimization" section of the
+    # logging HOWTO): a third of what a log line costs.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -8,6 +8,8 @@ process lock, so a burst of parallel writes queues instead of failing with "data
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import threading
 import unicodedata
@@ -98,6 +100,7 @@ class Database:
     _writer_guard: threading.Lock = field(default_factory=threading.Lock)
     _inline: threading.local = field(default_factory=threading.local)
     _inline_connections: list[Connection] = field(default_factory=list)
+    _lock_fd: int | None = None
 
     @property
     def dialect(self) -> str:
@@ -150,10 +153,32 @@ class Database:
         with (
             _busy_as_error(),
             self._write_lock,
+            self._writers_of_the_file(),
             self.engine.connect().execution_options(sqlite_immediate=True) as connection,
             connection.begin(),
         ):
             yield connection
+
+    @contextmanager
+    def _writers_of_the_file(self) -> Iterator[None]:
+        """Queue behind the other processes writing this SQLite file (``serve --workers``, a
+        CLI command): an advisory lock on ``<file>-writer.lock`` wakes the next writer the
+        moment one commits, where SQLite's own busy handler would have it sleep and poll."""
+        if self._lock_fd is None:
+            database = self.engine.url.database
+            if not database or database == ":memory:" or database.startswith("file:"):
+                yield
+                return
+            with self._writer_guard:
+                if self._lock_fd is None:
+                    self._lock_fd = os.open(
+                        f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600
+                    )
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction of its own, committed before this returns.
@@ -251,6 +276,9 @@ class Database:
             for connection in self._inline_connections:
                 connection.close()
             self._inline_connections.clear()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
         self.engine.dispose()
 
 
