@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -104,7 +104,7 @@ class ScimServer:
 
         async def serve(request: Request) -> Response:
             started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request_id = request.headers.get("x-request-id") or secrets.token_hex(16)
             try:
                 response = await self._serve(request, handlers, request_id)
             except SCIMException as exc:

@@ -238,6 +238,7 @@ class SqlFilter(FilterVisitor[Predicate]):
         self.schema = str(model.__schema__)
         self.resource_type = self.schema.rsplit(":", 1)[-1]
         self.d = Dialect(dialect)
+        self._point_columns: dict[AttrPath, tuple[str, bool, AttributeBinding] | None] = {}
 
     def __call__(self, node: FilterNode) -> Predicate:
         return self.visit(node)
@@ -252,7 +253,22 @@ class SqlFilter(FilterVisitor[Predicate]):
             return None
         if not isinstance(node.value, str):
             return None
-        where = self._bind(node.attr_path, for_comparison=True)
+        path = node.attr_path
+        if path not in self._point_columns:  # resolving a path costs more than the lookup
+            if len(self._point_columns) >= 1024:  # any spelling of a name resolves: bound it
+                self._point_columns.clear()
+            self._point_columns[path] = self._point_column(path)
+        found = self._point_columns[path]
+        if found is None:
+            return None
+        name, folded, binding = found
+        value = coerce_value(binding, node.value, node.op)
+        if not isinstance(value, str):
+            return None
+        return name, str(scim_fold(value)) if folded else value
+
+    def _point_column(self, path: AttrPath) -> tuple[str, bool, AttributeBinding] | None:
+        where = self._bind(path, for_comparison=True)  # an unknown attribute raises, uncached
         column = self._column(where)
         if column is None:
             return None
@@ -260,12 +276,9 @@ class SqlFilter(FilterVisitor[Predicate]):
         name = getattr(expr, "name", None)
         if name not in ("id", "external_id", "name_key"):
             return None
-        value = coerce_value(where.binding, node.value, node.op)
-        if not isinstance(value, str):
+        if not folded and not where.binding.case_exact:
             return None
-        if folded:
-            return name, str(scim_fold(value))
-        return (name, value) if where.binding.case_exact else None
+        return name, folded, where.binding
 
     # -- structure -------------------------------------------------------------------------
 
