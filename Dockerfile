@@ -1,4 +1,4 @@
-# The bridge: SCIM 2.0 server (and, later, relay) on the embedded SQLite default or PostgreSQL.
+# The bridge: SCIM 2.0 server and relay, on the embedded SQLite default or PostgreSQL.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
