@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
@@ -19,11 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import create_engine
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bridge.config import Settings
+from bridge.lmssim.app import Knobs
+from bridge.lmssim.app import create_app as create_simulator
 from bridge.provision import Provisioner
 from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory
@@ -223,3 +229,28 @@ def employee(
 def queued(db: Database) -> list[dict[str, Any]]:
     with db.read() as conn:
         return [row["intent"] for row in outbox.pending(conn, limit=10_000)]
+
+
+# -- the LMS simulator, served on a real port -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def simulator_url() -> Iterator[tuple[str, Any]]:
+    """The LMS simulator on a free port, served from this process (its state is read directly)."""
+    app = create_simulator(Knobs(latency_ms=2, seed=3))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.lmssim.app import Knobs
@@ -128,27 +124,6 @@ async def test_a_429_storm_honours_retry_after(ruled_now: Provisioner, db: Datab
 
 
 # -- a real process killed with SIGKILL ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def simulator_url() -> Iterator[tuple[str, Any]]:
-    app = create_simulator(Knobs(latency_ms=2, seed=3))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_kill_9_of_the_relay_loses_nothing_and_duplicates_nothing(
