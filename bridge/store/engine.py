@@ -36,6 +36,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 MAX_GROUP_COMMIT = 64
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -80,6 +81,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Pages read through a memory map, not a read() each: every connection re-reads the pages
+    # another connection (or worker process) changed, which is every page a write touches.
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
     dbapi_connection.create_function("scim_fold", 1, scim_fold, deterministic=True)
 

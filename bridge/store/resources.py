@@ -132,14 +132,22 @@ _BY_TYPE_AND_ID = select(*_RECORD_COLUMNS).where(
 )
 _BY_TYPE_AND_ID_FOR_UPDATE = _BY_TYPE_AND_ID.with_for_update()
 _COLUMNS = "pk, id, type, external_id, name, display, active, doc, version, created, last_modified"
-# The IdP's lookup (``userName eq "x"``, ``externalId eq "x"``, ``id eq "x"``): one index read.
-_LOOKUP = {
-    column: Sql(
-        f"SELECT {_COLUMNS} FROM resources WHERE type = :type AND {column} = :value"  # noqa: S608 - constants
-        " ORDER BY pk LIMIT :limit"
+_LOOKUP_COLUMNS = ("id", "external_id", "name_key")
+
+
+def _lookup(resource_type: str, column: str) -> Sql:
+    """The IdP's lookup (``userName eq "x"``, ``externalId eq "x"``, ``id eq "x"``): one index
+    read. The type is written into the SQL, not bound: SQLite can only use the partial unique
+    index on ``userName`` (``WHERE type = 'User'``) for a bound type by planning the statement
+    again at every run, which costs three times the read."""
+    if not resource_type.isalpha() or column not in _LOOKUP_COLUMNS:
+        raise ValueError(f"no lookup for {resource_type}.{column}")
+    return Sql(
+        f"SELECT {_COLUMNS} FROM resources"  # noqa: S608 - a model name and a column name
+        f" WHERE type = '{resource_type}' AND {column} = :value ORDER BY pk LIMIT :limit"
     )
-    for column in ("id", "external_id", "name_key")
-}
+
+
 _GROUPS_OF_ONE = Sql(
     "SELECT m.group_id, r.display FROM memberships m JOIN resources r ON r.id = m.group_id"
     " WHERE m.member_id = :member ORDER BY r.pk"
@@ -209,6 +217,7 @@ class ResourceStore:
         self.models = models
         self.dialect = dialect
         self.filters = {name: SqlFilter(model, dialect) for name, model in models.items()}
+        self.lookups = {(t, c): _lookup(t, c) for t in models for c in _LOOKUP_COLUMNS}
         self.indexed: dict[str, tuple[IndexedAttribute, ...]] = {
             name: indexed_attributes(model) for name, model in models.items()
         }
@@ -216,11 +225,16 @@ class ResourceStore:
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, conn: Connection, resource_type: str | None, resource_id: str) -> Record | None:
-        if resource_type is None:
-            row = conn.execute(_BY_ID, {"id": resource_id}).first()
+        lookup = self.lookups.get((resource_type or "", "id"))
+        if lookup is None:
+            query, params = (
+                (_BY_ID, {"id": resource_id})
+                if resource_type is None
+                else (_BY_TYPE_AND_ID, {"id": resource_id, "type": resource_type})
+            )
+            row = conn.execute(query, params).first()
             return _record(row) if row is not None else None
-        params = {"type": resource_type, "value": resource_id, "limit": 1}
-        found = execute(conn, _LOOKUP["id"], params).fetchone()
+        found = execute(conn, lookup, {"value": resource_id, "limit": 1}).fetchone()
         return _raw_record(found) if found is not None else None
 
     def get_for_update(
@@ -303,8 +317,8 @@ class ResourceStore:
             lookup = self.filters[types[0]].point_lookup(node) if plain else None
             if lookup is not None:
                 column, value = lookup
-                params = {"type": types[0], "value": value, "limit": count + 1}
-                rows = execute(conn, _LOOKUP[column], params).fetchall()
+                statement = self.lookups[(types[0], column)]
+                rows = execute(conn, statement, {"value": value, "limit": count + 1}).fetchall()
                 if len(rows) <= count:
                     return Page([_raw_record(row) for row in rows], len(rows), None)
         where = self._where(types, node)
