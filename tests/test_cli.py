@@ -213,3 +213,20 @@ def test_db_reindex_rebuilds_the_multi_valued_index(database_url: str, db: Datab
     assert result.exit_code == 0, result.output
     assert "reindexed 3 resource(s)" in result.output
     assert provisioner.search(["User"], node, count=10).total == 1
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(database_url: str) -> None:
+    """Every table, column and index of bridge/store/tables.py comes from a migration."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bridge.store.engine import connect
+    from bridge.store.tables import metadata
+
+    db = connect(database_url)
+    try:
+        with db.engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        db.dispose()
+    assert differences == []

@@ -125,7 +125,10 @@ class ProjectionRow(SQLModel, table=True):
     """The LMS state last projected for one person under one rule file (what the diff runs against)."""
 
     __tablename__ = "projections"
-    __table_args__ = (Index("ix_projections_resource", "resource_id"),)
+    __table_args__ = (
+        Index("ix_projections_resource", "resource_id"),
+        Index("ix_projections_in_scope", "rule_file", "in_scope"),
+    )
 
     rule_file: str = Field(sa_column=Column(String(255), primary_key=True))
     resource_id: str = Field(sa_column=Column(String(64), primary_key=True))
