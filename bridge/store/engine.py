@@ -37,6 +37,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 MAX_GROUP_COMMIT = 64
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+INLINE_BUSY_MS = 1000
 T = TypeVar("T")
 
 
@@ -145,6 +146,9 @@ class Database:
         if own is None or own.closed:
             with _busy_as_error():
                 own = self.engine.connect()
+                # WAL readers wait only in rare recoveries; the loop must not wait 30 s there.
+                own.exec_driver_sql(f"PRAGMA busy_timeout={INLINE_BUSY_MS}")
+                own.commit()
             self._inline.connection = own
             with self._writer_guard:
                 self._inline_connections.append(own)
