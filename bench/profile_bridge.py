@@ -7,7 +7,7 @@ and samples the server with py-spy (``--gil``: only the thread holding the GIL, 
 the Python CPU goes, in every thread: event loop, threadpool, writer thread). Needs py-spy
 (``.venv/bin/pip install py-spy``).
 
-``--mode inprocess`` builds the app with ``bridge.cli.build_app`` and drives it through
+``--mode inprocess`` builds the app with ``bridge.cli.serving.build_app`` and drives it through
 ``httpx.ASGITransport`` under cProfile, with ``run_in_threadpool`` made inline so the
 handlers' work shows (cProfile sees one thread: work done by other threads, such as a
 writer thread, shows only as the wait for it).
@@ -117,14 +117,20 @@ def build(database_url: str, src: Path) -> Any:
     sys.path.insert(0, str(src))
     import logging
 
-    from bridge import cli
     from bridge.config import Settings
 
+    try:
+        from bridge.cli.logs import configure_logging
+        from bridge.cli.serving import build_app
+    except ModuleNotFoundError:  # a --bridge-src from before bridge/cli.py became a package
+        from bridge.cli import build_app  # type: ignore[attr-defined,no-redef]
+        from bridge.cli import configure_logging  # type: ignore[attr-defined,no-redef]
+
     settings = Settings.from_env()
-    cli.configure_logging(settings)  # as `bridge serve`: one INFO line per request
+    configure_logging(settings)  # as `bridge serve`: one INFO line per request
     handler = logging.getLogger().handlers[0]
     handler.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    app = cli.build_app(settings)
+    app = build_app(settings)
 
     async def inline(func: Any, *args: Any, **kwargs: Any) -> Any:
         return func(*args, **kwargs)

@@ -356,9 +356,9 @@ def run_demo(
     temporary directory, removed at the end unless ``keep``. ``workdir``: where the temporary
     directory goes. ``console``: where progress bars go (None: silent).
     """
-    from bridge.cli import build_app
-    from bridge.cli import build_relay
-    from bridge.cli import rule_book
+    from bridge.cli.relay import build_relay
+    from bridge.cli.rules import rule_book
+    from bridge.cli.serving import build_app
     from bridge.lmssim.app import SIM_CANVAS_TOKEN
     from bridge.lmssim.app import SIM_MOODLE_TOKEN
     from bridge.lmssim.app import Knobs

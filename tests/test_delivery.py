@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.cli.rules import check_rules
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.lmssim.app import Knobs
 from bridge.lmssim.app import create_app as create_simulator
@@ -136,9 +137,7 @@ def test_kill_9_of_the_relay_loses_nothing_and_duplicates_nothing(
     (rules / "targets.yaml").write_text(
         (ROOT / "rules" / "targets.yaml").read_text().replace("http://127.0.0.1:8100", url, 1)
     )
-    book = RuleBook(
-        rules, lambda d: __import__("bridge.cli", fromlist=["check_rules"]).check_rules(d, catalog)
-    )
+    book = RuleBook(rules, lambda d: check_rules(d, catalog))
     book.load()
     from bridge.store.engine import connect
 

@@ -34,9 +34,9 @@ from bridge.schemas import TOLERANT_POLICY
 from bridge.schemas import Catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
+from bridge.store.dialect import R
 from bridge.store.engine import Database
 from bridge.store.engine import connect
-from bridge.store.filters import R
 from bridge.store.resources import ResourceStore
 from tests.conftest import ENTERPRISE
 from tests.conftest import GROUP_SCHEMA

@@ -39,7 +39,16 @@ from tests.conftest import user_payload
 from tests.test_delivery import assert_effectively_once
 
 WORKERS = 2
-COMMAND = [sys.executable, "-c", "from bridge.cli import main; main()", "serve"]
+# Connections are pinned to workers one by one before they are used: on a loaded machine that
+# takes longer than the default 5 s an idle connection is kept.
+COMMAND = [
+    sys.executable,
+    "-c",
+    "from bridge.cli import main; main()",
+    "serve",
+    "--keep-alive",
+    "120",
+]
 
 
 def group_processes(pgid: int) -> dict[int, tuple[int, str]]:

@@ -7,7 +7,11 @@ multi-valued attributes (same-element semantics for ``emails[type eq "work" and 
 for ``dateTime`` values (compared as UTC instants); ``memberships`` for ``members`` and
 ``groups``; JSON extraction for the rest.
 
-Every predicate this module builds is NULL-free (a missing attribute compares false, never
+``SqlFilter`` is the translator; its pieces have their own modules: ``dialect`` (the SQL that
+differs between the databases, and the comparison), ``location`` (where an attribute is kept),
+``element_filter`` (``attr[…]``) and ``membership_filter`` (``members``, ``groups``).
+
+Every predicate this translation builds is NULL-free (a missing attribute compares false, never
 unknown), so ``ne`` and ``not`` are plain negations and stay NULL-safe.
 
 The reference is scim2-models' own evaluator, ``ScimFilter[Model](text).match(resource)``
@@ -29,8 +33,6 @@ The reference is scim2-models' own evaluator, ``ScimFilter[Model](text).match(re
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +44,6 @@ from scim2_models.path import AttrPath
 from scim2_models.path import CompareOperator
 from scim2_models.path import Comparison
 from scim2_models.path import FilterNode
-from scim2_models.path import FilterVisitor
-from scim2_models.path import LogicalExpr
-from scim2_models.path import LogicalOperator
-from scim2_models.path import Not
 from scim2_models.path import Present
 from scim2_models.path import ValuePath
 from scim2_models.path import coerce_value
@@ -55,9 +53,7 @@ from scim2_models.path import coerce_value
 from scim2_models.path.resolution import _resolve_filter_path
 from scim2_models.path.resolution import _validate_operator
 from scim2_models.path.resolution import _validate_value_selection
-from sqlalchemy import ColumnElement
 from sqlalchemy import Numeric
-from sqlalchemy import Select
 from sqlalchemy import String
 from sqlalchemy import and_
 from sqlalchemy import case
@@ -66,171 +62,37 @@ from sqlalchemy import exists
 from sqlalchemy import false
 from sqlalchemy import func
 from sqlalchemy import literal
-from sqlalchemy import literal_column
 from sqlalchemy import not_
-from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import true
 
+from bridge.store.dialect import _STRING_OPERATORS
+from bridge.store.dialect import AV
+from bridge.store.dialect import BooleanFilter
+from bridge.store.dialect import Dialect
+from bridge.store.dialect import Expr
+from bridge.store.dialect import M
+from bridge.store.dialect import Predicate
+from bridge.store.dialect import R
+from bridge.store.dialect import _compare
+from bridge.store.dialect import _negate_null
+from bridge.store.element_filter import _ElementFilter
 from bridge.store.engine import scim_fold
-from bridge.store.tables import AttributeValueRow
-from bridge.store.tables import MembershipRow
-from bridge.store.tables import ResourceRow
-from bridge.store.values import datetime_key
-from bridge.store.values import value_key
+from bridge.store.location import Location
+from bridge.store.location import _is_datetime
+from bridge.store.location import _is_string
+from bridge.store.location import _key_of
+from bridge.store.location import _utc
+from bridge.store.location import locate
+from bridge.store.membership_filter import _MembershipFilter
+from bridge.store.membership_filter import _MemberTest
 from bridge.store.values import value_path
 
-R = ResourceRow.__table__  # type: ignore[attr-defined]
-AV = AttributeValueRow.__table__  # type: ignore[attr-defined]
-M = MembershipRow.__table__  # type: ignore[attr-defined]
-
-Predicate = ColumnElement[bool]
-Expr = ColumnElement[Any]
-
-_STRING_OPERATORS = (CompareOperator.co, CompareOperator.sw, CompareOperator.ew)
 # Greater than every key (the last code point): what a resource without a sortBy value sorts as.
 _LAST = "\U0010ffff"
 
-_ORDERING_OPERATORS = (
-    CompareOperator.gt,
-    CompareOperator.ge,
-    CompareOperator.lt,
-    CompareOperator.le,
-)
 
-
-@dataclass(frozen=True)
-class Location:
-    """Where an attribute's values are kept: JSON keys of the document, plus the binding."""
-
-    extension: str | None
-    attr: str
-    sub: str | None
-    binding: AttributeBinding
-
-
-def locate(binding: AttributeBinding, resource_schema: str) -> Location:
-    """Split a binding's URN into the document keys that hold it."""
-    schema = str(getattr(binding.model, "__schema__", "") or "")
-    rest = (
-        binding.urn[len(schema) + 1 :] if schema and binding.urn.startswith(schema) else binding.urn
-    )
-    attr, _, sub = rest.partition(".")
-    extension = None if schema == resource_schema else schema
-    return Location(extension, attr, sub or None, binding)
-
-
-class Dialect:
-    """The few SQL functions that differ between SQLite and PostgreSQL."""
-
-    def __init__(self, name: str) -> None:
-        self.sqlite = name == "sqlite"
-
-    def json_text(self, keys: list[str]) -> Expr:
-        if self.sqlite:
-            path = "$" + "".join(f'."{key}"' for key in keys)
-            return func.json_extract(R.c.doc, path)
-        return func.jsonb_extract_path_text(R.c.doc, *keys)
-
-    def fold(self, expr: Expr) -> Expr:
-        """``scim_fold`` in SQL: NFC, lower-cased, NFC (PostgreSQL's ``normalize`` needs UTF8)."""
-        if self.sqlite:
-            return func.scim_fold(expr)
-        nfc: Expr = literal_column("NFC")
-        return func.normalize(func.lower(func.normalize(expr, nfc)), nfc)
-
-    def among(self, column: Expr, rows: Select[Any]) -> Predicate:
-        """``column IN (rows)``, the subquery run once, driving the lookup.
-
-        On PostgreSQL the rows go through an array: ``IN (SELECT unnest(ARRAY(…)))``. A
-        plain ``IN`` becomes a semi-join, and on tables without statistics (right after a
-        bulk load, before autovacuum analyses them) the planner nests it over every
-        resource, quadratically; the array is computed once, then probed by primary key.
-        """
-        if self.sqlite:
-            return column.in_(rows)
-        return column.in_(select(func.unnest(func.array(rows.scalar_subquery()))))
-
-    def ordered(self, expr: Expr) -> Expr:
-        """Strings order by code point, as in Python, whatever the database's collation."""
-        return expr if self.sqlite else expr.collate("C")
-
-    def contains(self, expr: Expr, value: str) -> Predicate:
-        fn = func.instr if self.sqlite else func.strpos
-        return fn(expr, value) > 0
-
-    def starts(self, expr: Expr, value: str) -> Predicate:
-        if self.sqlite:
-            return func.substr(expr, 1, len(value)) == value
-        return func.left(expr, len(value)) == value
-
-    def ends(self, expr: Expr, value: str) -> Predicate:
-        if self.sqlite:
-            return func.substr(expr, -len(value)) == value
-        return func.right(expr, len(value)) == value
-
-
-def _compare(d: Dialect, expr: Expr, op: CompareOperator, value: Any) -> Predicate:
-    """``expr op value``, false (not NULL) when ``expr`` is NULL."""
-    if op in _STRING_OPERATORS:
-        if not isinstance(value, str):
-            raise InvalidFilterException(detail=f"operator '{op.value}' needs a string")
-        if value == "":
-            test: Predicate = true()
-        elif op == CompareOperator.co:
-            test = d.contains(expr, value)
-        elif op == CompareOperator.sw:
-            test = d.starts(expr, value)
-        else:
-            test = d.ends(expr, value)
-        return and_(expr.isnot(None), test)
-    if op in _ORDERING_OPERATORS and isinstance(value, str):
-        expr = d.ordered(expr)
-    operators: dict[CompareOperator, Callable[[Expr, Any], Predicate]] = {
-        CompareOperator.eq: lambda e, v: e == v,
-        CompareOperator.ne: lambda e, v: e != v,
-        CompareOperator.gt: lambda e, v: e > v,
-        CompareOperator.ge: lambda e, v: e >= v,
-        CompareOperator.lt: lambda e, v: e < v,
-        CompareOperator.le: lambda e, v: e <= v,
-    }
-    return and_(expr.isnot(None), operators[op](expr, value))
-
-
-def _is_string(binding: AttributeBinding) -> bool:
-    target = binding.target_type
-    return target is str or (isinstance(target, type) and issubclass(target, str))
-
-
-def _is_datetime(binding: AttributeBinding) -> bool:
-    target = binding.target_type
-    return isinstance(target, type) and issubclass(target, datetime)
-
-
-def _utc(value: datetime) -> datetime:
-    """A filter's instant in UTC (SQLite stores naive UTC text; a naive operand is UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _key_of(binding: AttributeBinding, value: Any) -> str | None:
-    """The form a filter operand is compared in (what ``attribute_values`` stores)."""
-    if isinstance(value, datetime):
-        return datetime_key(value)
-    if isinstance(value, str):
-        return value if binding.case_exact else str(scim_fold(value))
-    return value_key(value, "exact")
-
-
-def _negate_null(op: CompareOperator, present: Predicate) -> Predicate:
-    """``attr eq null`` is absence, ``attr ne null`` presence (as ScimFilter.match reads them)."""
-    if op == CompareOperator.eq:
-        return not_(present)
-    if op == CompareOperator.ne:
-        return present
-    raise InvalidFilterException(detail=f"'{op.value} null' compares nothing")
-
-
-class SqlFilter(FilterVisitor[Predicate]):
+class SqlFilter(BooleanFilter):
     """Translate a filter tree bound to ``model`` into a predicate over ``resources``."""
 
     def __init__(self, model: type[Resource[Any]], dialect: str) -> None:
@@ -282,13 +144,6 @@ class SqlFilter(FilterVisitor[Predicate]):
 
     # -- structure -------------------------------------------------------------------------
 
-    def visit_logical_expr(self, node: LogicalExpr) -> Predicate:
-        terms = [self.visit(term) for term in node.terms]
-        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
-
-    def visit_not(self, node: Not) -> Predicate:
-        return not_(self.visit(node.expr))
-
     # -- leaves ----------------------------------------------------------------------------
 
     def _bind(self, attr_path: AttrPath, *, for_comparison: bool) -> Location:
@@ -337,7 +192,7 @@ class SqlFilter(FilterVisitor[Predicate]):
         _validate_value_selection(where.binding)
         if self._is_membership(where):
             return self._membership(where, node.val_filter)
-        return _ElementFilter(self, where).select(node.val_filter)
+        return _ElementFilter(self.d, where).select(node.val_filter)
 
     # -- storage kinds ---------------------------------------------------------------------
 
@@ -444,7 +299,7 @@ class SqlFilter(FilterVisitor[Predicate]):
         )
         rows = select(own)
         if test is not None:
-            rows = rows.where(_MembershipFilter(self, where, other).visit_any(test))
+            rows = rows.where(_MembershipFilter(self.d, where, other).visit_any(test))
         return self.d.among(R.c.id, rows)
 
     def sort_key(self, attr_path: AttrPath) -> Expr:
@@ -503,235 +358,6 @@ class SqlFilter(FilterVisitor[Predicate]):
         else:
             query = query.order_by(row.c.position)
         return query.limit(1).scalar_subquery()
-
-
-@dataclass(frozen=True)
-class _MemberTest:
-    """A comparison on a sub-attribute of ``members``/``groups`` outside brackets."""
-
-    sub: str
-    op: CompareOperator
-    value: Any
-
-
-class _MembershipFilter(FilterVisitor[Predicate]):
-    """Filters on ``members`` (of a Group) or ``groups`` (of a User), over ``memberships``.
-
-    One membership row is one element, so ``members[type eq "User" and value eq "x"]`` holds
-    on one member. ``value`` is the other side's id, ``type`` the member's resource type
-    (always ``direct`` for ``groups``), ``display`` the other side's display name.
-    """
-
-    def __init__(self, outer: SqlFilter, where: Location, other: Any) -> None:
-        self.outer = outer
-        self.where = where
-        self.other = other
-        item = where.binding.field_type
-        self.item_model = item if isinstance(item, type) and issubclass(item, BaseModel) else None
-
-    def visit_any(self, test: FilterNode | _MemberTest) -> Predicate:
-        if isinstance(test, _MemberTest):
-            return self._test(test.sub, test.op, test.value)
-        return self.visit(test)
-
-    def _bind_sub(self, attr_path: AttrPath) -> tuple[str, AttributeBinding]:
-        if self.item_model is None:  # pragma: no cover - members and groups are complex
-            raise InvalidFilterException(detail=f"'{self.where.attr}' has no sub-attributes")
-        binding = _resolve_filter_path(self.item_model, attr_path, strict=True)
-        assert binding is not None
-        if binding.sub_field_name is not None:
-            raise InvalidFilterException(detail=f"'{attr_path}' is nested too deeply")
-        return locate(binding, "").attr, binding
-
-    def _expr(self, sub: str) -> tuple[Expr, bool]:
-        """The SQL form of a member's sub-attribute, and whether it compares case-folded."""
-        d = self.outer.d
-        if sub == "value":
-            return self.other, False
-        if sub == "type":
-            if self.where.attr == "groups":
-                return literal("direct"), True
-            return d.fold(M.c.member_type), True
-        if sub == "display":
-            other = R.alias()
-            display = select(other.c.display).where(other.c.id == self.other).scalar_subquery()
-            return d.fold(display), True
-        raise InvalidFilterException(
-            detail=f"'{self.where.attr}.{sub}' depends on the request's base URL; only 'pr' tests it"
-        )
-
-    def _test(self, sub: str, op: CompareOperator, value: Any) -> Predicate:
-        if value is None:  # value, type and display are set on every member
-            return _negate_null(op, true())
-        expr, folded = self._expr(sub)
-        if folded and isinstance(value, str):
-            value = scim_fold(value)
-        d = self.outer.d
-        if op == CompareOperator.ne:
-            return not_(_compare(d, expr, CompareOperator.eq, value))
-        return _compare(d, expr, op, value)
-
-    def visit_comparison(self, node: Comparison) -> Predicate:
-        sub, binding = self._bind_sub(node.attr_path)
-        _validate_operator(binding, node.op)
-        return self._test(sub, node.op, coerce_value(binding, node.value, node.op))
-
-    def visit_present(self, node: Present) -> Predicate:
-        self._bind_sub(node.attr_path)
-        return true()  # every sub-attribute of a member is rendered
-
-    def visit_not(self, node: Not) -> Predicate:
-        return not_(self.visit(node.expr))
-
-    def visit_logical_expr(self, node: LogicalExpr) -> Predicate:
-        terms = [self.visit(term) for term in node.terms]
-        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
-
-    def visit_value_path(self, node: ValuePath) -> Predicate:
-        raise InvalidFilterException(detail="a value selection cannot nest another")
-
-
-class _ElementFilter(FilterVisitor[Predicate]):
-    """The filter inside ``attr[…]``: every term holds on one and the same element.
-
-    Rows of one element share ``(resource_pk, position)``. The query is driven from the
-    most selective row it can find — an ``eq`` term of the top-level conjunction — so an
-    indexed lookup answers ``emails[type eq "work" and value eq "x"]`` at any table size.
-    """
-
-    def __init__(self, outer: SqlFilter, where: Location) -> None:
-        self.outer = outer
-        self.where = where
-        item = where.binding.field_type
-        self.item_model = item if isinstance(item, type) and issubclass(item, BaseModel) else None
-        self.anchor: Any = None
-
-    def _sub_path(self, sub: str | None) -> str:
-        return value_path(self.where.extension, self.where.attr, sub)
-
-    def _bind_sub(self, attr_path: AttrPath) -> tuple[str | None, AttributeBinding]:
-        """The sub-attribute a term compares (None: the element itself, for simple values)."""
-        if self.item_model is None:
-            if attr_path.attr.lower() != "value" or attr_path.sub_attr or attr_path.uri:
-                raise InvalidFilterException(
-                    detail=f"'{attr_path}' is not a sub-attribute of '{self.where.attr}'"
-                )
-            return None, self.where.binding
-        binding = _resolve_filter_path(self.item_model, attr_path, strict=True)
-        assert binding is not None
-        if binding.sub_field_name is not None:
-            raise InvalidFilterException(detail=f"'{attr_path}' is nested too deeply")
-        return locate(binding, "").attr, binding
-
-    def _row_test(
-        self, binding: AttributeBinding, op: CompareOperator, value: Any
-    ) -> Callable[[Any], Predicate]:
-        """The test of one row's key (the operand already coerced and not null)."""
-        if op in _STRING_OPERATORS and not _is_string(binding):
-            return lambda col: false()
-        key = _key_of(binding, value)
-        d = self.outer.d
-        return lambda col: _compare(d, col, op, key)
-
-    def _same_element(self, sub: str | None, test: Callable[[Any], Predicate]) -> Predicate:
-        if sub is None:  # simple multi-valued: the anchor row is the value
-            return test(self.anchor.c.value_key)
-        row = AV.alias()
-        # A scalar probe rather than EXISTS: PostgreSQL would pull EXISTS up into a join,
-        # which without statistics (just after a bulk load) it nests quadratically; this
-        # stays one primary-key lookup per candidate element.
-        probe = (
-            select(literal(1))
-            .where(
-                row.c.resource_pk == self.anchor.c.resource_pk,
-                row.c.path == self._sub_path(sub),
-                row.c.position == self.anchor.c.position,
-                test(row.c.value_key),
-            )
-            .limit(1)
-            .scalar_subquery()
-        )
-        return probe.isnot(None)
-
-    def _operand(self, node: Comparison) -> tuple[str | None, AttributeBinding, Any]:
-        sub, binding = self._bind_sub(node.attr_path)
-        _validate_operator(binding, node.op)
-        return sub, binding, coerce_value(binding, node.value, node.op)
-
-    def visit_comparison(self, node: Comparison) -> Predicate:
-        sub, binding, value = self._operand(node)
-        if value is None:
-            return _negate_null(node.op, self._same_element(sub, lambda col: col != ""))
-        if node.op == CompareOperator.ne:
-            return not_(self._same_element(sub, self._row_test(binding, CompareOperator.eq, value)))
-        return self._same_element(sub, self._row_test(binding, node.op, value))
-
-    def visit_present(self, node: Present) -> Predicate:
-        sub, _ = self._bind_sub(node.attr_path)
-        return self._same_element(sub, lambda col: col != "")
-
-    def visit_not(self, node: Not) -> Predicate:
-        return not_(self.visit(node.expr))
-
-    def visit_logical_expr(self, node: LogicalExpr) -> Predicate:
-        terms = [self.visit(term) for term in node.terms]
-        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
-
-    def visit_value_path(self, node: ValuePath) -> Predicate:
-        raise InvalidFilterException(detail="a value selection cannot nest another")
-
-    @staticmethod
-    def _drives(node: FilterNode, ops: tuple[CompareOperator, ...]) -> bool:
-        return isinstance(node, Comparison) and node.op in ops and node.value is not None
-
-    def _driver(self, node: FilterNode) -> tuple[Comparison | None, FilterNode | None]:
-        """Pick a comparison that every match must satisfy, to look rows up by, and the rest.
-
-        Of the ``eq`` terms of a conjunction, one on ``value`` is preferred, and one on
-        ``type`` or ``primary`` (a handful of distinct keys each) comes last: in
-        ``emails[type eq "work" and value eq "x"]`` the rows are found by ``value``.
-        """
-        if self._drives(node, (CompareOperator.eq, *_STRING_OPERATORS, *_ORDERING_OPERATORS)):
-            assert isinstance(node, Comparison)
-            return node, None
-        if not (isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_):
-            return None, node
-        candidates = [
-            index
-            for index, term in enumerate(node.terms)
-            if self._drives(term, (CompareOperator.eq,))
-        ]
-        if not candidates:
-            return None, node
-
-        def rank(index: int) -> int:
-            term = node.terms[index]
-            assert isinstance(term, Comparison)
-            name = term.attr_path.attr.lower()
-            return 0 if name == "value" else 2 if name in ("type", "primary") else 1
-
-        chosen = min(candidates, key=rank)
-        driver = node.terms[chosen]
-        assert isinstance(driver, Comparison)
-        rest = node.terms[:chosen] + node.terms[chosen + 1 :]
-        remaining = rest[0] if len(rest) == 1 else LogicalExpr(op=node.op, terms=rest)
-        return driver, remaining
-
-    def select(self, node: FilterNode) -> Predicate:
-        self.anchor = AV.alias()
-        driver, rest = self._driver(node)
-        if driver is not None:
-            sub, binding, value = self._operand(driver)
-            conditions = [
-                self.anchor.c.path == self._sub_path(sub),
-                self._row_test(binding, driver.op, value)(self.anchor.c.value_key),
-            ]
-        else:
-            conditions = [self.anchor.c.path == self._sub_path(None)]
-        if rest is not None:
-            conditions.append(self.visit(rest))
-        rows = select(self.anchor.c.resource_pk).where(*conditions)
-        return self.outer.d.among(R.c.pk, rows)
 
 
 def translate(model: type[Resource[Any]], dialect: str, node: FilterNode) -> Predicate:

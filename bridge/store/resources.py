@@ -39,12 +39,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from bridge.store.dialect import AV
+from bridge.store.dialect import Expr
+from bridge.store.dialect import M
+from bridge.store.dialect import Predicate
+from bridge.store.dialect import R
 from bridge.store.engine import scim_fold
-from bridge.store.filters import AV
-from bridge.store.filters import Expr
-from bridge.store.filters import M
-from bridge.store.filters import Predicate
-from bridge.store.filters import R
 from bridge.store.filters import SqlFilter
 from bridge.store.raw import Sql
 from bridge.store.raw import execute

@@ -1,0 +1,129 @@
+"""Plans: ``bridge plan`` computes one, ``apply`` enqueues it, ``approve`` releases a quarantined
+run, ``explain`` says why one person gets what they get."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from bridge.cli.database import database
+from bridge.cli.rules import check_rules
+from bridge.cli.settings import load_settings
+from bridge.config import Settings
+from bridge.provision import Provisioner
+from bridge.provision.planning import PlanError
+from bridge.provision.planning import Planner
+from bridge.provision.resources import now_utc
+from bridge.rules.book import RuleBook
+from bridge.rules.check import render_errors
+from bridge.rules.explain import explanation_to_json
+from bridge.rules.explain import render_explanation
+from bridge.rules.model import RuleErrors
+from bridge.rules.plan import plan_to_json
+from bridge.rules.plan import render_text
+from bridge.schemas import load_catalog
+
+
+def actor() -> str:
+    """Who a change made from the command line is journalled as."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@contextmanager
+def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Planner]:
+    catalog = load_catalog(settings.schemas_dir)
+    book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_rules(d, catalog))
+    try:
+        book.load()
+    except RuleErrors as exc:
+        click.echo(render_errors(exc.errors), err=True)
+        sys.exit(1)
+    with database(settings) as db:
+        provisioner = Provisioner(db, catalog, rules=book.current)
+        yield Planner(db, provisioner.store, catalog, book.current, now_utc)
+
+
+@click.command(name="plan")
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path),
+    help="Rules directory (default BRIDGE_RULES).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (format bridge-plan/1).")
+@click.option("--only", default=None, help="Comma-separated rule ids or rule-file names.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Save the plan (JSON) for `bridge apply`."
+)
+def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: Path | None) -> None:
+    """Desired vs last projected state over every stored person. Exit 0 none, 2 changes, 1 error."""
+    selected = {item.strip() for item in only.split(",") if item.strip()} if only else None
+    with planner(load_settings(), rules_dir) as plans:
+        try:
+            computed = plans.compute(only=selected)
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+        document = plan_to_json(computed.plan)
+        document["fingerprint"] = computed.fingerprint
+    if out is not None:
+        out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        click.echo(render_text(computed.plan, color=sys.stdout.isatty()))
+        if out is not None:
+            click.echo(f"saved to {out}; apply it with: bridge apply {out}")
+    sys.exit(computed.plan.exit_code)
+
+
+@click.command(name="apply")
+@click.argument("planfile", type=click.Path(exists=True, path_type=Path))
+def apply_command(planfile: Path) -> None:
+    """Enqueue a saved plan in one transaction (quarantined when over the safety threshold)."""
+    try:
+        document = json.loads(planfile.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{planfile}: not a plan file: {exc}") from exc
+    with planner(load_settings()) as plans:
+        try:
+            run_id, status, written = plans.apply(document, actor=actor())
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"run {run_id}: {written} intent(s) {status}")
+    if status == "quarantined":
+        click.echo(f"over the safety threshold: review, then `bridge approve {run_id}`")
+
+
+@click.command(name="approve")
+@click.argument("run_id")
+def approve_command(run_id: str) -> None:
+    """Release a quarantined run to the LMS."""
+    with planner(load_settings()) as plans:
+        try:
+            released = plans.approve(run_id, actor=actor())
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"run {run_id} approved: {released} intent(s) released")
+
+
+@click.command(name="explain")
+@click.argument("person")
+@click.option("--json", "as_json", is_flag=True)
+def explain_command(person: str, as_json: bool) -> None:
+    """Why PERSON (id, externalId or userName) gets what they get in the LMS."""
+    with planner(load_settings()) as plans:
+        try:
+            explanation = plans.explain(person)
+        except PlanError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(explanation_to_json(explanation), indent=2, default=str))
+    else:
+        click.echo(render_explanation(explanation))

@@ -1,0 +1,87 @@
+"""The relay to the LMS targets: built from the rules and the credentials, and ``bridge relay``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import click
+
+from bridge.cli.database import database
+from bridge.cli.logs import configure_logging
+from bridge.cli.rules import rule_book
+from bridge.cli.settings import load_settings
+from bridge.config import Settings
+from bridge.provision.resources import now_utc
+from bridge.relay import Relay
+from bridge.rules.check import render_errors
+from bridge.rules.model import RuleErrors
+from bridge.rules.model import RuleSet
+from bridge.schemas import load_catalog
+from bridge.store.engine import Database
+from bridge.targets.base import TargetConfigError
+from bridge.targets.registry import make_target
+
+
+def build_relay(
+    db: Database,
+    ruleset: RuleSet | None,
+    env: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> Relay | None:
+    """A relay for every target whose credentials are set; targets without are left waiting."""
+    if ruleset is None or not ruleset.targets:
+        return None
+    env = os.environ if env is None else env
+    targets = {}
+    for name, config in ruleset.targets.items():
+        try:
+            targets[name] = make_target(config, env)
+        except TargetConfigError as exc:
+            logging.getLogger("bridge.relay").error("%s: its intents wait in the outbox", exc)
+    if not targets:
+        return None
+    settings = settings or Settings()
+    return Relay(
+        db,
+        targets,
+        clock=now_utc,
+        lease_seconds=settings.relay_lease_seconds,
+        per_target=settings.relay_per_target,
+    )
+
+
+@click.command(name="relay")
+@click.option("--once", is_flag=True, help="Deliver what is due, then stop.")
+def relay_command(once: bool) -> None:
+    """Deliver outbox rows to the LMS targets (any number of these share a PostgreSQL outbox)."""
+    import asyncio
+    import signal
+
+    settings = load_settings()
+    configure_logging(settings)
+    catalog = load_catalog(settings.schemas_dir)
+    try:
+        book = rule_book(settings, catalog)
+    except RuleErrors as exc:
+        raise click.ClickException(render_errors(exc.errors)) from exc
+    with database(settings) as db:
+        relay = build_relay(db, book.current(), settings=settings)
+        if relay is None:
+            raise click.ClickException(
+                "no target can be built: check rules/targets.yaml and the credentials' variables"
+            )
+
+        async def run() -> None:
+            if once:
+                while await relay.run_once():
+                    pass
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await relay.run(stop)
+
+        asyncio.run(run())

@@ -1,0 +1,155 @@
+"""The SCIM server: the app ``bridge serve`` runs, in one process or in N workers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import click
+from starlette.applications import Starlette
+
+from bridge.cli.database import open_database
+from bridge.cli.logs import configure_logging
+from bridge.cli.relay import build_relay
+from bridge.cli.rules import rule_book
+from bridge.cli.settings import load_settings
+from bridge.config import Settings
+from bridge.provision import Provisioner
+from bridge.rules.book import RuleBook
+from bridge.rules.check import render_errors
+from bridge.rules.model import RuleErrors
+from bridge.schemas import SchemaError
+from bridge.schemas import load_catalog
+from bridge.scim.app import create_app
+from bridge.scim.auth import Authenticator
+
+
+def build_app(
+    settings: Settings, book: RuleBook | None = None, *, relay_in_process: bool = True
+) -> Starlette:
+    """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
+    db = open_database(settings)
+    catalog = load_catalog(settings.schemas_dir)
+    book = book or rule_book(settings, catalog)
+    provisioner = Provisioner(db, catalog, rules=book.current)
+    background = []
+    if relay_in_process:
+        relay = build_relay(db, book.current(), settings=settings)
+        if relay is not None:
+            background.append(relay.run)
+    jwt_verifier = None
+    if settings.jwt.enabled:
+        from bridge.auth.jwt import JwtVerifier
+
+        jwt_verifier = JwtVerifier(settings.jwt)
+    authenticate = Authenticator(db, env_token=settings.scim_token, jwt=jwt_verifier)
+    return create_app(provisioner, catalog, settings, authenticate, background)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="SCIM server processes (one per core); the relay still runs once.",
+)
+@click.option(
+    "--keep-alive",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds an idle client connection stays open (above a load balancer's idle timeout).",
+)
+@click.option(
+    "--no-relay",
+    is_flag=True,
+    help="Do not deliver to the LMS from this process (run `bridge relay`).",
+)
+def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -> None:
+    """Run the SCIM server at http://HOST:PORT/scim/v2, and the relay to the LMS.
+
+    With ``--workers N`` the SCIM server runs in N processes sharing the database; the
+    relay runs once, in the supervising process, so a target's rate limit holds as set.
+    """
+    import uvicorn
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        catalog = load_catalog(settings.schemas_dir)
+        book = rule_book(settings, catalog)
+        app = build_app(settings, book, relay_in_process=not no_relay and workers == 1)
+    except RuleErrors as exc:
+        raise click.ClickException(
+            f"the rules do not check clean:\n{render_errors(exc.errors)}"
+        ) from exc
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+    book.watch(settings.rules_reload_seconds, stop)
+    if not settings.scim_token:
+        logging.getLogger("bridge").info(
+            "no BRIDGE_SCIM_TOKEN set: create a token with `bridge tokens create NAME`"
+        )
+    try:
+        if workers == 1:
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                timeout_keep_alive=keep_alive,
+                log_level="warning",
+                access_log=False,
+            )
+            return
+        relay = None if no_relay else _relay_thread(app, book, settings, stop)
+        uvicorn.run(
+            "bridge.cli.serving:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            timeout_keep_alive=keep_alive,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        stop.set()
+    if relay is not None:
+        relay.join(timeout=settings.relay_lease_seconds)
+
+
+def _relay_thread(
+    app: Starlette, book: RuleBook, settings: Settings, stop: threading.Event
+) -> threading.Thread | None:
+    """The relay of a multi-process ``serve``, on an event loop of its own in the supervisor."""
+    import asyncio
+
+    relay = build_relay(app.state.server.provisioner.db, book.current(), settings=settings)
+    if relay is None:
+        return None
+
+    async def run() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
+        ).start()
+        await relay.run(done)
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="relay", daemon=True)
+    thread.start()
+    return thread
+
+
+def worker_app() -> Starlette:
+    """One process of ``bridge serve --workers N``: the SCIM server without the relay."""
+    settings = load_settings()
+    configure_logging(settings)
+    catalog = load_catalog(settings.schemas_dir)
+    book = rule_book(settings, catalog)
+    book.watch(settings.rules_reload_seconds, threading.Event())
+    return build_app(settings, book, relay_in_process=False)
