@@ -15,8 +15,8 @@ from bridge.store.engine import Database
 from bridge.store.engine import connect
 
 
-def open_database(settings: Settings) -> Database:
-    db = connect(settings.database_url)
+def open_database(settings: Settings, *, serving: bool = False) -> Database:
+    db = connect(settings.database_url, serving=serving)
     db.upgrade()
     return db
 

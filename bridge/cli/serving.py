@@ -28,7 +28,7 @@ def build_app(
     settings: Settings, book: RuleBook | None = None, *, relay_in_process: bool = True
 ) -> Starlette:
     """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
-    db = open_database(settings)
+    db = open_database(settings, serving=True)
     catalog = load_catalog(settings.schemas_dir)
     book = book or rule_book(settings, catalog)
     provisioner = Provisioner(db, catalog, rules=book.current)

@@ -75,16 +75,21 @@ def scim_fold(value: Any) -> Any:
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(mmap_bytes: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        _sqlite_setup(dbapi_connection, mmap_bytes)
+
+    return on_connect
+
+
+def _sqlite_setup(dbapi_connection: Any, mmap_bytes: int) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
-    # Pages read through a memory map, not a read() each: every connection re-reads the pages
-    # another connection (or worker process) changed, which is every page a write touches.
-    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+    cursor.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
     dbapi_connection.create_function("scim_fold", 1, scim_fold, deterministic=True)
@@ -315,8 +320,15 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def connect(url: str, *, pool_size: int = 16) -> Database:
-    """Build the engine for a database URL (nothing is created at import time)."""
+def connect(url: str, *, pool_size: int = 16, serving: bool = False) -> Database:
+    """Build the engine for a database URL (nothing is created at import time).
+
+    ``serving``: for a server's many connections, SQLite pages are read through a memory map,
+    not a read() each — every connection re-reads the pages another connection (or worker
+    process) changed, which is every page a write touches. A one-shot command scanning the
+    whole database (``bridge plan``) reads through the page cache instead: mapped, every page
+    it touched would stay in its resident memory.
+    """
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -325,7 +337,8 @@ def connect(url: str, *, pool_size: int = 16) -> Database:
             pool_size=pool_size,
             max_overflow=pool_size,
         )
-        event.listen(engine, "connect", _sqlite_on_connect)
+        mmap_bytes = SQLITE_MMAP_BYTES if serving else 0
+        event.listen(engine, "connect", _sqlite_on_connect(mmap_bytes))
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
