@@ -32,6 +32,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from bridge.store.raw import driver
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -77,30 +79,24 @@ def scim_fold(value: Any) -> Any:
 
 def _sqlite_on_connect(mmap_bytes: int) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        _sqlite_setup(dbapi_connection, mmap_bytes)
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
+        dbapi_connection.create_function("scim_fold", 1, scim_fold, deterministic=True)
 
     return on_connect
-
-
-def _sqlite_setup(dbapi_connection: Any, mmap_bytes: int) -> None:
-    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
-    cursor.execute("PRAGMA temp_store=MEMORY")
-    cursor.close()
-    dbapi_connection.create_function("scim_fold", 1, scim_fold, deterministic=True)
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
     immediate = connection.get_execution_options().get("sqlite_immediate", False)
     # On the driver: a statement through SQLAlchemy costs more than the BEGIN itself.
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    driver(connection).execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @dataclass
@@ -258,16 +254,15 @@ class Database:
         try:
             with self.write() as connection:
                 # Savepoints in SQL on the driver: SQLAlchemy's own cost more than the write.
-                driver = connection.connection.driver_connection
-                assert driver is not None
+                sqlite = driver(connection)
                 for job in batch:
-                    driver.execute("SAVEPOINT job")
+                    sqlite.execute("SAVEPOINT job")
                     try:
                         job.result = job.work(connection)
                     except BaseException as exc:  # the job's own failure, handed back to it
                         job.error = exc
-                        driver.execute("ROLLBACK TO SAVEPOINT job")
-                    driver.execute("RELEASE SAVEPOINT job")
+                        sqlite.execute("ROLLBACK TO SAVEPOINT job")
+                    sqlite.execute("RELEASE SAVEPOINT job")
         except BaseException as exc:  # the commit itself failed: no job of the batch is durable
             for job in batch:
                 if job.error is None:

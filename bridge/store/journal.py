@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -13,9 +12,10 @@ from sqlalchemy import select
 
 from bridge.store.raw import Sql
 from bridge.store.raw import execute
+from bridge.store.raw import read_json
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
-from bridge.store.resources import utc
+from bridge.store.raw import utc
 from bridge.store.tables import JournalRow
 
 J = JournalRow.__table__  # type: ignore[attr-defined]
@@ -66,10 +66,6 @@ def append(conn: Connection, entry: Entry) -> int:
     return entry.seq
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def read(
     conn: Connection, *, since: int = 0, resource_id: str | None = None, limit: int = 1000
 ) -> list[Entry]:
@@ -87,10 +83,10 @@ def read(
             op=row.op,
             resource_type=row.resource_type,
             resource_id=row.resource_id,
-            before=_json(row.before),
-            after=_json(row.after),
-            tolerances=_json(row.tolerances) or [],
-            detail=_json(row.detail),
+            before=read_json(row.before),
+            after=read_json(row.after),
+            tolerances=read_json(row.tolerances) or [],
+            detail=read_json(row.detail),
         )
         for row in rows
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -11,16 +10,12 @@ from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
 
+from bridge.store.raw import read_object
 from bridge.store.tables import LinkRow
 from bridge.store.tables import ProjectionRow
 
 LINKS = LinkRow.__table__  # type: ignore[attr-defined]
 PROJECTIONS = ProjectionRow.__table__  # type: ignore[attr-defined]
-
-
-def _json(value: Any) -> dict[str, Any]:
-    loaded = json.loads(value) if isinstance(value, str) else value
-    return dict(loaded or {})
 
 
 def get(
@@ -31,7 +26,7 @@ def get(
             LINKS.c.target == target, LINKS.c.resource_id == resource_id
         )
     ).first()
-    return (row.lms_user_id, _json(row.confirmed)) if row is not None else None
+    return (row.lms_user_id, read_object(row.confirmed)) if row is not None else None
 
 
 def account(conn: Connection, target: str, resource_id: str) -> dict[str, Any]:
@@ -41,7 +36,7 @@ def account(conn: Connection, target: str, resource_id: str) -> dict[str, Any]:
             PROJECTIONS.c.target == target, PROJECTIONS.c.resource_id == resource_id
         )
     ).first()
-    return dict(_json(row.state).get("account", {})) if row is not None else {}
+    return dict(read_object(row.state).get("account", {})) if row is not None else {}
 
 
 def save(
@@ -70,5 +65,6 @@ def all_of(conn: Connection, target: str | None = None) -> list[dict[str, Any]]:
     if target is not None:
         query = query.where(LINKS.c.target == target)
     return [
-        {**dict(row._mapping), "confirmed": _json(row.confirmed)} for row in conn.execute(query)
+        {**dict(row._mapping), "confirmed": read_object(row.confirmed)}
+        for row in conn.execute(query)
     ]

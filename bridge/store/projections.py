@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,7 @@ from sqlalchemy import select
 
 from bridge.store.raw import Sql
 from bridge.store.raw import execute
-from bridge.store.raw import read_json
+from bridge.store.raw import read_object
 from bridge.store.raw import stored_bool
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
@@ -51,24 +50,19 @@ class Projection:
     state: dict[str, Any]
 
 
-def _state(value: Any) -> dict[str, Any]:
-    loaded = json.loads(value) if isinstance(value, str) else value
-    return dict(loaded or {})
-
-
 def get(conn: Connection, rule_file: str, resource_id: str) -> Projection | None:
     row = execute(conn, _GET, {"rule_file": rule_file, "resource_id": resource_id}).fetchone()
     if row is None:
         return None
     target, in_scope, state = row
-    return Projection(rule_file, resource_id, target, bool(in_scope), dict(read_json(state) or {}))
+    return Projection(rule_file, resource_id, target, bool(in_scope), read_object(state))
 
 
 def of_rule_file(conn: Connection, rule_file: str) -> dict[str, Projection]:
     rows = conn.execute(select(P).where(P.c.rule_file == rule_file))
     return {
         row.resource_id: Projection(
-            row.rule_file, row.resource_id, row.target, row.in_scope, _state(row.state)
+            row.rule_file, row.resource_id, row.target, row.in_scope, read_object(row.state)
         )
         for row in rows
     }
@@ -77,7 +71,8 @@ def of_rule_file(conn: Connection, rule_file: str) -> dict[str, Projection]:
 def of_person(conn: Connection, resource_id: str, target: str) -> list[Projection]:
     rows = conn.execute(select(P).where(P.c.resource_id == resource_id, P.c.target == target))
     return [
-        Projection(r.rule_file, r.resource_id, r.target, r.in_scope, _state(r.state)) for r in rows
+        Projection(r.rule_file, r.resource_id, r.target, r.in_scope, read_object(r.state))
+        for r in rows
     ]
 
 

@@ -40,20 +40,23 @@ class Sql:
         return self.sqlite if dialect == "sqlite" else self.postgresql
 
 
+def driver(conn: Connection) -> Any:
+    """The driver's own connection under a SQLAlchemy connection (sqlite3 or psycopg)."""
+    found = conn.connection.driver_connection
+    assert found is not None
+    return found
+
+
 def execute(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> Any:
     """Run one statement; the driver's cursor (rows are plain tuples)."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    return driver.execute(sql.text(conn.dialect.name), params)
+    return driver(conn).execute(sql.text(conn.dialect.name), params)
 
 
 def execute_many(conn: Connection, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> None:
-    driver = conn.connection.driver_connection
-    assert driver is not None
     if conn.dialect.name == "sqlite":
-        driver.executemany(sql.sqlite, rows)
+        driver(conn).executemany(sql.sqlite, rows)
     else:
-        with driver.cursor() as cursor:
+        with driver(conn).cursor() as cursor:
             cursor.executemany(sql.postgresql, rows)
 
 
@@ -66,24 +69,33 @@ def stored_time(conn: Connection, value: datetime) -> Any:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def read_time(value: Any) -> datetime:
     """A stored time back as an aware UTC datetime (SQLite hands back text)."""
-    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def stored_json(conn: Connection, value: Any) -> Any:
     """A JSON value as SQLAlchemy's ``JSON``/``JSONB`` stores it (``None`` as JSON null)."""
-    text = json.dumps(value)
     if conn.dialect.name == "sqlite":
-        return text
+        return json.dumps(value)
     from psycopg.types.json import Jsonb
 
-    return Jsonb(value, dumps=lambda _value: text)
+    return Jsonb(value)
 
 
 def read_json(value: Any) -> Any:
+    """A stored JSON value back (SQLite hands back text, PostgreSQL the decoded value)."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def read_object(value: Any) -> dict[str, Any]:
+    """A stored JSON object back as a dict; JSON null as ``{}``."""
+    return dict(read_json(value) or {})
 
 
 def stored_bool(conn: Connection, value: bool | None) -> Any:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from datetime import UTC
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +53,7 @@ from bridge.store.raw import read_time
 from bridge.store.raw import stored_bool
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
+from bridge.store.raw import utc
 from bridge.store.values import IndexedAttribute
 from bridge.store.values import index_rows
 from bridge.store.values import indexed_attributes
@@ -65,11 +65,6 @@ class UniquenessError(Exception):
     def __init__(self, attribute: str) -> None:
         super().__init__(f"{attribute} is already taken")
         self.attribute = attribute
-
-
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -166,7 +161,7 @@ _INSERT_VALUES = Sql(
 
 
 def _raw_record(row: Sequence[Any]) -> Record:
-    """A record from a row of ``_COLUMNS`` read through the driver."""
+    """A record from a row of ``_COLUMNS`` (as the driver or SQLAlchemy hands it back)."""
     pk, id_, type_, external_id, name, display, active, doc, version, created, modified = row
     return Record(
         pk=pk,
@@ -184,20 +179,8 @@ def _raw_record(row: Sequence[Any]) -> Record:
 
 
 def _record(row: Any) -> Record:
-    doc = row.doc if isinstance(row.doc, dict) else json.loads(row.doc)
-    return Record(
-        pk=row.pk,
-        id=row.id,
-        type=row.type,
-        external_id=row.external_id,
-        name=row.name,
-        display=row.display,
-        active=row.active,
-        doc=doc,
-        version=row.version,
-        created=utc(row.created),
-        last_modified=utc(row.last_modified),
-    )
+    """A record from a SQLAlchemy row led by ``_RECORD_COLUMNS``."""
+    return _raw_record(tuple(row)[: len(_RECORD_COLUMNS)])
 
 
 def _unique_violation(exc: Exception) -> UniquenessError:
@@ -411,13 +394,12 @@ class ResourceStore:
                     for group_id, display in execute(conn, _GROUPS_OF_ONE, {"member": member})
                 ]
             }
-        else:
-            rows = conn.execute(
-                select(M.c.member_id, M.c.group_id, R.c.display)
-                .join(R, R.c.id == M.c.group_id)
-                .where(M.c.member_id.in_(member_ids))
-                .order_by(M.c.member_id, R.c.pk)
-            )
+        rows = conn.execute(
+            select(M.c.member_id, M.c.group_id, R.c.display)
+            .join(R, R.c.id == M.c.group_id)
+            .where(M.c.member_id.in_(member_ids))
+            .order_by(M.c.member_id, R.c.pk)
+        )
         found: dict[str, list[Member]] = {member_id: [] for member_id in member_ids}
         for row in rows:
             found[row.member_id].append(Member(row.group_id, "direct", row.display))

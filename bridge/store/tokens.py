@@ -14,7 +14,7 @@ from bridge.auth.tokens import Principal
 from bridge.auth.tokens import digest
 from bridge.auth.tokens import matches
 from bridge.auth.tokens import parse_scopes
-from bridge.store.resources import utc
+from bridge.store.raw import utc
 from bridge.store.tables import TokenRow
 
 T = TokenRow.__table__  # type: ignore[attr-defined]
