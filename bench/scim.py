@@ -535,20 +535,29 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _stat(pid: int | str) -> list[bytes] | None:
+    """Fields 3… of ``/proc/PID/stat`` (proc(5)): state, ppid, pgrp, …; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _ticks(fields: list[bytes]) -> int:
+    """utime + stime + cutime + cstime (fields 14–17): CPU ticks incl. reaped children."""
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+
+
 def _proc_stats() -> dict[int, tuple[int, int, int]]:
     """pid -> (parent pid, process group, CPU ticks incl. reaped children) of every process."""
     out: dict[int, tuple[int, int, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        # fields[0] is field 3 of proc(5): state, ppid, pgrp, ... utime(14) stime cutime cstime
-        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        out[int(entry.name)] = (int(fields[1]), int(fields[2]), ticks)
+        fields = _stat(entry.name)
+        if fields is not None:  # else gone meanwhile
+            out[int(entry.name)] = (int(fields[1]), int(fields[2]), _ticks(fields))
     return out
 
 
@@ -584,12 +593,10 @@ def tree_cpu(root: int) -> float | None:
     if cached is not None and time.monotonic() - cached[0] < TREE_RESCAN_S:
         total = 0
         for pid in cached[1]:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
+            fields = _stat(pid)
+            if fields is None:
                 break  # a member is gone: rescan
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            total += _ticks(fields)
         else:
             return total / os.sysconf("SC_CLK_TCK")
     tree, ticks = process_tree(root)
@@ -602,12 +609,8 @@ def group_alive(pgid: int) -> bool:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
+        fields = _stat(entry.name)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
 

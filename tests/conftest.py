@@ -180,11 +180,7 @@ NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "rules"
-    directory.mkdir()
-    for name in ("targets.yaml", "benefits-2026.yaml"):
-        shutil.copy(ROOT / "rules" / name, directory / name)
-    return directory
+    return shipped_rules(tmp_path)
 
 
 @pytest.fixture
@@ -254,3 +250,16 @@ def simulator_url() -> Iterator[tuple[str, Any]]:
     yield f"http://127.0.0.1:{port}", app
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def shipped_rules(directory: Path, simulator_url: str | None = None) -> Path:
+    """``directory``/rules holding the shipped benefits rules and targets; with
+    ``simulator_url``, the Moodle target pointed at the LMS simulator there."""
+    rules = directory / "rules"
+    rules.mkdir()
+    for name in ("targets.yaml", "benefits-2026.yaml"):
+        shutil.copy(ROOT / "rules" / name, rules / name)
+    if simulator_url is not None:
+        targets = rules / "targets.yaml"
+        targets.write_text(targets.read_text().replace("http://127.0.0.1:8100", simulator_url, 1))
+    return rules

@@ -36,6 +36,7 @@ from bridge.store.engine import Database
 from bridge.targets.moodle import MoodleTarget
 from tests.conftest import ROOT
 from tests.conftest import employee
+from tests.conftest import shipped_rules
 
 CAUSE = Cause("hris")
 
@@ -131,12 +132,7 @@ def test_kill_9_of_the_relay_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, catalog: Catalog, simulator_url: tuple[str, Any], database_url: str
 ) -> None:
     url, simulator = simulator_url
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "benefits-2026.yaml").write_text((ROOT / "rules" / "benefits-2026.yaml").read_text())
-    (rules / "targets.yaml").write_text(
-        (ROOT / "rules" / "targets.yaml").read_text().replace("http://127.0.0.1:8100", url, 1)
-    )
+    rules = shipped_rules(tmp_path, url)
     book = RuleBook(rules, lambda d: check_rules(d, catalog))
     book.load()
     from bridge.store.engine import connect

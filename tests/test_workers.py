@@ -35,6 +35,7 @@ from tests.conftest import SCIM_JSON
 from tests.conftest import TOKEN
 from tests.conftest import employee
 from tests.conftest import free_port
+from tests.conftest import shipped_rules
 from tests.conftest import user_payload
 from tests.test_delivery import assert_effectively_once
 
@@ -331,12 +332,7 @@ def test_the_relay_runs_once_and_creates_each_account_once(
     simulator_url: tuple[str, Any],
 ) -> None:
     url, app = simulator_url
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "benefits-2026.yaml").write_text((ROOT / "rules" / "benefits-2026.yaml").read_text())
-    (rules / "targets.yaml").write_text(
-        (ROOT / "rules" / "targets.yaml").read_text().replace("http://127.0.0.1:8100", url, 1)
-    )
+    rules = shipped_rules(tmp_path, url)
     env = bridge_env(
         database_url, rules, MOODLE_TOKEN=SIM_MOODLE_TOKEN, BRIDGE_RELAY_LEASE_SECONDS="5"
     )
