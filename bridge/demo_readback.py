@@ -22,8 +22,8 @@ from bridge.store.engine import Database
 TARGET = "moodle"
 CATEGORIES = {
     "data_quality": "Data quality (fix the HR record)",
-    "provisioning": "Provisioning / API failure",
-    "mapping": "Mapping mistake (fix the rules)",
+    "configuration": "Configuration (fix the target or the rules)",
+    "transient": "Transient (outage, throttling)",
 }
 
 

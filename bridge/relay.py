@@ -68,12 +68,12 @@ class RetryPolicy:
         if result.status == Status.done:
             return Decision(outbox.DONE)
         if result.status == Status.dead:
-            category = (result.category or Category.provisioning).value
+            category = (result.category or Category.configuration).value
             return Decision(outbox.DEAD, category=category, error=result.message)
         if attempts >= self.max_attempts:
             return Decision(
                 outbox.DEAD,
-                category=Category.provisioning.value,
+                category=Category.transient.value,
                 error=f"gave up after {attempts} attempts: {result.message}",
             )
         return Decision(
@@ -81,14 +81,22 @@ class RetryPolicy:
         )
 
 
-def confirm(state: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
-    """The LMS state a delivered intent confirms (pure): the ``links.confirmed`` document."""
+def confirm(
+    state: Mapping[str, Any], intent: Mapping[str, Any], now: datetime | None = None
+) -> dict[str, Any]:
+    """The LMS state a delivered intent confirms (pure): the ``links.confirmed`` document.
+
+    Assignments are kept in the shape of a projection (``status``, ``rule``, ``kind``,
+    ``ref``) plus when the LMS confirmed them (``at``) and, for an enrolment whose rule has
+    ``due:``, the due date the bridge keeps (from the confirmed enrolment; never an LMS end).
+    """
     confirmed: dict[str, Any] = {
         "account": dict(state.get("account", {})),
         "active": state.get("active", True),
-        "assignments": dict(state.get("assignments", {})),
+        "assignments": links.assignments_of(state),
     }
     kind, ref, data = intent["kind"], intent.get("ref"), intent.get("data") or {}
+    at = now.isoformat() if now is not None else None
     key = None
     if ref is not None:
         prefix = (
@@ -96,16 +104,35 @@ def confirm(state: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, An
             if kind in ("add_cohort_member", "remove_cohort_member")
             else data.get("kind", "course")
         )
-        key = f"{'course' if prefix == 'enrolment' else prefix}:{ref}"
+        key = f"{'course' if prefix in ('enrolment', 'course') else prefix}:{ref}"
     if kind == "upsert_account":
         confirmed["account"].update(data.get("attributes", {}))
         confirmed["account"] = {k: v for k, v in confirmed["account"].items() if v is not None}
+        confirmed["account_at"] = at
     elif kind in ("suspend_account", "reactivate_account"):
         confirmed["active"] = kind == "reactivate_account"
     elif kind in ("enrol", "add_cohort_member") and key:
-        confirmed["assignments"][key] = "active"
+        before = confirmed["assignments"].get(key) or {}
+        entry: dict[str, Any] = {
+            "status": "active",
+            "rule": intent.get("rule"),
+            "kind": "cohort" if kind == "add_cohort_member" else data.get("kind", "enrolment"),
+            "ref": ref,
+            "at": at,
+        }
+        due_days = data.get("due_days")
+        if before.get("status") == "active" and before.get("due"):
+            entry["due"] = before["due"]  # re-asserted: the first confirmed enrolment counts
+        elif due_days is not None and now is not None:
+            entry["due"] = (now + timedelta(days=int(due_days))).date().isoformat()
+        confirmed["assignments"][key] = entry
     elif kind == "suspend_enrolment" and key:
-        confirmed["assignments"][key] = "suspended"
+        before = confirmed["assignments"].get(key) or {
+            "rule": intent.get("rule"),
+            "kind": data.get("kind", "enrolment"),
+            "ref": ref,
+        }
+        confirmed["assignments"][key] = {**before, "status": "suspended", "at": at}
     elif kind in ("unenrol", "remove_cohort_member") and key:
         confirmed["assignments"].pop(key, None)
     return confirmed
@@ -161,7 +188,7 @@ class Relay:
         target = self.targets.get(row["target"])
         if target is None:
             return row, Result.dead(
-                Category.mapping, f"no target named {row['target']!r} is configured"
+                Category.configuration, f"no target named {row['target']!r} is configured"
             )
         delivery = await asyncio.to_thread(self._delivery, row)
         async with self.limits[row["target"]]:
@@ -206,7 +233,7 @@ class Relay:
                         row["target"],
                         intent["person"],
                         lms_user_id=result.lms_user_id or (found[0] if found else None),
-                        confirmed=confirm(found[1] if found else {}, intent),
+                        confirmed=confirm(found[1] if found else {}, intent, now),
                         now=now,
                         existed=found is not None,
                     )

@@ -404,34 +404,34 @@ def test_retry_after_seconds_or_date() -> None:
         (
             httpx.Response(401, json={"errors": [{"message": "Invalid access token."}]}),
             Status.dead,
-            Category.provisioning,
+            Category.configuration,
             None,
         ),
         (
             httpx.Response(403, text="403 Forbidden (Rate Limit Exceeded)"),
             Status.retry,
-            Category.provisioning,
+            Category.transient,
             THROTTLE_DELAY,
         ),
         (
             httpx.Response(429, headers={"Retry-After": "9"}),
             Status.retry,
-            Category.provisioning,
+            Category.transient,
             9.0,
         ),
         (
             httpx.Response(403, json={"status": "unauthorized", "errors": []}),
             Status.dead,
-            Category.provisioning,
+            Category.configuration,
             None,
         ),
         (
             httpx.Response(503, text="Service Unavailable", headers={"Retry-After": "1"}),
             Status.retry,
-            Category.provisioning,
+            Category.transient,
             1.0,
         ),
-        (httpx.Response(502, text="Bad Gateway"), Status.retry, Category.provisioning, None),
+        (httpx.Response(502, text="Bad Gateway"), Status.retry, Category.transient, None),
         (
             httpx.Response(
                 400, json={"errors": {"email": [{"type": "invalid", "message": "bad"}]}}
@@ -440,7 +440,7 @@ def test_retry_after_seconds_or_date() -> None:
             Category.data_quality,
             None,
         ),
-        (httpx.Response(404, json=NOT_FOUND), Status.dead, Category.provisioning, None),
+        (httpx.Response(404, json=NOT_FOUND), Status.dead, Category.configuration, None),
     ],
 )
 def test_classify_canvas_answers(
@@ -606,23 +606,23 @@ async def test_suspend_and_reactivate_account(sim: Sim, target: CanvasTarget) ->
 async def test_cohort_intents_are_dead_mappings(target: CanvasTarget) -> None:
     for kind in ("add_cohort_member", "remove_cohort_member"):
         result = await target.deliver(delivery(kind, "BEN2026"))
-        assert (result.status, result.category) == (Status.dead, Category.mapping)
+        assert (result.status, result.category) == (Status.dead, Category.configuration)
         assert result.message == "Canvas has no cohorts; use sections or a course"
 
 
 async def test_unknown_course_is_a_dead_mapping(target: CanvasTarget) -> None:
     await target.deliver(create())
     result = await target.deliver(delivery("enrol", "BEN-1999", role="student"))
-    assert (result.status, result.category) == (Status.dead, Category.mapping)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
     assert "sis_course_id:BEN-1999" in result.message
 
 
 async def test_enrolling_a_user_canvas_does_not_have_is_dead(target: CanvasTarget) -> None:
     result = await target.deliver(delivery("enrol", "BEN-2026", role="student"))
-    assert (result.status, result.category) == (Status.dead, Category.provisioning)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
     assert "was the account created" in result.message
     unknown_role = await target.deliver(delivery("enrol", "BEN-2026", role="learner"))
-    assert (unknown_role.status, unknown_role.category) == (Status.dead, Category.mapping)
+    assert (unknown_role.status, unknown_role.category) == (Status.dead, Category.configuration)
 
 
 async def test_bad_token_is_dead_provisioning_and_never_journalled(sim: Sim) -> None:
@@ -630,7 +630,7 @@ async def test_bad_token_is_dead_provisioning_and_never_journalled(sim: Sim) -> 
     target = make_target(sim, token=secret)
     result = await target.deliver(create())
     await target.aclose()
-    assert (result.status, result.category) == (Status.dead, Category.provisioning)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
     assert "Invalid access token." in result.message
     assert secret not in json.dumps(result.detail) + result.message
     assert result.detail["calls"] == [
@@ -641,7 +641,7 @@ async def test_bad_token_is_dead_provisioning_and_never_journalled(sim: Sim) -> 
 async def test_rate_limit_403_is_retried_after_the_wait(sim: Sim, target: CanvasTarget) -> None:
     sim.knobs.rate_limit_per_s, sim.knobs.burst = 0.1, 1  # the bucket starts empty: ~10 s
     result = await target.deliver(create())
-    assert (result.status, result.category) == (Status.retry, Category.provisioning)
+    assert (result.status, result.category) == (Status.retry, Category.transient)
     assert "Rate Limit Exceeded" in result.message
     assert result.retry_after is not None and 9 <= result.retry_after <= 11  # Retry-After honoured
     sim.knobs.rate_limit_per_s = None

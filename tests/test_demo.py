@@ -106,7 +106,7 @@ def test_the_numbers_add_up_against_the_simulator(summary: dict[str, Any], sampl
     assert set(lms["enrolments"]) <= {"BEN-2026", "BEN-2026-MGR"}
 
     # nothing went wrong on the way
-    assert summary["errors"] == {"data_quality": 0, "provisioning": 0, "mapping": 0}
+    assert summary["errors"] == {"configuration": 0, "data_quality": 0, "transient": 0}
     assert summary["pending_changes"] == 0
     assert summary["outbox"] == {"done": summary["day1"]["intents"] + summary["day2"]["intents"]}
     day_two = sample.day_two

@@ -679,7 +679,7 @@ async def test_target_bad_token_is_dead_provisioning(app: Starlette) -> None:
     target = MoodleTarget(CONFIG, "not-the-token", transport=httpx.ASGITransport(app=app))
     result = await target.deliver(upsert(ADA))
     await target.aclose()
-    assert (result.status, result.category) == (Status.dead, Category.provisioning)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
     assert result.detail["calls"] == [
         {"function": "core_user_get_users_by_field", "errorcode": "invalidtoken"}
     ]
@@ -790,13 +790,13 @@ async def test_target_unknown_refs_are_dead_mapping(
     result = await target.deliver(
         intent(kind, ref, {"kind": "enrolment"}, user=created.lms_user_id)
     )
-    assert (result.status, result.category) == (Status.dead, Category.mapping)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
     assert words in result.message
 
 
 async def test_target_enrol_without_an_account_is_dead(target: MoodleTarget) -> None:
     result = await target.deliver(intent("enrol", "BEN-2026", {"kind": "enrolment"}))
-    assert (result.status, result.category) == (Status.dead, Category.provisioning)
+    assert (result.status, result.category) == (Status.dead, Category.configuration)
 
 
 async def test_target_outage_is_retry_with_retry_after() -> None:
@@ -824,7 +824,7 @@ async def test_target_server_errors_are_retry() -> None:
     target = MoodleTarget(CONFIG, SIM_MOODLE_TOKEN, transport=httpx.ASGITransport(app=app))
     result = await target.deliver(upsert(ADA))
     await target.aclose()
-    assert (result.status, result.category) == (Status.retry, Category.provisioning)
+    assert (result.status, result.category) == (Status.retry, Category.transient)
     assert result.detail["calls"][0]["http"] in (500, 502)
 
 
@@ -919,13 +919,13 @@ def test_chunk_keeps_each_batch_within_the_budget() -> None:
 @pytest.mark.parametrize(
     ("errorcode", "category"),
     [
-        ("invalidtoken", Category.provisioning),
-        ("accessexception", Category.provisioning),
-        ("servicerequireslogin", Category.provisioning),
+        ("invalidtoken", Category.configuration),
+        ("accessexception", Category.configuration),
+        ("servicerequireslogin", Category.configuration),
         ("invalidparameter", Category.data_quality),
-        ("wsnoinstance", Category.mapping),
-        ("wsusercannotassign", Category.mapping),
-        ("something_new", Category.provisioning),
+        ("wsnoinstance", Category.configuration),
+        ("wsusercannotassign", Category.configuration),
+        ("something_new", Category.configuration),
         ("sitemaintenance", None),
     ],
 )
@@ -949,7 +949,7 @@ def test_parse_answer_values_and_errors() -> None:
     assert (error.value.category, error.value.after) == (None, 7.0)
     with pytest.raises(MoodleError) as error:
         parse_answer("f", 200, {}, b'<?xml version="1.0" ?><RESPONSE/>', NOW)
-    assert error.value.category is Category.provisioning
+    assert error.value.category is Category.configuration
     with pytest.raises(MoodleError) as error:
         parse_answer("f", 403, {}, b"", NOW)
     assert "disabled" in error.value.message
@@ -1013,4 +1013,4 @@ def test_role_id_from_options() -> None:
     assert role_id("coach", {"role_ids": {"coach": 11}}) == 11
     with pytest.raises(MoodleError) as error:
         role_id("coach", {})
-    assert error.value.category is Category.mapping
+    assert error.value.category is Category.configuration

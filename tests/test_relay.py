@@ -107,7 +107,7 @@ def test_retry_after_from_the_lms_wins() -> None:
 def test_dead_after_max_attempts() -> None:
     decision = RetryPolicy(max_attempts=3).decide(Result.retry("503"), attempts=3, jitter=0.5)
     assert decision.status == "dead"
-    assert decision.category == "provisioning"
+    assert decision.category == "transient"
     assert "gave up after 3 attempts" in (decision.error or "")
 
 
@@ -126,14 +126,36 @@ def test_confirm_follows_each_intent() -> None:
     state = confirm({}, intent("p", "upsert_account"))
     state = confirm(state, {**intent("p", "enrol", "C1"), "data": {"kind": "enrolment"}})
     state = confirm(state, intent("p", "add_cohort_member", "K"))
-    assert state["assignments"] == {"course:C1": "active", "cohort:K": "active"}
+    statuses = {key: value["status"] for key, value in state["assignments"].items()}
+    assert statuses == {"course:C1": "active", "cohort:K": "active"}
     state = confirm(
         state, {**intent("p", "suspend_enrolment", "C1"), "data": {"kind": "enrolment"}}
     )
     state = confirm(state, intent("p", "suspend_account"))
-    assert state["assignments"]["course:C1"] == "suspended"
+    assert state["assignments"]["course:C1"]["status"] == "suspended"
     assert state["active"] is False
     assert state["account"] == {"username": "p"}
+
+
+def test_due_date_is_kept_by_the_bridge_from_the_confirmed_enrolment() -> None:
+    enrol = {**intent("p", "enrol", "C1"), "data": {"kind": "enrolment", "due_days": 30}}
+    first = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    state = confirm({}, enrol, first)
+    assert state["assignments"]["course:C1"]["due"] == "2026-12-31"
+    assert state["assignments"]["course:C1"]["at"] == first.isoformat()
+    again = confirm(state, enrol, first + timedelta(days=5))  # re-asserted: the due date stays
+    assert again["assignments"]["course:C1"]["due"] == "2026-12-31"
+
+
+def test_confirmed_documents_of_the_bare_status_shape_still_read() -> None:
+    old = {"assignments": {"course:C1": "active", "cohort:K": "suspended"}}
+    state = confirm(old, intent("p", "suspend_account"))
+    assert state["assignments"]["course:C1"] == {
+        "status": "active",
+        "kind": "enrolment",
+        "ref": "C1",
+    }
+    assert state["assignments"]["cohort:K"]["kind"] == "cohort"
 
 
 # -- against a real database --------------------------------------------------------------------
@@ -217,7 +239,7 @@ async def test_a_dead_letter_holds_the_persons_later_intents_until_skipped(db: D
 async def test_retry_a_dead_letter_after_the_fix(db: Database) -> None:
     clock = Clock()
     lms = ScriptedLms()
-    lms.script[("fay", "upsert_account")] = [Result.dead(Category.provisioning, "invalidtoken")]
+    lms.script[("fay", "upsert_account")] = [Result.dead(Category.configuration, "invalidtoken")]
     enqueue(db, clock, intent("fay", "upsert_account"))
     relay = Relay(db, {"lms": lms}, clock=clock)
     await drain(relay, clock)

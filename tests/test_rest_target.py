@@ -139,7 +139,7 @@ def test_a_value_the_map_lacks_is_a_mapping_error() -> None:
     scope = Scope({"data": {"role": "owner"}}, {"level": {"student": 3}}, TODAY)
     with pytest.raises(TemplateError, match="no entry 'owner'") as caught:
         render_value("{{ data.role | map: level }}", scope)
-    assert caught.value.category == Category.mapping
+    assert caught.value.category == Category.configuration
 
 
 @pytest.mark.parametrize(
@@ -287,21 +287,21 @@ def answer(
         ("create_account", 400, {"message": ["Invalid email"]}, "permanent", Category.data_quality),
         ("update_account", 409, {"message": "email taken"}, "permanent", Category.data_quality),
         ("update_account", 422, {}, "permanent", Category.data_quality),
-        ("update_account", 401, {}, "permanent", Category.provisioning),
-        ("update_account", 403, {}, "permanent", Category.provisioning),
-        ("update_account", 404, {}, "permanent", Category.provisioning),
-        ("enrol", 404, {"message": ["Course not found"]}, "permanent", Category.mapping),
-        ("add_cohort_member", 404, {}, "permanent", Category.mapping),
+        ("update_account", 401, {}, "permanent", Category.configuration),
+        ("update_account", 403, {}, "permanent", Category.configuration),
+        ("update_account", 404, {}, "permanent", Category.configuration),
+        ("enrol", 404, {"message": ["Course not found"]}, "permanent", Category.configuration),
+        ("add_cohort_member", 404, {}, "permanent", Category.configuration),
         ("enrol", 409, {}, "already_done", None),
         ("unenrol", 404, {}, "already_done", None),
         ("remove_cohort_member", 404, {}, "already_done", None),
         ("suspend_account", 404, {}, "already_done", None),
         ("suspend_account", 200, {"data": {"success": False}}, "permanent", Category.data_quality),
-        ("enrol", 429, {}, "retry", Category.provisioning),
-        ("enrol", 500, b"<html>oops</html>", "retry", Category.provisioning),
-        ("enrol", 502, {}, "retry", Category.provisioning),
-        ("enrol", 503, {}, "retry", Category.provisioning),
-        ("enrol", 418, {}, "permanent", Category.provisioning),
+        ("enrol", 429, {}, "retry", Category.transient),
+        ("enrol", 500, b"<html>oops</html>", "retry", Category.transient),
+        ("enrol", 502, {}, "retry", Category.transient),
+        ("enrol", 503, {}, "retry", Category.transient),
+        ("enrol", 418, {}, "permanent", Category.configuration),
     ],
 )
 def test_classification_table(
@@ -337,7 +337,7 @@ def test_rules_are_checked_before_the_defaults() -> None:
     )
     assert throttled.status == Status.retry and throttled.retry_after == 5.0
     refused = classify(spec("create_account", options), 403, {}, b"forbidden")
-    assert refused.status == Status.dead and refused.category == Category.provisioning
+    assert refused.status == Status.dead and refused.category == Category.configuration
 
 
 def test_lookup_picks_the_exact_match_of_a_wildcard_search() -> None:
@@ -625,7 +625,7 @@ async def test_enrolment_in_an_unknown_course_is_a_mapping_dead_letter(docebo: R
     result = await docebo.deliver(
         delivery("enrol", link=user_id, ref="404", data={"role": "student"})
     )
-    assert result.status == Status.dead and result.category == Category.mapping
+    assert result.status == Status.dead and result.category == Category.configuration
     assert "Course not found" in result.message
 
 
@@ -633,7 +633,7 @@ async def test_a_role_the_map_lacks_is_a_mapping_dead_letter(
     docebo: RestTarget, fake: FakeDocebo
 ) -> None:
     result = await docebo.deliver(delivery("enrol", link="1", ref="42", data={"role": "owner"}))
-    assert result.status == Status.dead and result.category == Category.mapping
+    assert result.status == Status.dead and result.category == Category.configuration
     assert fake.calls == []  # refused before any call, token included
 
 
@@ -647,7 +647,7 @@ async def test_intents_without_an_account(docebo: RestTarget, fake: FakeDocebo) 
     removed = await docebo.deliver(delivery("unenrol", ref="42"))
     assert removed.status == Status.done and removed.lms_user_id is None
     enrol = await docebo.deliver(delivery("enrol", ref="42", data={"role": "student"}))
-    assert enrol.status == Status.dead and enrol.category == Category.provisioning
+    assert enrol.status == Status.dead and enrol.category == Category.configuration
 
 
 async def test_an_intent_the_target_has_no_request_for_is_a_mapping_dead_letter() -> None:
@@ -657,7 +657,7 @@ async def test_an_intent_the_target_has_no_request_for_is_a_mapping_dead_letter(
     target = RestTarget(config, {}, transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     result = await target.deliver(delivery("add_cohort_member", link="1", ref="7"))
     await target.aclose()
-    assert result.status == Status.dead and result.category == Category.mapping
+    assert result.status == Status.dead and result.category == Category.configuration
     assert "no add_cohort_member request" in result.message
 
 
@@ -708,7 +708,7 @@ async def test_a_401_with_a_fresh_token_is_a_provisioning_dead_letter(
     await docebo.deliver(upsert())
     fake.scripted += [docebo_error(401, "no API permission")] * 2
     result = await docebo.deliver(delivery("suspend_account", link="12001"))
-    assert result.status == Status.dead and result.category == Category.provisioning
+    assert result.status == Status.dead and result.category == Category.configuration
     assert "no API permission" in result.message and fake.token_requests == 2
 
 
@@ -718,7 +718,7 @@ async def test_a_refused_client_is_a_provisioning_dead_letter(fake: FakeDocebo) 
     )
     result = await target.deliver(upsert())
     await target.aclose()
-    assert result.status == Status.dead and result.category == Category.provisioning
+    assert result.status == Status.dead and result.category == Category.configuration
     assert "invalid_client" in result.message and fake.users == {}
 
 

@@ -158,7 +158,7 @@ async def test_suspend_without_an_account_is_done(lms: ScimTarget) -> None:
 
 async def test_reactivate_without_an_account_is_dead(lms: ScimTarget) -> None:
     result = await lms.deliver(intent("reactivate_account"))
-    assert result.status == Status.dead and result.category == Category.provisioning
+    assert result.status == Status.dead and result.category == Category.configuration
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ async def test_reactivate_without_an_account_is_dead(lms: ScimTarget) -> None:
 )
 async def test_enrolment_and_cohort_intents_are_dead_mapping(lms: ScimTarget, kind: str) -> None:
     result = await lms.deliver(intent(kind, link="x", ref="BEN-2026"))
-    assert result.status == Status.dead and result.category == Category.mapping
+    assert result.status == Status.dead and result.category == Category.configuration
     assert result.message == NO_COURSES
     assert result.detail["calls"] == []  # decided without calling the LMS
 
@@ -177,7 +177,7 @@ async def test_bad_token_is_dead_provisioning(app) -> None:  # type: ignore[no-u
         result = await target.deliver(upsert(ATTRIBUTES))
     finally:
         await target.aclose()
-    assert result.status == Status.dead and result.category == Category.provisioning
+    assert result.status == Status.dead and result.category == Category.configuration
     assert "401" in result.message and "bearer token is not valid" in result.message
 
 
@@ -287,15 +287,15 @@ ERROR = b'{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"%
     ("status", "headers", "body", "expected", "category", "after"),
     [
         (200, {}, b"{}", Status.done, None, None),
-        (429, {"Retry-After": "12"}, b"", Status.retry, Category.provisioning, 12.0),
-        (503, {"retry-after": "3"}, b"down", Status.retry, Category.provisioning, 3.0),
-        (500, {}, b"", Status.retry, Category.provisioning, None),
-        (401, {}, ERROR % (401, b""), Status.dead, Category.provisioning, None),
-        (403, {}, ERROR % (403, b""), Status.dead, Category.provisioning, None),
+        (429, {"Retry-After": "12"}, b"", Status.retry, Category.transient, 12.0),
+        (503, {"retry-after": "3"}, b"down", Status.retry, Category.transient, 3.0),
+        (500, {}, b"", Status.retry, Category.transient, None),
+        (401, {}, ERROR % (401, b""), Status.dead, Category.configuration, None),
+        (403, {}, ERROR % (403, b""), Status.dead, Category.configuration, None),
         (400, {}, ERROR % (400, b"invalidValue"), Status.dead, Category.data_quality, None),
         (409, {}, ERROR % (409, b"uniqueness"), Status.dead, Category.data_quality, None),
-        (400, {}, ERROR % (400, b"invalidPath"), Status.dead, Category.provisioning, None),
-        (404, {}, ERROR % (404, b""), Status.dead, Category.provisioning, None),
+        (400, {}, ERROR % (400, b"invalidPath"), Status.dead, Category.configuration, None),
+        (404, {}, ERROR % (404, b""), Status.dead, Category.configuration, None),
     ],
 )
 def test_classify_answers(

@@ -18,8 +18,8 @@ from bridge.store import outbox
 
 CATEGORY_TITLES = {
     "data_quality": "Data quality — fix the HR record",
-    "provisioning": "Provisioning / API failure — check the LMS and credentials",
-    "mapping": "Mapping mistake — fix the rules or the LMS catalogue",
+    "configuration": "Configuration — fix the target (LMS setup, credentials) or the rules",
+    "transient": "Transient — outages and throttling the relay kept retrying",
 }
 
 
@@ -32,7 +32,7 @@ def errors_group(context: click.Context) -> None:
 
 
 @errors_group.command(name="list")
-@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+@click.option("--category", type=click.Choice(["configuration", "data_quality", "transient"]))
 @click.option("--target", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def errors_list(category: str | None, target: str | None, as_json: bool) -> None:
@@ -120,7 +120,7 @@ def _ids(ids: tuple[int, ...], everything: bool, conn: Any, category: str | None
 @errors_group.command(name="retry")
 @click.argument("ids", type=int, nargs=-1)
 @click.option("--all", "everything", is_flag=True)
-@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+@click.option("--category", type=click.Choice(["configuration", "data_quality", "transient"]))
 def errors_retry(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
     """Send dead letters again (after fixing the data, the rules or the LMS)."""
     with database(load_settings()) as db, db.write() as conn:
@@ -131,7 +131,7 @@ def errors_retry(ids: tuple[int, ...], everything: bool, category: str | None) -
 @errors_group.command(name="skip")
 @click.argument("ids", type=int, nargs=-1)
 @click.option("--all", "everything", is_flag=True)
-@click.option("--category", type=click.Choice(["data_quality", "provisioning", "mapping"]))
+@click.option("--category", type=click.Choice(["configuration", "data_quality", "transient"]))
 def errors_skip(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
     """Give up on dead letters; the person's later intents may then go."""
     with database(load_settings()) as db, db.write() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,20 @@ def account(conn: Connection, target: str, resource_id: str) -> dict[str, Any]:
         )
     ).first()
     return dict(read_object(row.state).get("account", {})) if row is not None else {}
+
+
+def assignments_of(confirmed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A confirmed document's assignments, each as a dict (``status``, ``rule``, ``kind``,
+    ``ref``, ``at``, ``due``); documents written before that shape held a bare status."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in (confirmed.get("assignments") or {}).items():
+        if isinstance(value, Mapping):
+            found[key] = dict(value)
+        else:
+            prefix, _, ref = str(key).partition(":")
+            kind = "cohort" if prefix == "cohort" else ("path" if prefix == "path" else "enrolment")
+            found[key] = {"status": str(value), "kind": kind, "ref": ref}
+    return found
 
 
 def save(

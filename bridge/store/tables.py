@@ -192,4 +192,18 @@ class LinkRow(SQLModel, table=True):
     updated: datetime = _time_column()
 
 
+class TargetHealthRow(SQLModel, table=True):
+    """Whether the relay may send to a target: ok, unreachable (breaker open), misconfigured."""
+
+    __tablename__ = "target_health"
+
+    target: str = Field(sa_column=Column(String(255), primary_key=True))
+    state: str = Field(sa_column=Column(String(32), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    findings: dict[str, Any] | None = _json_column()
+    since: datetime = _time_column()
+    checked: datetime = _time_column()
+    next_probe: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 metadata = SQLModel.metadata

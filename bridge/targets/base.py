@@ -20,11 +20,31 @@ class TargetConfigError(ValueError):
 
 
 class Category(StrEnum):
-    """The integration guide's three error categories, for dead letters (``bridge errors``)."""
+    """Whose fix a failure needs (``bridge errors``; the guide's vocabulary in ``GUIDE_TERMS``).
 
-    data_quality = "data_quality"  # stale or missing fields: the HR record must be fixed
-    provisioning = "provisioning"  # API failures: auth, outage, LMS-side errors
-    mapping = "mapping"  # wrong role/course assignment: the rules must be fixed
+    ``configuration``: the target or the rules (auth plugin, missing course or cohort, a
+    web-service function not allowed, a bad token, an undefined profile field);
+    ``data_quality``: the HR record (the value itself is invalid for the LMS, named with its
+    field); ``transient``: outages, timeouts, throttling — retried, never the data's fault.
+    """
+
+    configuration = "configuration"
+    data_quality = "data_quality"
+    transient = "transient"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Category | None:
+        # Names before the split (rule files and stored rows may still say them).
+        legacy = {"mapping": cls.configuration, "provisioning": cls.configuration}
+        return legacy.get(str(value))
+
+
+GUIDE_TERMS = {
+    Category.data_quality: "data quality (stale or missing fields: fix the HR record)",
+    Category.configuration: "mapping mistakes (fix the rules or the LMS setup)",
+    Category.transient: "provisioning errors (API failures: retried by the relay)",
+}
+"""How the three categories read in the integration guide's terms (hris-lms-guide.txt)."""
 
 
 class Status(StrEnum):
@@ -82,7 +102,7 @@ class Result:
         return cls(
             Status.retry,
             retry_after=after,
-            category=Category.provisioning,
+            category=Category.transient,
             message=message,
             detail=detail,
         )

@@ -217,7 +217,7 @@ class _Attempt:
     async def run(self) -> Result:
         kind = self.delivery.kind
         if kind in ("add_cohort_member", "remove_cohort_member"):
-            return Result.dead(Category.mapping, NO_COHORTS)
+            return Result.dead(Category.configuration, NO_COHORTS)
         if kind == "upsert_account":
             return await self.upsert()
         if kind in ("suspend_account", "reactivate_account"):
@@ -226,7 +226,7 @@ class _Attempt:
             return await self.enrol()
         if kind in ("suspend_enrolment", "unenrol"):
             return await self.remove(kind)
-        return Result.dead(Category.mapping, f"the canvas target does not handle {kind!r}")
+        return Result.dead(Category.configuration, f"the canvas target does not handle {kind!r}")
 
     async def upsert(self) -> Result:
         data, lms_user_id = self.delivery.data, self.delivery.lms_user_id
@@ -293,7 +293,7 @@ class _Attempt:
             if event == "suspend":
                 return Result.done(None, "no such Canvas user: nothing to suspend")
             return Result.dead(
-                Category.provisioning, f"no Canvas user {self.users[0]} to reactivate"
+                Category.configuration, f"no Canvas user {self.users[0]} to reactivate"
             )
         self.check(response)
         done = {"suspend": "suspended", "unsuspend": "reactivated"}[event]
@@ -327,12 +327,12 @@ class _Attempt:
             ):
                 raise _Stop(
                     Result.dead(
-                        Category.provisioning, f"Link to another host refused: {target.host}"
+                        Category.configuration, f"Link to another host refused: {target.host}"
                     )
                 )
             if url in seen or len(seen) >= MAX_PAGES:
                 raise _Stop(
-                    Result.dead(Category.provisioning, "Canvas's Link pagination does not end")
+                    Result.dead(Category.configuration, "Canvas's Link pagination does not end")
                 )
             seen.add(url)
             response = await self.send(Call("GET", url))
@@ -340,18 +340,19 @@ class _Attempt:
     async def missing(self, course: str, *, removal: bool) -> Result:
         """A 404 from a course-scoped call: the course or the user does not exist — ask which."""
         if await self.find_user() is not None:
-            return Result.dead(Category.mapping, f"Canvas has no course {course}")
+            return Result.dead(Category.configuration, f"Canvas has no course {course}")
         if removal:
             return Result.done(None, "no such Canvas user: nothing to remove")
         message = f"Canvas has no user {self.users[0]}: was the account created? (see its upsert)"
-        return Result.dead(Category.provisioning, message)
+        return Result.dead(Category.configuration, message)
 
     async def enrol(self) -> Result:
         kind = enrollment_type(self.delivery.data.get("role"), self.target.roles)
         if kind is None:
             role = self.delivery.data.get("role")
             return Result.dead(
-                Category.mapping, f"role {role!r} has no Canvas enrollment type (options.roles)"
+                Category.configuration,
+                f"role {role!r} has no Canvas enrollment type (options.roles)",
             )
         course = course_ref(self.delivery.ref or "")
         found = await self.enrollments(course, (kind,))
@@ -365,13 +366,13 @@ class _Attempt:
         inactive = next((e for e in found if e.get("enrollment_state") == "inactive"), None)
         if inactive is not None:  # suspended earlier: bring it back with its progress
             response = await self.send(reactivate_enrollment(course, str(inactive["id"])))
-            self.check(response, Category.mapping)
+            self.check(response, Category.configuration)
             return Result.done(str(inactive["user_id"]), f"reactivated enrollment {inactive['id']}")
         # Canvas reuses a concluded or deleted enrollment of this type in the default section.
         response = await self.user_call(lambda user: enrol(course, user, kind))
         if response.status_code == 404:
             return await self.missing(course, removal=False)
-        self.check(response, Category.mapping)
+        self.check(response, Category.configuration)
         made = self.body(response)
         return Result.done(str(made["user_id"]), f"enrolled as {kind} (enrollment {made['id']})")
 
@@ -381,7 +382,8 @@ class _Attempt:
         kinds = (enrollment_type(role, self.target.roles),) if role else ()
         if None in kinds:
             return Result.dead(
-                Category.mapping, f"role {role!r} has no Canvas enrollment type (options.roles)"
+                Category.configuration,
+                f"role {role!r} has no Canvas enrollment type (options.roles)",
             )
         course = course_ref(self.delivery.ref or "")
         found = await self.enrollments(course, [k for k in kinds if k])
@@ -396,7 +398,7 @@ class _Attempt:
         for enrollment in todo:
             response = await self.send(end_enrollment(course, str(enrollment["id"]), task))
             if response.status_code != 404:  # 404: deleted meanwhile, nothing left to end
-                self.check(response, Category.mapping)
+                self.check(response, Category.configuration)
         user_id = str(found[0]["user_id"]) if found else self.delivery.lms_user_id
         if not todo:
             held = sorted({str(e.get("enrollment_state")) for e in found}) or ["no enrollment"]

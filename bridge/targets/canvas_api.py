@@ -275,7 +275,7 @@ def classify(
             f"Canvas answered {status}: {said}", after=retry_after(response.headers, None)
         )
     if status == 401:
-        return Result.dead(Category.provisioning, f"Canvas refused the token (401): {said}")
+        return Result.dead(Category.configuration, f"Canvas refused the token (401): {said}")
     if status in (400, 422):
         return Result.dead(bad_request, f"Canvas rejected the request ({status}): {said}")
-    return Result.dead(Category.provisioning, f"Canvas answered {status}: {said}")
+    return Result.dead(Category.configuration, f"Canvas answered {status}: {said}")

@@ -98,7 +98,7 @@ class MoodleTarget:
         }
         handler = handlers.get(delivery.kind)
         if handler is None:
-            return Result.dead(Category.mapping, f"moodle cannot {delivery.kind}")
+            return Result.dead(Category.configuration, f"moodle cannot {delivery.kind}")
         try:
             message = await handler(run, delivery)
         except MoodleError as error:
@@ -254,7 +254,7 @@ class MoodleTarget:
     async def _course(self, run: _Run, ref: str | None) -> Course:
         """The course an intent names by idnumber or shortname, cached for this target."""
         if not ref:
-            raise MoodleError("no course reference", category=Category.mapping)
+            raise MoodleError("no course reference", category=Category.configuration)
         if ref not in self._courses:
             for field_ in ("idnumber", "shortname"):
                 answer = await self.call(
@@ -271,18 +271,18 @@ class MoodleTarget:
             else:
                 raise MoodleError(
                     f"no Moodle course with idnumber or shortname {ref!r}",
-                    category=Category.mapping,
+                    category=Category.configuration,
                 )
         course = self._courses[ref]
         if not course.manual:
             raise MoodleError(
-                f"course {ref!r} has no manual enrolment instance", category=Category.mapping
+                f"course {ref!r} has no manual enrolment instance", category=Category.configuration
             )
         return course
 
     async def _cohort(self, run: _Run, ref: str | None) -> int:
         if not ref:
-            raise MoodleError("no cohort reference", category=Category.mapping)
+            raise MoodleError("no cohort reference", category=Category.configuration)
         if ref not in self._cohorts:
             answer = await self.call(
                 run,
@@ -297,13 +297,13 @@ class MoodleTarget:
             exact = [c for c in cohorts if c.get("idnumber") == ref]
             if not exact:
                 raise MoodleError(
-                    f"no Moodle cohort with idnumber {ref!r}", category=Category.mapping
+                    f"no Moodle cohort with idnumber {ref!r}", category=Category.configuration
                 )
             self._cohorts[ref] = int(exact[0]["id"])
         return self._cohorts[ref]
 
     def _evict(self, ref: str | None, error: MoodleError) -> None:
-        if ref and error.category is Category.mapping:  # the cached course may be gone
+        if ref and error.category is Category.configuration:  # the cached course may be gone
             self._courses.pop(ref, None)
             self._cohorts.pop(ref, None)
 
@@ -313,7 +313,8 @@ class MoodleTarget:
         data = delivery.data
         if data.get("kind") == "path":
             raise MoodleError(
-                "Moodle has no learning paths: use a course or a cohort", category=Category.mapping
+                "Moodle has no learning paths: use a course or a cohort",
+                category=Category.configuration,
             )
         due = data.get("due_days")
         timeend = int(self._clock()) + int(due) * 86400 if due else None
@@ -381,7 +382,9 @@ class MoodleTarget:
             code, message = str(warning.get("warningcode")), str(warning.get("message", ""))
             if code == "3":
                 return f"already in cohort {delivery.ref}"
-            category = Category.mapping if message.startswith("cohort") else Category.provisioning
+            category = (
+                Category.configuration if message.startswith("cohort") else Category.configuration
+            )
             raise MoodleError(
                 f"core_cohort_add_cohort_members: {code}: {message}", category=category
             )

@@ -42,7 +42,7 @@ class MoodleError(Exception):
         self,
         message: str,
         *,
-        category: Category | None = Category.provisioning,
+        category: Category | None = Category.configuration,
         after: float | None = None,
         errorcode: str = "",
     ) -> None:
@@ -105,16 +105,16 @@ def retry_after(value: str | None, now: float) -> float | None:
 def classify(errorcode: str) -> Category | None:
     """The category of a Moodle exception's ``errorcode``; None: worth retrying.
 
-    Anything not known to be the data's or the rules' fault is ``provisioning``: bad token
+    Anything not known to be the data's fault is ``configuration``: bad token
     (``invalidtoken``), function not in the service (``accessexception``), no capability…
     """
     if errorcode in TRANSIENT_CODES:
         return None
     if errorcode in MAPPING_CODES:
-        return Category.mapping
+        return Category.configuration
     if errorcode in DATA_CODES:
         return Category.data_quality
-    return Category.provisioning
+    return Category.configuration
 
 
 def parse_answer(
@@ -218,7 +218,7 @@ def role_id(role: str, options: Mapping[str, Any]) -> int:
     if "student_role_id" in options:
         ids["student"] = options["student_role_id"]
     if role not in ids:
-        raise MoodleError(f"no Moodle role id for role {role!r}", category=Category.mapping)
+        raise MoodleError(f"no Moodle role id for role {role!r}", category=Category.configuration)
     return int(ids[role])
 
 

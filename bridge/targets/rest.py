@@ -17,7 +17,7 @@ intent; ``rules/examples/docebo/targets.yaml`` is a worked example. The keys::
 Answers are classified by the request's ``responses``, then the target's, then by default:
 2xx done; 408/425/429/5xx retry (Retry-After honoured); 409 on a create already done;
 404 on a removal already done, on enrol/add_cohort_member a mapping dead letter; 400/409/422
-data_quality dead letters; 401/403 and the rest provisioning dead letters. A create the LMS
+data_quality dead letters; 401/403 and the rest configuration dead letters. A create the LMS
 calls a duplicate is looked up and updated, so re-delivery never makes a second account.
 
 Templates are rendered by ``bridge.targets.templates`` rather than with Jinja (a large
@@ -247,11 +247,11 @@ def classify(
         return _outcome(spec, "done", status, headers, doc, said, note="not found")
     if status == 404 and spec.name in REMOVALS:
         return _outcome(spec, "already_done", status, headers, doc, said)
-    category = Category.provisioning
+    category = Category.configuration
     if status in (400, 409, 422):
         category = Category.data_quality
     elif status == 404 and spec.name in ("enrol", "add_cohort_member"):
-        category = Category.mapping
+        category = Category.configuration
     return _outcome(spec, "permanent", status, headers, doc, said, category)
 
 
@@ -262,7 +262,7 @@ def _outcome(
     headers: Mapping[str, str],
     doc: Any,
     said: str,
-    category: Category = Category.provisioning,
+    category: Category = Category.configuration,
     note: str = "",
 ) -> Result:
     where = f"{spec.name}: HTTP {status}"
@@ -352,7 +352,7 @@ class RestTarget:
             result = (
                 Result.retry(str(exc))
                 if exc.retryable
-                else Result.dead(Category.provisioning, str(exc))
+                else Result.dead(Category.configuration, str(exc))
             )
         except httpx.TimeoutException as exc:
             result = Result.retry(f"timed out: {type(exc).__name__}")
@@ -389,7 +389,7 @@ class RestTarget:
         spec = self.spec.requests.get(delivery.kind)
         if spec is None:
             return Result.dead(
-                Category.mapping,
+                Category.configuration,
                 f"target {self.name!r} has no {delivery.kind} request: add one to its options in "
                 "targets.yaml, or keep rules of this kind off this target",
             )
@@ -401,7 +401,7 @@ class RestTarget:
         if user_id is None:
             if delivery.kind in REMOVALS:
                 return Result.done(None, "no account in the LMS: nothing to remove")
-            return Result.dead(Category.provisioning, "no account in the LMS for this person yet")
+            return Result.dead(Category.configuration, "no account in the LMS for this person yet")
         result, _ = await self._send(
             spec, dataclasses.replace(delivery, lms_user_id=user_id), calls
         )

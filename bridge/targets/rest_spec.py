@@ -82,7 +82,7 @@ class Rule:
     status: tuple[str, ...] = ()
     contains: str | None = None
     match: dict[str, Any] = field(default_factory=dict)
-    category: Category = Category.provisioning
+    category: Category = Category.configuration
     message: str = ""
 
     def matches(self, status: int, text: str, doc: Any) -> bool:
@@ -169,7 +169,7 @@ def _rules(raw: Any, where: str, problems: list[str]) -> tuple[Rule, ...]:
         for pattern in statuses:
             if not re.fullmatch(r"[1-5](?:\d\d|xx)", pattern):
                 problems.append(f"{at}: status {pattern!r} is not a code like 409 or 4xx")
-        category = Category.provisioning
+        category = Category.configuration
         if "category" in item:
             try:
                 category = Category(item["category"])

@@ -168,11 +168,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes | str) -> Resu
         return Result.retry(said, after=retry_after(headers), http_status=status)
     if status in (401, 403):
         return Result.dead(
-            Category.provisioning, f"the LMS refused the credentials: {said}", http_status=status
+            Category.configuration, f"the LMS refused the credentials: {said}", http_status=status
         )
     if status in (400, 409, 422) and scim_type not in _PROVISIONING_TYPES:
         return Result.dead(Category.data_quality, said, http_status=status, scim_type=scim_type)
-    return Result.dead(Category.provisioning, said, http_status=status, scim_type=scim_type)
+    return Result.dead(Category.configuration, said, http_status=status, scim_type=scim_type)
 
 
 def validate_options(options: Mapping[str, Any]) -> list[str]:
@@ -277,7 +277,7 @@ class ScimTarget:
             result = (
                 Result.retry(str(exc))
                 if exc.retryable
-                else Result.dead(Category.provisioning, str(exc))
+                else Result.dead(Category.configuration, str(exc))
             )
         return dataclasses.replace(result, detail={**result.detail, "calls": calls})
 
@@ -362,10 +362,10 @@ class ScimTarget:
                 if not active:
                     return Result.done(None, "no account in the LMS: nothing to suspend")
                 return Result.dead(
-                    Category.provisioning, "no account in the LMS for this person yet"
+                    Category.configuration, "no account in the LMS for this person yet"
                 )
             return await self._patch(calls, user_id, {"active": active})
-        return Result.dead(Category.mapping, NO_COURSES)
+        return Result.dead(Category.configuration, NO_COURSES)
 
     async def _upsert(self, delivery: Delivery, calls: list[str]) -> Result:
         attributes = dict(delivery.data.get("attributes") or {})

@@ -157,9 +157,11 @@ def _filter(name: str, argument: Any, value: Any, scope: Scope) -> Any:
     if name == "map":
         table = scope.maps.get(str(argument))
         if table is None:
-            raise TemplateError(f"no map {argument!r} in the target's `maps`", Category.mapping)
+            raise TemplateError(
+                f"no map {argument!r} in the target's `maps`", Category.configuration
+            )
         if str(value) not in table:
-            raise TemplateError(f"map {argument!r} has no entry {value!r}", Category.mapping)
+            raise TemplateError(f"map {argument!r} has no entry {value!r}", Category.configuration)
         return table[str(value)]
     try:
         return (scope.today + timedelta(days=int(value))).isoformat()
