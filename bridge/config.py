@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///bridge.db"
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    kind: type[int] | type[float] = int,
+    *,
+    minimum: float = 1,
+    maximum: float | None = None,
+) -> Any:
+    """One numeric variable, or ValueError naming it, the value and what it must be."""
+    raw = env.get(name, default).strip()
+    what = "a whole number" if kind is int else "a number"
+    bounds = f" from {minimum:g}" + (f" to {maximum:g}" if maximum is not None else " up")
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}{bounds}, not {raw!r}") from None
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {what}{bounds}, not {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,6 +67,8 @@ class Settings:
     rules_reload_seconds: float = 5.0
     relay_lease_seconds: float = 60.0
     relay_per_target: int = 8
+    preflight_recheck_seconds: float = 30.0
+    probe_cap_seconds: float = 5.0
     jwt: JwtSettings = field(default_factory=JwtSettings)
 
     @classmethod
@@ -60,18 +86,30 @@ class Settings:
             rules_dir=Path(env.get("BRIDGE_RULES", "rules")),
             log_format=log_format,
             base_url=env.get("BRIDGE_BASE_URL") or None,
-            max_page_size=int(env.get("BRIDGE_MAX_PAGE_SIZE", "200")),
-            max_bulk_operations=int(env.get("BRIDGE_MAX_BULK_OPERATIONS", "1000")),
-            max_payload_bytes=int(env.get("BRIDGE_MAX_PAYLOAD_BYTES", "1048576")),
-            rules_reload_seconds=float(env.get("BRIDGE_RULES_RELOAD_SECONDS", "5")),
-            relay_lease_seconds=float(env.get("BRIDGE_RELAY_LEASE_SECONDS", "60")),
-            relay_per_target=int(env.get("BRIDGE_RELAY_CONCURRENCY", "8")),
+            max_page_size=_number(env, "BRIDGE_MAX_PAGE_SIZE", "200"),
+            max_bulk_operations=_number(env, "BRIDGE_MAX_BULK_OPERATIONS", "1000"),
+            max_payload_bytes=_number(env, "BRIDGE_MAX_PAYLOAD_BYTES", "1048576", minimum=1024),
+            rules_reload_seconds=_number(
+                env, "BRIDGE_RULES_RELOAD_SECONDS", "5", float, minimum=0.1, maximum=86400
+            ),
+            relay_lease_seconds=_number(
+                env, "BRIDGE_RELAY_LEASE_SECONDS", "60", float, minimum=1, maximum=86400
+            ),
+            relay_per_target=_number(env, "BRIDGE_RELAY_CONCURRENCY", "8", maximum=1024),
+            preflight_recheck_seconds=_number(
+                env, "BRIDGE_PREFLIGHT_RECHECK_SECONDS", "30", float, minimum=1, maximum=86400
+            ),
+            probe_cap_seconds=_number(
+                env, "BRIDGE_PROBE_CAP_SECONDS", "5", float, minimum=0.1, maximum=3600
+            ),
             jwt=JwtSettings(
                 jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
                 key_file=Path(key_file) if key_file else None,
                 issuer=env.get("BRIDGE_JWT_ISSUER") or None,
                 audience=env.get("BRIDGE_JWT_AUDIENCE") or None,
                 scope_claim=env.get("BRIDGE_JWT_SCOPE_CLAIM", "scope"),
-                leeway_seconds=int(env.get("BRIDGE_JWT_LEEWAY_SECONDS", "30")),
+                leeway_seconds=_number(
+                    env, "BRIDGE_JWT_LEEWAY_SECONDS", "30", minimum=0, maximum=3600
+                ),
             ),
         )

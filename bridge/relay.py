@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
+from bridge.store import health
 from bridge.store import journal
 from bridge.store import links
 from bridge.store import outbox
@@ -29,8 +31,15 @@ from bridge.targets.base import Delivery
 from bridge.targets.base import Result
 from bridge.targets.base import Status
 from bridge.targets.base import Target
+from bridge.targets.circuit import RETRY_AFTER_CAP
+from bridge.targets.circuit import Breaker
+from bridge.targets.circuit import capped
+from bridge.targets.preflight import Verdict
 
 log = logging.getLogger("bridge.relay")
+
+Preflight = Callable[[str], Awaitable[Verdict]]
+"""Re-check one target's setup (``bridge.provision.preflight``), given by the composition root."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,13 @@ class RetryPolicy:
     max_attempts: int = 10
 
     def delay(self, attempts: int, retry_after: float | None, jitter: float) -> float:
-        backoff = min(self.cap, self.base * self.factor ** max(attempts - 1, 0))
+        """Seconds until the next attempt; an absurd ``Retry-After`` (huge, ``inf``, NaN, a
+        date far ahead) is capped, so settling never fails on it."""
+        backoff = min(self.cap, self.base * self.factor ** min(max(attempts - 1, 0), 64))
         backoff *= 1 + self.jitter * (2 * jitter - 1)
-        if retry_after is not None:
-            return max(retry_after, 0.0)
+        after = capped(retry_after, max(self.cap, RETRY_AFTER_CAP))
+        if after is not None:
+            return after
         return max(backoff, 0.0)
 
     def decide(self, result: Result, attempts: int, jitter: float) -> Decision:
@@ -139,7 +151,14 @@ def confirm(
 
 
 class Relay:
-    """One relay process (or task): many may share a PostgreSQL outbox."""
+    """One relay process (or task): many may share a PostgreSQL outbox.
+
+    Before each claim the relay asks which targets it may send to: a target whose circuit
+    breaker is open (``bridge.targets.circuit``) is probed with backoff instead; a target
+    whose preflight failed (``bridge.store.health``: misconfigured) waits, re-checked every
+    ``recheck_seconds`` through ``preflight``. Rows that met an outage or a failing preflight
+    go back to wait without being charged an attempt.
+    """
 
     def __init__(
         self,
@@ -153,6 +172,10 @@ class Relay:
         batch: int = 64,
         per_target: int = 8,
         rng: random.Random | None = None,
+        preflight: Preflight | None = None,
+        recheck_seconds: float = 30.0,
+        probe_base: float = 0.5,
+        probe_cap: float = 5.0,
     ) -> None:
         self.db = db
         self.targets = targets
@@ -163,8 +186,160 @@ class Relay:
         self.batch = batch
         self.limits = {name: asyncio.Semaphore(per_target) for name in targets}
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.preflight = preflight
+        self.recheck = timedelta(seconds=recheck_seconds)
+        self.breakers = {name: Breaker(base=probe_base, cap=probe_cap) for name in targets}
+        self.waiting: dict[str, str] = {}  # misconfigured target → why its intents wait
+        self._rechecked: dict[str, datetime] = {}
+        self._health_read: datetime | None = None
 
-    def _claim(self) -> list[dict[str, Any]]:
+    # -- which targets may be sent to ------------------------------------------------------------
+
+    def _read_health(self) -> dict[str, str]:
+        with self.db.read() as conn:
+            found = health.all_of(conn)
+        return {
+            name: h.waiting()
+            for name, h in found.items()
+            if name in self.targets and h.state == health.MISCONFIGURED
+        }
+
+    async def sendable(self) -> list[str]:
+        """The targets the relay may send to now; probes and re-checks the others when due."""
+        now = self.clock()
+        if self._health_read is None or now - self._health_read >= timedelta(seconds=1):
+            self._health_read = now
+            waiting = await asyncio.to_thread(self._read_health)
+            for name in set(self.waiting) - set(waiting):
+                log.info(
+                    "target %s passes preflight: its intents go again",
+                    name,
+                    extra={"target": name, "verdict": "passed"},
+                )
+            self.waiting = waiting
+        for name in list(self.waiting):
+            last = self._rechecked.get(name)
+            if self.preflight is not None and (last is None or now - last >= self.recheck):
+                self._rechecked[name] = now
+                await self._run_preflight(name)
+        for name, breaker in self.breakers.items():
+            if breaker.due(now):
+                await self.probe(name)
+        return [
+            name
+            for name in self.targets
+            if name not in self.waiting and not self.breakers[name].open
+        ]
+
+    async def _run_preflight(self, name: str) -> bool:
+        """Re-check a target's setup; True when it passes (its intents may go)."""
+        assert self.preflight is not None
+        try:
+            verdict = await self.preflight(name)
+        except Exception:
+            log.exception("preflight of target %s failed to run", name)
+            return False
+        if verdict.unreachable:
+            self._trip(name, verdict.reason() or f"target {name} is unreachable", None)
+            return False
+        if verdict.passed:
+            if self.waiting.pop(name, None) is not None:
+                log.info(
+                    "target %s passes preflight: its intents go again",
+                    name,
+                    extra={"target": name, "verdict": "passed"},
+                )
+            return True
+        reason = verdict.reason()
+        if self.waiting.get(name) != reason:
+            log.warning(
+                "target %s: its intents wait: %s",
+                name,
+                reason,
+                extra={"target": name, "verdict": "failed", "reason": reason},
+            )
+        self.waiting[name] = reason
+        self._rechecked[name] = self.clock()
+        return False
+
+    async def probe(self, name: str) -> bool:
+        """Ask a target whether it answers at all; True when it does (its breaker closes).
+
+        A target without a ``probe`` cannot be asked: its failures count as before.
+        """
+        target, breaker = self.targets[name], self.breakers[name]
+        ask = getattr(target, "probe", None)
+        if ask is None:
+            return True
+        breaker.probing = True
+        try:
+            result = await ask()
+        except Exception as exc:  # a probe must never stop the relay
+            result = Result.retry(f"{type(exc).__name__}: {exc}")
+        finally:
+            breaker.probing = False
+        now = self.clock()
+        if result.status == Status.retry:
+            if breaker.open:
+                breaker.failed_probe(now, result.message, result.retry_after)
+                log.debug(
+                    "target %s still unreachable (probe %d): %s; next probe at %s",
+                    name,
+                    breaker.probes,
+                    result.message,
+                    breaker.next_probe,
+                    extra={"target": name, "reason": result.message},
+                )
+                await asyncio.to_thread(self._save_unreachable, name, breaker)
+            else:
+                self._trip(name, result.message, result.retry_after)
+            return False
+        if breaker.open:
+            seconds = breaker.close(now)
+            log.info(
+                "target %s reachable again after %.1fs: resuming delivery",
+                name,
+                seconds,
+                extra={"target": name, "outage_seconds": round(seconds, 3)},
+            )
+            await asyncio.to_thread(self._save_reachable, name)
+        return True
+
+    def _trip(self, name: str, reason: str, retry_after: float | None) -> None:
+        breaker = self.breakers[name]
+        if breaker.trip(self.clock(), reason, retry_after):
+            log.warning(
+                "target %s unreachable: %s; sending nothing to it and probing until it "
+                "answers (waiting rows are not charged an attempt)",
+                name,
+                reason,
+                extra={"target": name, "reason": reason},
+            )
+        self._save_unreachable(name, breaker)
+
+    def _save_unreachable(self, name: str, breaker: Breaker) -> None:
+        with self.db.write() as conn:
+            found = health.get(conn, name)
+            if found is not None and found.state == health.MISCONFIGURED:
+                return
+            health.save(
+                conn,
+                name,
+                health.UNREACHABLE,
+                now=self.clock(),
+                reason=f"target {name} is unreachable: {breaker.reason}",
+                next_probe=breaker.next_probe,
+            )
+
+    def _save_reachable(self, name: str) -> None:
+        with self.db.write() as conn:
+            found = health.get(conn, name)
+            if found is not None and found.state == health.UNREACHABLE:
+                health.save(conn, name, health.OK, now=self.clock())
+
+    # -- claim, deliver, settle ------------------------------------------------------------------
+
+    def _claim(self, targets: list[str] | None = None) -> list[dict[str, Any]]:
         now = self.clock()
         with self.db.write() as conn:
             return outbox.claim(
@@ -174,7 +349,7 @@ class Relay:
                 worker=self.worker,
                 limit=self.batch,
                 skip_locked=not self.db.is_sqlite,
-                targets=list(self.targets),
+                targets=list(self.targets) if targets is None else targets,
             )
 
     def _delivery(self, row: dict[str, Any]) -> Delivery:
@@ -199,11 +374,49 @@ class Relay:
                 result = Result.retry(f"{type(exc).__name__}: {exc}")
         return row, result
 
-    def _settle(self, outcomes: list[tuple[dict[str, Any], Result]]) -> None:
+    async def _excused(self, outcomes: list[tuple[dict[str, Any], Result]]) -> dict[str, str]:
+        """Targets whose failures in this batch are the target's, not the rows': name → why.
+
+        A transient failure is an outage when a probe of the target fails too; a
+        configuration failure is the target's while its preflight fails.
+        """
+        excused: dict[str, str] = {}
+        transient = {row["target"] for row, r in outcomes if r.status == Status.retry}
+        for name in sorted(transient & set(self.targets)):
+            if self.breakers[name].open or not await self.probe(name):
+                excused[name] = f"target {name} is unreachable: {self.breakers[name].reason}"
+        configuration = {
+            row["target"]
+            for row, r in outcomes
+            if r.status == Status.dead and r.category == Category.configuration
+        }
+        if self.preflight is not None:
+            for name in sorted((configuration & set(self.targets)) - set(excused)):
+                if not await self._run_preflight(name):
+                    excused[name] = self.waiting.get(name) or (
+                        f"target {name} is unreachable: {self.breakers[name].reason}"
+                    )
+        return excused
+
+    def _settle(
+        self,
+        outcomes: list[tuple[dict[str, Any], Result]],
+        excused: Mapping[str, str] | None = None,
+    ) -> None:
         now = self.clock()
+        excused = excused or {}
         with self.db.write() as conn:
             for row, result in outcomes:
-                decision = self.policy.decide(result, row["attempts"], self.rng.random())
+                waits = row["target"] in excused and (
+                    result.status == Status.retry
+                    or (result.status == Status.dead and result.category == Category.configuration)
+                )
+                if waits:
+                    decision = Decision(
+                        outbox.RETRY, 0.0, error=f"{result.message} — {excused[row['target']]}"
+                    )
+                else:
+                    decision = self.policy.decide(result, row["attempts"], self.rng.random())
                 next_at = (
                     now + timedelta(seconds=decision.delay)
                     if decision.status == outbox.RETRY
@@ -218,6 +431,7 @@ class Relay:
                     next_attempt_at=next_at,
                     error=decision.error,
                     category=decision.category,
+                    charged=not waits,
                 )
                 if not kept:
                     log.warning(
@@ -226,6 +440,7 @@ class Relay:
                     )
                     continue
                 intent = row["intent"]
+                self._log(row, result, decision, waits)
                 if decision.status == outbox.DONE:
                     found = links.get(conn, row["target"], intent["person"])
                     links.save(
@@ -243,7 +458,7 @@ class Relay:
                         at=now,
                         actor=self.worker,
                         request_id=str(row["id"]),
-                        op=f"deliver.{decision.status}",
+                        op=f"deliver.{'wait' if waits else decision.status}",
                         resource_type="User",
                         resource_id=intent["person"],
                         detail={
@@ -252,7 +467,7 @@ class Relay:
                             "run": row.get("run_id"),
                             "target": row["target"],
                             "intent": intent,
-                            "attempt": row["attempts"],
+                            "attempt": row["attempts"] - (1 if waits else 0),
                             "lms": {
                                 "status": result.status.value,
                                 "message": result.message,
@@ -263,17 +478,58 @@ class Relay:
                             if decision.status == outbox.RETRY
                             else None,
                             "category": decision.category,
+                            "waiting": excused.get(row["target"]) if waits else None,
                         },
                     ),
                 )
 
+    def _log(self, row: dict[str, Any], result: Result, decision: Decision, waits: bool) -> None:
+        intent = row["intent"]
+        what = f"{intent.get('kind')} {intent.get('ref') or ''}".strip()
+        extra = {
+            "outbox": row["id"],
+            "person": intent.get("person"),
+            "target": row["target"],
+            "intent": what,
+            "attempt": row["attempts"],
+            "category": decision.category,
+            "reason": decision.error or result.message,
+        }
+        if decision.status == outbox.DEAD:
+            log.error(
+                "dead letter %s: %s for person %s on %s [%s]: %s",
+                row["id"],
+                what,
+                intent.get("person"),
+                row["target"],
+                decision.category,
+                decision.error,
+                extra=extra,
+            )
+        elif decision.status == outbox.RETRY and not waits:
+            log.debug(
+                "retry of %s (%s for person %s on %s) in %.1fs after attempt %d: %s",
+                row["id"],
+                what,
+                intent.get("person"),
+                row["target"],
+                decision.delay,
+                row["attempts"],
+                decision.error,
+                extra=extra,
+            )
+
     async def run_once(self) -> int:
         """Claim one batch, deliver it, settle it; the number of rows settled."""
-        rows = await asyncio.to_thread(self._claim)
+        targets = await self.sendable()
+        if not targets:
+            return 0
+        rows = await asyncio.to_thread(self._claim, targets)
         if not rows:
             return 0
-        outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
-        await asyncio.to_thread(self._settle, list(outcomes))
+        outcomes = list(await asyncio.gather(*(self._deliver(row) for row in rows)))
+        excused = await self._excused(outcomes)
+        await asyncio.to_thread(self._settle, outcomes, excused)
         return len(rows)
 
     async def run(self, stop: asyncio.Event, *, idle: float = 0.2, pipelines: int = 2) -> None:

@@ -160,14 +160,21 @@ def settle(
     next_attempt_at: datetime | None = None,
     error: str | None = None,
     category: str | None = None,
+    charged: bool = True,
 ) -> bool:
-    """Record how a claimed row ended; False when the lease was lost to another relay."""
+    """Record how a claimed row ended; False when the lease was lost to another relay.
+
+    ``charged=False``: the attempt met an outage or a failing preflight, not a fault of the
+    row, so the claim's attempt is given back (waiting never counts towards a dead letter).
+    """
     values: dict[str, Any] = {
         "status": status,
         "lease_until": None,
         "last_error": error,
         "category": category,
     }
+    if not charged:
+        values["attempts"] = OUTBOX.c.attempts - 1
     if status == DONE:
         values["delivered_at"] = now
     if next_attempt_at is not None:

@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Any
 from typing import Protocol
 
+from bridge.targets.circuit import capped
+
 
 class TargetConfigError(ValueError):
     """A target cannot be built: unknown kind, bad options, or a credential's variable unset."""
@@ -101,7 +103,7 @@ class Result:
     def retry(cls, message: str, *, after: float | None = None, **detail: Any) -> Result:
         return cls(
             Status.retry,
-            retry_after=after,
+            retry_after=capped(after),
             category=Category.transient,
             message=message,
             detail=detail,

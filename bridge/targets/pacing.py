@@ -9,6 +9,8 @@ import time
 
 import httpx
 
+from bridge.targets.circuit import capped
+
 _THROTTLED = (429, 503)
 
 
@@ -17,7 +19,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        return capped(float(value))
     except ValueError:
         return None
 
