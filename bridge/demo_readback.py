@@ -18,6 +18,7 @@ from bridge.store import links
 from bridge.store import outbox
 from bridge.store import projections
 from bridge.store.engine import Database
+from bridge.targets.moodle_findings import PROBE_IDNUMBER
 
 TARGET = "moodle"
 CATEGORIES = {
@@ -54,7 +55,13 @@ def outbox_counts(db: Database) -> dict[str, int]:
 def lms_report(state: dict[str, Any], baseline: set[int]) -> dict[str, Any]:
     """Accounts, enrolments and cohort members the bridge made in the simulated Moodle."""
     moodle = state["moodle"]
-    users = [u for u in moodle["users"] if u["id"] not in baseline and not u["deleted"]]
+    users = [
+        u
+        for u in moodle["users"]
+        if u["id"] not in baseline
+        and not u["deleted"]
+        and u.get("idnumber") != PROBE_IDNUMBER  # the preflight's own probe account
+    ]
     ours = {u["id"] for u in users}
     courses: dict[str, dict[str, int]] = {}
     for row in moodle["enrolments"]:

@@ -107,6 +107,8 @@ def confirm(
         "active": state.get("active", True),
         "assignments": links.assignments_of(state),
     }
+    if state.get("account_at"):
+        confirmed["account_at"] = state["account_at"]
     kind, ref, data = intent["kind"], intent.get("ref"), intent.get("data") or {}
     at = now.isoformat() if now is not None else None
     key = None
@@ -187,11 +189,19 @@ class Relay:
         self.limits = {name: asyncio.Semaphore(per_target) for name in targets}
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self.preflight = preflight
-        self.recheck = timedelta(seconds=recheck_seconds)
+        self.recheck_every = timedelta(seconds=recheck_seconds)
         self.breakers = {name: Breaker(base=probe_base, cap=probe_cap) for name in targets}
         self.waiting: dict[str, str] = {}  # misconfigured target → why its intents wait
         self._rechecked: dict[str, datetime] = {}
         self._health_read: datetime | None = None
+        self._recheck_all = preflight is not None  # every target is checked when the relay starts
+
+    def recheck(self) -> None:
+        """Check every target again before the next claim (the rules were reloaded).
+
+        Safe to call from another thread: it only raises a flag the relay's loop reads.
+        """
+        self._recheck_all = self.preflight is not None
 
     # -- which targets may be sent to ------------------------------------------------------------
 
@@ -217,9 +227,14 @@ class Relay:
                     extra={"target": name, "verdict": "passed"},
                 )
             self.waiting = waiting
+        if self._recheck_all:
+            self._recheck_all = False
+            for name in self.targets:
+                self._rechecked[name] = now
+                await self._run_preflight(name)
         for name in list(self.waiting):
             last = self._rechecked.get(name)
-            if self.preflight is not None and (last is None or now - last >= self.recheck):
+            if self.preflight is not None and (last is None or now - last >= self.recheck_every):
                 self._rechecked[name] = now
                 await self._run_preflight(name)
         for name, breaker in self.breakers.items():

@@ -211,23 +211,29 @@ async def test_a_target_failing_preflight_holds_its_intents_until_it_passes(db: 
 async def test_a_configuration_failure_while_preflight_fails_waits_instead_of_dying(
     db: Database,
 ) -> None:
+    """The site lost its auth plugin after the relay started: the refused create waits for
+    the preflight to pass again, uncharged, instead of becoming a dead letter."""
     clock, lms = Clock(), ScriptedLms()
     lms.script[("a", "upsert_account")] = [
         Result.dead(Category.configuration, "invalidparameter: Invalid authentication type")
     ]
-    verdicts = [failing()]
+    site = {"auth plugin": True}
 
     async def preflight(name: str) -> Verdict:
-        return verdicts[-1]
+        return Verdict("lms", ()) if site["auth plugin"] else failing()
 
     enqueue(db, clock, intent("a", "upsert_account"))
     relay = Relay(db, {"lms": lms}, clock=clock, preflight=preflight, recheck_seconds=5)
+    assert await relay.sendable() == ["lms"]  # checked at start: it passes
+    site["auth plugin"] = False
     await relay.run_once()
     with db.read() as conn:
         row = outbox.get(conn, 1)
+        state = health.get(conn, "lms")
     assert row is not None and (row["status"], row["attempts"]) == ("retry", 0)
     assert "fails preflight" in str(row["last_error"])
-    verdicts.append(Verdict("lms", ()))
+    assert "lms" in relay.waiting and state is None  # scripted: nothing recorded in health
+    site["auth plugin"] = True
     clock.advance(5)
     await relay.run_once()
     assert statuses(db) == [("a", "upsert_account", "done")]

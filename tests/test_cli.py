@@ -16,10 +16,17 @@ from starlette.applications import Starlette
 from bridge.cli import main
 from bridge.provision import Cause
 from bridge.provision import Provisioner
+from bridge.rules.book import RuleBook
+from bridge.schemas import Catalog
 from bridge.scim.auth import Authenticator
 from bridge.store.engine import Database
 from bridge.store.engine import normalize_url
+from tests.conftest import ROOT
 from tests.conftest import user_payload
+from tests.test_three_states import PREFLIGHT
+from tests.test_three_states import World
+from tests.test_three_states import make_world
+from tests.test_three_states import misconfigure
 
 
 def bridge(database_url: str, *args: str) -> Result:
@@ -230,3 +237,113 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(database_url:
     finally:
         db.dispose()
     assert differences == []
+
+
+# -- plan, explain, errors: desired vs confirmed, what is pending, what a dead letter blocks ----
+
+
+@pytest.fixture
+def world(db: Database, catalog: Catalog, book: RuleBook) -> World:
+    return make_world(db, catalog, book)
+
+
+def planned(database_url: str, rules_dir: Path, *args: str) -> Result:
+    """``bridge ARGS`` with the rules of ``rules_dir`` (plan, explain, errors)."""
+    env = {
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_RULES": str(rules_dir),
+        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
+        "BRIDGE_SCIM_TOKEN": None,
+        "BRIDGE_LOG_FORMAT": None,
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+async def test_plan_explain_and_errors_after_a_refused_create(
+    database_url: str, world: World, rules_dir: Path
+) -> None:
+    world.stale_account(30)
+    person = world.hire(30)
+    await world.deliver()
+    dead, enrol, cohort = (row["id"] for row in world.rows(person))
+
+    result = planned(database_url, rules_dir, "plan", "--json")
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["states"] == {"to_make": 0, "failed": 1, "pending": 2, "waiting": 0}
+    assert [(e["kind"], e["state"], e["outbox"]["id"]) for e in document["intents"]] == [
+        ("upsert_account", "failed", dead)
+    ]
+    assert [(e["state"], e["blocked_by"]["id"]) for e in document["in_flight"]] == [
+        ("pending", dead),
+        ("pending", dead),
+    ]
+    text = planned(database_url, rules_dir, "plan")
+    assert text.exit_code == 2
+    assert "! failed, still to make — apply sends them again in place (1):" in text.stdout
+    assert f"blocked behind dead letter #{dead} upsert_account" in text.stdout
+
+    explained = planned(database_url, rules_dir, "explain", "E00030")
+    assert explained.exit_code == 0, explained.output
+    assert "↳ failed — data_quality:" in explained.stdout
+    assert "the LMS already matches" not in explained.stdout
+    as_json = json.loads(planned(database_url, rules_dir, "explain", "E00030", "--json").stdout)
+    assert [i["state"] for i in as_json["rule_files"][0]["intents"]] == [
+        "failed",
+        "pending",
+        "pending",
+    ]
+
+    listed = planned(database_url, rules_dir, "errors", "--json")
+    assert listed.exit_code == 0, listed.output
+    (letter,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert letter["id"] == dead and letter["category"] == "data_quality"
+    assert letter["blocked_count"] == 2
+    assert letter["blocked"] == [
+        {"id": enrol, "kind": "enrol", "ref": "BEN-2026"},
+        {"id": cohort, "kind": "add_cohort_member", "ref": "BEN2026"},
+    ]
+    assert letter["guide"].startswith("data quality")
+    assert letter["target_waiting"] is None
+    table = planned(database_url, rules_dir, "errors").stdout
+    assert "in the guide's terms: data quality (stale or missing fields" in " ".join(table.split())
+    assert f"2: #{enrol} enrol BEN-2026" in table
+
+    misconfigure(world)
+    waiting = planned(database_url, rules_dir, "errors")
+    assert f"target moodle: waiting — {PREFLIGHT} (2 intents waiting on it)" in " ".join(
+        waiting.stdout.split()
+    )
+    letter = json.loads(planned(database_url, rules_dir, "errors", "--json").stdout)
+    assert letter["target_waiting"] == PREFLIGHT
+    held = planned(database_url, rules_dir, "plan", "--json")
+    assert held.exit_code == 0
+    assert json.loads(held.stdout)["states"] == {
+        "to_make": 0,
+        "failed": 0,
+        "pending": 0,
+        "waiting": 3,
+    }
+    explained = planned(database_url, rules_dir, "explain", "E00030")
+    assert f"target   moodle: waiting — {PREFLIGHT}" in explained.stdout
+
+
+async def test_plan_shows_no_changes_once_delivered(
+    database_url: str, world: World, rules_dir: Path
+) -> None:
+    world.hire(31)
+    pending = planned(database_url, rules_dir, "plan")
+    assert pending.exit_code == 0
+    assert "3 intents pending in the outbox" in pending.stdout
+    await world.deliver()
+    done = planned(database_url, rules_dir, "plan", "--json")
+    assert done.exit_code == 0
+    assert json.loads(done.stdout)["states"] == {
+        "to_make": 0,
+        "failed": 0,
+        "pending": 0,
+        "waiting": 0,
+    }
+    explained = planned(database_url, rules_dir, "explain", "E00031").stdout
+    assert "intents  none: the LMS already matches (confirmed" in explained

@@ -42,7 +42,7 @@ CAUSE = Cause("hris")
 
 
 def moodle_config(base_url: str = "http://moodle.test") -> TargetConfig:
-    return TargetConfig("moodle", "moodle", base_url, {"token": "MOODLE_TOKEN"}, {"auth": "saml2"})
+    return TargetConfig("moodle", "moodle", base_url, {"token": "MOODLE_TOKEN"}, {"auth": "oauth2"})
 
 
 def now() -> datetime:
@@ -97,10 +97,49 @@ async def test_an_outage_is_ridden_out_and_the_backlog_drains(
     )
     await relay.run_once()
     with db.read() as conn:
-        retried = [e for e in journal.read(conn) if e.op == "deliver.retry"]
-    assert retried, "the outage must have been met"
+        waited = [e for e in journal.read(conn) if e.op == "deliver.wait"]
+    assert waited, "the outage must have been met (and waited out, not charged)"
     await relay_until_drained(relay, db)
     assert_effectively_once(simulator.state.moodle.snapshot(), 20)
+    with db.read() as conn:
+        assert outbox.dead_letters(conn) == []
+
+
+async def test_an_outage_longer_than_the_whole_retry_budget_drains_once_it_ends(
+    ruled_now: Provisioner, db: Database
+) -> None:
+    """Three attempts of budget, an outage of many times that: nothing dead-letters, no
+    attempt is charged, and everything arrives once within seconds of recovery."""
+    simulator = create_simulator(Knobs(seed=3))
+    seed(ruled_now, 12)
+    knobs: Knobs = simulator.state.knobs
+    knobs.outage(2.0)
+    target = MoodleTarget(
+        moodle_config(), SIM_MOODLE_TOKEN, transport=httpx.ASGITransport(app=simulator)
+    )
+    relay = Relay(
+        db,
+        {"moodle": target},
+        clock=now,
+        policy=RetryPolicy(base=0.01, cap=0.05, max_attempts=3),
+        probe_base=0.05,
+        probe_cap=0.2,
+    )
+    deadline = time.monotonic() + 1.8
+    while time.monotonic() < deadline:  # the outage outlasts the retry budget many times
+        if not await relay.run_once():
+            await asyncio.sleep(0.02)
+    assert relay.breakers["moodle"].open
+    with db.read() as conn:
+        assert outbox.dead_letters(conn) == []
+        charged = conn.exec_driver_sql("SELECT max(attempts) FROM outbox").scalar()
+    assert (charged or 0) <= 1
+    while time.monotonic() < deadline + 0.3:
+        await asyncio.sleep(0.05)  # the outage ends
+    recovered = time.monotonic()
+    await relay_until_drained(relay, db, timeout=10)
+    assert time.monotonic() - recovered < 5
+    assert_effectively_once(simulator.state.moodle.snapshot(), 12)
     with db.read() as conn:
         assert outbox.dead_letters(conn) == []
 
@@ -116,8 +155,9 @@ async def test_a_429_storm_honours_retry_after(ruled_now: Provisioner, db: Datab
     )
     await relay_until_drained(relay, db, timeout=90)
     with db.read() as conn:
-        waits = [e.detail for e in journal.read(conn) if e.op == "deliver.retry" and e.detail]
-    assert waits, "the rate limit must have been met"
+        met = [e for e in journal.read(conn) if e.op in ("deliver.retry", "deliver.wait")]
+    assert met, "the rate limit must have been met"
+    waits = [e.detail for e in met if e.op == "deliver.retry" and e.detail]
     assert all(
         w["retry_in"] >= 1 for w in waits if "429" in str(w["lms"]) or w["lms"].get("retry_after")
     )

@@ -3,19 +3,26 @@ against a real database with the shipped rules/benefits-2026.yaml."""
 
 from __future__ import annotations
 
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bridge.lmssim.app import SIM_MOODLE_TOKEN
+from bridge.lmssim.app import Knobs
+from bridge.lmssim.app import create_app as create_simulator
 from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
+from bridge.relay import Relay
 from bridge.rules.book import RuleBook
 from bridge.schemas import Catalog
 from bridge.store import projections
 from bridge.store.engine import Database
+from bridge.targets.moodle import MoodleTarget
 from tests.conftest import HR
 from tests.conftest import NOW
 from tests.conftest import PATCH
@@ -133,14 +140,27 @@ def test_the_pilot_admits_at_most_its_cap(
     assert plan["counts"]["create_account"]["count"] == 200
 
 
-def test_mass_removal_is_quarantined_until_approved(
+async def _deliver(db: Database, book: RuleBook) -> None:
+    """The relay delivers the outbox to the LMS simulator: the LMS confirms what it holds."""
+    ruleset = book.current()
+    assert ruleset is not None
+    target = MoodleTarget(
+        ruleset.targets["moodle"],
+        SIM_MOODLE_TOKEN,
+        transport=httpx.ASGITransport(app=create_simulator(Knobs(seed=1))),
+    )
+    relay = Relay(db, {"moodle": target}, clock=lambda: datetime.now(UTC))
+    while await relay.run_once():
+        pass
+
+
+async def test_mass_removal_is_quarantined_until_approved(
     db: Database, catalog: Catalog, ruled: Provisioner, book: RuleBook, rules_dir: Path
 ) -> None:
     _seed(db, catalog, 40, codes=["BEN_CHOICE_2026"])
     planner = _planner(db, ruled, catalog, book)
     planner.apply(planner.plan_document(), actor="test")
-    with db.write() as conn:
-        conn.exec_driver_sql("DELETE FROM outbox")
+    await _deliver(db, book)  # plans diff against what the LMS confirmed (DESIGN §4)
     text = (rules_dir / "benefits-2026.yaml").read_text()
     (rules_dir / "benefits-2026.yaml").write_text(
         text.replace("course: BEN-2026\n", "course: BEN-2027\n")

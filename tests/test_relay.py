@@ -147,6 +147,13 @@ def test_due_date_is_kept_by_the_bridge_from_the_confirmed_enrolment() -> None:
     assert again["assignments"]["course:C1"]["due"] == "2026-12-31"
 
 
+def test_when_the_account_was_confirmed_survives_later_deliveries() -> None:
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    state = confirm({}, intent("p", "upsert_account"), at)
+    state = confirm(state, intent("p", "add_cohort_member", "K"), at + timedelta(hours=1))
+    assert state["account_at"] == at.isoformat()
+
+
 def test_confirmed_documents_of_the_bare_status_shape_still_read() -> None:
     old = {"assignments": {"course:C1": "active", "cohort:K": "suspended"}}
     state = confirm(old, intent("p", "suspend_account"))

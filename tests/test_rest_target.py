@@ -206,12 +206,12 @@ def test_build_account_status(kind: str, status: int) -> None:
     )
 
 
-def test_build_enrol_with_level_and_due_date() -> None:
+def test_build_enrol_with_level_and_access_end_never_the_due_date() -> None:
     d = delivery(
         "enrol",
         link="12001",
         ref="42",
-        data={"kind": "enrolment", "role": "student", "due_days": 30},
+        data={"kind": "enrolment", "role": "student", "due_days": 14, "access_end_days": 30},
     )
     method, url, _, body = built("enrol", d)
     assert (method, url) == ("POST", "/learn/v1/enrollments")
@@ -221,8 +221,8 @@ def test_build_enrol_with_level_and_due_date() -> None:
         "level": 3,
         "date_expire_validity": "2026-03-31",
     }
-    no_due = delivery("enrol", link="12001", ref="42", data={"role": "student"})
-    assert "date_expire_validity" not in built("enrol", no_due)[3]
+    due_only = delivery("enrol", link="12001", ref="42", data={"role": "student", "due_days": 30})
+    assert "date_expire_validity" not in built("enrol", due_only)[3]  # a due date ends nothing
 
 
 def test_build_enrolment_removals_and_cohorts() -> None:

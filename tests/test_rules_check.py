@@ -58,8 +58,8 @@ def only(errors: list[RuleError]) -> RuleError:
 
 
 def test_shipped_rules_check_clean(catalog: Catalog) -> None:
-    ruleset, errors = check_directory(ROOT / "rules", catalog, relative_to=ROOT)
-    assert errors == [], render_errors(errors)
+    ruleset, errors = check_directory(ROOT / "rules", catalog, relative_to=ROOT, with_warnings=True)
+    assert errors == [], render_errors(errors)  # not even a warning
     assert ruleset is not None and ruleset.file("benefits-2026") is not None
 
 
@@ -128,6 +128,15 @@ def test_unknown_transform(rules: Path, catalog: Catalog) -> None:
     assert error.hint == "did you mean 'lower'?"
 
 
+def test_unknown_transform_lists_the_known_ones(rules: Path, catalog: Catalog) -> None:
+    write(rules, "fold.yaml", "mapping:\n  username: {from: userName, transforms: [asci]}\n")
+    assert only(check(rules, catalog)).hint == "did you mean 'ascii'?"
+    write(rules, "fold.yaml", "mapping:\n  username: {from: userName, transforms: [unidecode]}\n")
+    assert only(check(rules, catalog)).hint == (
+        "known transforms: ascii, default, join, lower, map, replace, split, template, trim, upper"
+    )
+
+
 def test_wrong_type(rules: Path, catalog: Catalog) -> None:
     write(rules, "pilot.yaml", 'scope:\n  pilot:\n    max_people: "ten"\n')
     error = only(check(rules, catalog))
@@ -135,6 +144,82 @@ def test_wrong_type(rules: Path, catalog: Catalog) -> None:
     assert error.message.startswith("'max_people' must be a")
     assert "int" in error.message
     assert error.text == "ten"
+
+
+def test_due_and_access_ends_are_read_as_days(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "dates.yaml",
+        """
+        enrolments:
+          - {id: a, when: 'active eq true', course: A, due: P30D, access_ends: P90D}
+          - {id: b, when: 'active eq true', course: B, due: 14, access_ends: P12W}
+          - {id: c, when: 'active eq true', course: C, access_ends: 1}
+          - {id: d, when: 'active eq true', course: D, due: 0}
+        paths:
+          - {id: e, when: 'active eq true', path: LP-1, due: P2W, access_ends: P4W2D}
+        """,
+        target="rest-lms",
+    )
+    (rules / "targets.yaml").write_text(
+        "targets:\n  rest-lms: {kind: rest, base_url: http://lms.example}\n", encoding="utf-8"
+    )
+    ruleset, errors = check_directory(rules, catalog, relative_to=rules)
+    assert errors == [], render_errors(errors)
+    assert ruleset is not None
+    [rule_file] = ruleset.files
+    days = [(a.id, a.due_days, a.access_end_days) for a in rule_file.assignments]
+    assert days == [
+        ("a", 30, 90),
+        ("b", 14, 84),
+        ("c", None, 1),
+        ("d", 0, None),
+        ("e", 14, 30),
+    ]
+
+
+def test_bad_due_and_access_ends(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "dates.yaml",
+        """
+        enrolments:
+          - id: soon
+            when: 'active eq true'
+            course: A
+            access_ends: soon
+          - id: at-once
+            when: 'active eq true'
+            course: B
+            access_ends: P0D
+          - id: last-year
+            when: 'active eq true'
+            course: C
+            due: -3
+            access_ends: 2027-06-30
+        cohorts:
+          - {id: e, when: 'active eq true', cohort: X, access_ends: P90D}
+        """,
+    )
+    errors = check(rules, catalog)
+    assert [(str(e.mark), e.message, e.text) for e in errors] == [
+        (
+            "dates.yaml:8:18",
+            "`access_ends:` is the end of the learner's access: days or an ISO 8601 duration",
+            "soon",
+        ),
+        ("dates.yaml:12:18", "`access_ends:` must be a day or more, not 0", "P0D"),
+        ("dates.yaml:16:10", "`due:` must be zero days or more, not -3", "-3"),
+        (
+            "dates.yaml:17:18",
+            "`access_ends:` is the end of the learner's access: days or an ISO 8601 duration",
+            "2027-06-30",
+        ),
+        ("dates.yaml:19:61", "unknown key 'access_ends' in cohort #1", "access_ends"),
+    ]
+    assert errors[0].hint == "e.g. 30 or P30D or P4W"
+    assert errors[1].hint == "e.g. P90D"
+    assert errors[4].hint == "allowed keys: id, when, cohort, otherwise"
 
 
 def test_inline_secret_in_targets(tmp_path: Path, catalog: Catalog) -> None:
@@ -654,6 +739,54 @@ def test_conflicting_rules_across_files_unless_their_scopes_are_disjoint(
     assert error.hint.startswith("both c and b drive it on target 'moodle'")
 
 
+def test_access_that_ends_before_the_due_date_is_a_warning(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "early.yaml",
+        """
+        enrolments:
+          - id: benefits
+            when: 'active eq true'
+            course: BEN-2026
+            due: P30D
+            access_ends: P2W
+          - id: onboarding
+            when: 'active eq true'
+            course: ONBOARD-101
+            due: P30D
+            access_ends: P30D
+        """,
+    )
+    assert check(rules, catalog) == [], "a warning: the rules still load"
+    _, found = check_directory(rules, catalog, relative_to=rules, with_warnings=True)
+    warning = only(found)
+    assert warning.is_warning
+    assert str(warning.mark) == "early.yaml:9:18"
+    assert warning.message == (
+        "enrolment 'benefits' ends access after 14 days, before its due date (30 days)"
+    )
+    assert warning.text == "P2W"
+    assert "make access_ends later than due" in warning.hint
+
+
+def test_conflicting_access_ends(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "ends.yaml",
+        """
+        enrolments:
+          - {id: staff, when: 'userType eq "Employee"', course: BEN-2026, access_ends: P90D}
+          - {id: trainers, when: 'title eq "Trainer"', course: BEN-2026}
+        """,
+    )
+    error = only(check(rules, catalog))
+    assert str(error.mark) == "ends.yaml:6:56"
+    assert error.message == (
+        "enrolment 'trainers' conflicts with 'staff' at ends.yaml:5:5: same course BEN-2026, "
+        "different access_ends (none vs 90 days)"
+    )
+
+
 # --- everything at once, rendering -------------------------------------------------------------
 
 
@@ -741,6 +874,7 @@ def test_render_errors_and_json() -> None:
         "message": "unknown target 'moodel'",
         "text": "moodel",
         "hint": "did you",
+        "severity": "error",
     }
     json.dumps(errors_as_json(errors))
 

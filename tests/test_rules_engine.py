@@ -612,6 +612,34 @@ def test_learning_paths_are_enrolments() -> None:
     assert [(i.kind, i.data) for i in intents] == [(IntentKind.suspend_enrolment, {"kind": "path"})]
 
 
+def test_due_stays_a_deadline_and_only_access_ends_ends_access() -> None:
+    """``due`` → ``due_days`` (the bridge keeps the date); ``access_ends`` → ``access_end_days``,
+    the only data a target may turn into an LMS end date (Moodle's ``timeend``, LMS.md)."""
+    course = Assignment(
+        AssignmentKind.enrolment, "course-rule", BEN, "BEN-2026", due_days=30, access_end_days=90
+    )
+    path = Assignment(AssignmentKind.path, "lp-rule", BEN, "LP-1", access_end_days=7)
+    cohort = Assignment(AssignmentKind.cohort, "cohort-rule", BEN, "BEN2026", access_end_days=5)
+    intents, projection, _ = run(person(), (SCOPE, BEN), None, rule_file(course, path, cohort))
+    assert [(i.ref, i.data) for i in intents[1:]] == [
+        (
+            "BEN-2026",
+            {"kind": "enrolment", "role": "student", "due_days": 30, "access_end_days": 90},
+        ),
+        ("LP-1", {"kind": "path", "role": "student", "access_end_days": 7}),
+        ("BEN2026", {"kind": "cohort"}),  # a membership has no end
+    ]
+    intents, _, _ = run(person(), (SCOPE, BEN), None, rule_file(COURSE))
+    assert intents[1].data == {"kind": "enrolment", "role": "student", "due_days": 30}
+    assert projection is not None
+    assert projection["assignments"]["course:BEN-2026"] == {
+        "status": "active",
+        "rule": "course-rule",
+        "kind": "enrolment",
+        "ref": "BEN-2026",
+    }
+
+
 def test_an_assignment_whose_rule_was_deleted_is_suspended_under_its_old_rule() -> None:
     before = provisioned(SCOPE, BEN, MGR)
     rules = rule_file(COURSE, COHORT)  # the managers' rule is gone

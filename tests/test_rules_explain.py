@@ -11,6 +11,7 @@ import pytest
 from bridge.rules import engine
 from bridge.rules.aliases import expand_filter
 from bridge.rules.engine import Intent
+from bridge.rules.engine import state_key
 from bridge.rules.explain import Explanation
 from bridge.rules.explain import build_explanation
 from bridge.rules.explain import contract_filter
@@ -18,6 +19,10 @@ from bridge.rules.explain import explanation_to_json
 from bridge.rules.explain import render_explanation
 from bridge.rules.loader import load_ruleset
 from bridge.rules.model import RuleFile
+from bridge.rules.plan_model import Confirmed
+from bridge.rules.plan_model import Ledger
+from bridge.rules.plan_model import QueuedRow
+from bridge.rules.plan_model import confirmed_view
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = load_ruleset(ROOT / "rules", relative_to=ROOT)
@@ -124,7 +129,7 @@ def test_each_mapping_shows_source_and_result() -> None:
     assert "← roleCodes" in roles  # the alias, not the URN path
     assert '["BEN_CHOICE_2026", "MANAGER"]' in roles
     auth = line_of(text, "auth ")
-    assert "= constant" in auth and '"saml2"' in auth and "(on create)" in auth
+    assert "= constant" in auth and '"oauth2"' in auth and "(on create)" in auth
     arrows = {line.index("→") for line in text.splitlines() if "  →  " in line}
     assert len(arrows) == 1  # one column for every mapping result
 
@@ -213,6 +218,7 @@ def test_json() -> None:
         "expanded_condition": COURSE.when,
         "verdict": True,
         "otherwise": "suspend",
+        "confirmed": None,
     }
     username = next(m for m in file["mapping"] if m["attribute"] == "username")
     assert (username["source"], username["source_value"], username["result"]) == (
@@ -220,7 +226,9 @@ def test_json() -> None:
         " Jane.Smith ",
         "jane.smith",
     )
-    assert file["intents"] == [intent.as_dict() for intent in intents]
+    assert file["intents"] == [{**intent.as_dict(), "state": "to_make"} for intent in intents]
+    assert file["lms"]["looked_up"] is False
+    assert (file["waiting"], file["blocked"]) == (None, None)
 
 
 def test_unknown_rule_file_is_an_error() -> None:
@@ -239,3 +247,123 @@ def test_contracted_conditions_expand_back(condition: str) -> None:
     short = contract_filter(condition, BENEFITS.aliases)
     assert "urn:" not in short
     assert expand_filter(short, BENEFITS.aliases) == condition
+
+
+# -- desired, pending, confirmed ----------------------------------------------------------------
+
+AT = "2026-11-01T09:00:00+00:00"
+
+
+def evidence(
+    doc: dict[str, Any], ledger: Ledger, confirmed: Confirmed | None, projected: dict[str, Any]
+) -> Explanation:
+    """As ``bridge explain`` builds it: desired diffed against the confirmed view."""
+    codes = set(doc[HR]["roleCodes"])
+    assert BENEFITS.scope.filter is not None
+    verdicts = {
+        BENEFITS.scope.filter: True,
+        COURSE.when: "BEN_CHOICE_2026" in codes,
+        MANAGERS.when: {"BEN_CHOICE_2026", "MANAGER"} <= codes,
+        COHORT.when: "BEN_CHOICE_2026" in codes,
+    }
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts)
+    before = confirmed_view(BENEFITS, projected, confirmed)
+    intents, _ = engine.diff("p1", desired, before, BENEFITS)
+    return build_explanation(
+        "p1",
+        "jane.smith (E123)",
+        RULES,
+        {BENEFITS.name: (verdicts, True, "", desired, intents)},
+        ledger=ledger,
+        confirmed={"moodle": confirmed, "canvas": None},
+    )
+
+
+def first_run(doc: dict[str, Any]) -> dict[str, Any]:
+    verdicts = {BENEFITS.scope.filter or "": True, COURSE.when: True, COHORT.when: True}
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts)
+    _, projection = engine.diff("p1", desired, None, BENEFITS)
+    assert projection is not None
+    return projection
+
+
+def test_a_failed_create_is_shown_with_its_failure_and_what_waits_behind_it() -> None:
+    doc = person(["BEN_CHOICE_2026"])
+    dead = QueuedRow(
+        7,
+        "moodle",
+        "p1",
+        "upsert_account",
+        None,
+        "dead",
+        1,
+        AT,
+        "email already used",
+        "data_quality",
+    )
+    behind = QueuedRow(8, "moodle", "p1", "enrol", "BEN-2026", "pending", 0, AT)
+    exp = evidence(doc, Ledger([dead, behind]), None, first_run(doc))
+    text = render_explanation(exp)
+    assert "LMS      no account confirmed in moodle" in text
+    assert (
+        "  blocked  1 later intent in moodle blocked behind dead letter #7 upsert_account" in text
+    )
+    assert "the LMS already matches" not in text
+    assert (
+        "        ↳ failed — data_quality: email already used (outbox #7, 1 attempt); "
+        "still to make: `bridge apply` sends it again in place"
+    ) in text
+    assert (
+        f"        ↳ pending: outbox #8, attempt 1 at {AT}; blocked behind dead letter "
+        "#7 upsert_account (data_quality: email already used)"
+    ) in text
+    assert "        ↳ to make: the LMS has not confirmed it and nothing is on its way" in text
+    assert "not held" in line_of(text, "benefits-2026-course ")
+    (file,) = explanation_to_json(exp)["rule_files"]
+    assert [i["state"] for i in file["intents"]] == ["failed", "pending", "to_make"]
+    assert file["intents"][1]["blocked_by"]["id"] == 7
+    assert file["lms"] == {
+        "looked_up": True,
+        "lms_user_id": None,
+        "has_account": False,
+        "account_at": None,
+        "confirmed_at": None,
+        "active": None,
+    }
+
+
+def test_what_the_lms_confirmed_is_shown_and_then_nothing_is_left() -> None:
+    doc = person(["BEN_CHOICE_2026"])
+    projected = first_run(doc)
+    assignments = {
+        key: {**value, "at": AT, **({"due": "2026-12-01"} if key.startswith("course") else {})}
+        for key, value in projected["assignments"].items()
+    }
+    confirmed = Confirmed(
+        "42", {**projected, "account_at": AT, "assignments": assignments}, "2026-11-02T00:00:00"
+    )
+    exp = evidence(doc, Ledger(), confirmed, projected)
+    assert exp.files[0].intents == []
+    text = render_explanation(exp)
+    assert f"LMS      moodle account 42 (active), confirmed {AT}" in text
+    assert f"intents  none: the LMS already matches (confirmed {AT})" in text
+    course = line_of(text, "benefits-2026-course ")
+    assert course.endswith(f"· LMS: active (confirmed {AT}), due 2026-12-01")
+    (file,) = explanation_to_json(exp)["rule_files"]
+    assert file["assignments"][0]["confirmed"] == assignments[state_key(COURSE)]
+
+
+def test_a_waiting_target_is_named_with_its_reason() -> None:
+    doc = person(["BEN_CHOICE_2026"])
+    reason = "target moodle fails preflight: auth 'oauth2' is not enabled (rules/x.yaml:1:1)"
+    exp = evidence(doc, Ledger(waiting={"moodle": reason}), None, first_run(doc))
+    text = render_explanation(exp)
+    assert f"  target   moodle: waiting — {reason}" in text
+    assert text.count(f"↳ waiting — {reason}") == 3
+
+
+def test_no_intents_because_of_a_problem_is_not_a_match() -> None:
+    doc = person(["BEN_CHOICE_2026"], email=None)
+    exp = evidence(doc, Ledger(), None, first_run(person(["BEN_CHOICE_2026"])))
+    text = render_explanation(exp)
+    assert "intents  none: the problems below hold the account back" in text

@@ -43,6 +43,21 @@ def ruleset() -> RuleSet:
     return load_ruleset(RULES, relative_to=ROOT)
 
 
+def _shipped_marks() -> dict[str, str]:
+    """Where the shipped rules are written (``rules/benefits-2026.yaml:53:5``), by rule id."""
+    rule_file = load_ruleset(RULES, relative_to=ROOT).file("benefits-2026")
+    assert rule_file is not None
+    marks = {a.id: str(a.mark) for a in rule_file.assignments}
+    marks.update({f"mapping {m.attribute}": str(m.mark) for m in rule_file.mapping})
+    marks["scope"] = str(rule_file.scope.mark)
+    return marks
+
+
+AT = _shipped_marks()
+COURSE_AT, MANAGERS_AT = AT["benefits-2026-course"], AT["benefits-2026-managers"]
+TITLE_AT = AT["mapping title"]
+
+
 def run_text(ruleset: RuleSet, catalog: Catalog, tmp_path: Path, text: str) -> FixtureReport:
     path = tmp_path / "case.test.yaml"
     path.write_text(text, encoding="utf-8")
@@ -78,7 +93,7 @@ def test_the_shipped_fixtures_pass_with_full_coverage(ruleset: RuleSet, catalog:
 def test_verbose_shows_the_intents_of_passing_tests(ruleset: RuleSet, catalog: Catalog) -> None:
     report = run_fixtures(ruleset, catalog, [SHIPPED], relative_to=ROOT)
     quiet, verbose = render_report(report, verbose=False), render_report(report, verbose=True)
-    line = "enrol BEN-2026-MGR  [benefits-2026-managers at rules/benefits-2026.yaml:38:5]"
+    line = f"enrol BEN-2026-MGR  [benefits-2026-managers at {MANAGERS_AT}]"
     assert line in verbose and line not in quiet
     assert "problem: missing required email" in verbose
     assert len(verbose.splitlines()) > len(quiet.splitlines())
@@ -127,16 +142,13 @@ tests:
     assert "intents differ" in reason
     assert "1. upsert_account\n" in reason and "2. enrol BEN-2026-MGR\n" in reason
     # What came out instead, with the rule behind it.
-    assert "2. enrol BEN-2026  [benefits-2026-course at rules/benefits-2026.yaml:34:5]" in reason
+    assert f"2. enrol BEN-2026  [benefits-2026-course at {COURSE_AT}]" in reason
     # The expected intent's rule (found by its course) and where the fixture asked for it.
     assert (
-        "missing: enrol BEN-2026-MGR  [benefits-2026-managers at rules/benefits-2026.yaml:38:5]"
+        f"missing: enrol BEN-2026-MGR  [benefits-2026-managers at {MANAGERS_AT}]"
         "  (expected at case.test.yaml:16)" in reason
     )
-    assert (
-        "unexpected: enrol BEN-2026  [benefits-2026-course at rules/benefits-2026.yaml:34:5]"
-        in reason
-    )
+    assert f"unexpected: enrol BEN-2026  [benefits-2026-course at {COURSE_AT}]" in reason
     rendered = render_report(report, verbose=False)
     assert rendered.startswith("FAIL  a manager module for everyone  (case.test.yaml:4)\n")
     assert "0 passed, 1 failed" in rendered
@@ -181,14 +193,11 @@ tests:
     )
     reasons = report.results[0].reasons
     assert reasons[0].startswith(
-        "missing: enrol rule=benefits-2026-managers  "
-        "[benefits-2026-managers at rules/benefits-2026.yaml:38:5]"
+        f"missing: enrol rule=benefits-2026-managers  [benefits-2026-managers at {MANAGERS_AT}]"
     )
     assert reasons[1].startswith("unexpected: upsert_account  [benefits-2026 at ")
     assert "(excluded by upsert_account data=" in reasons[1]
-    assert reasons[2] == (
-        "expected in_scope: false, got true  (scope at rules/benefits-2026.yaml:14:3)"
-    )
+    assert reasons[2] == (f"expected in_scope: false, got true  (scope at {AT['scope']})")
     assert reasons[3] == "expected a problem containing 'missing required email', got: (none)"
 
 
@@ -228,13 +237,12 @@ tests:
     assert not report.ok(coverage_threshold=100)
     never = [(item.label, str(item.mark)) for item in report.never_exercised]
     assert never == [
-        ("benefits-2026-managers", "rules/benefits-2026.yaml:38:5"),
-        ("mapping title", "rules/benefits-2026.yaml:28:10"),
+        ("benefits-2026-managers", MANAGERS_AT),
+        ("mapping title", TITLE_AT),
     ]
     assert render_report(report, verbose=False).splitlines()[-1] == (
         "coverage: 10/12 rules (83%) — never exercised: "
-        "benefits-2026-managers at rules/benefits-2026.yaml:38:5, "
-        "mapping title at rules/benefits-2026.yaml:28:10"
+        f"benefits-2026-managers at {MANAGERS_AT}, mapping title at {TITLE_AT}"
     )
 
 
@@ -596,7 +604,7 @@ tests:
       in_scope: true
       intents:
         - {{kind: upsert_account, data: {{attributes: {{idnumber: E1, username: jsmith, email: j@x,
-            firstname: "-", lastname: "-", department: Claims, roles: [EMPLOYEE], auth: saml2}}}}}}
+            firstname: "-", lastname: "-", department: Claims, roles: [EMPLOYEE], auth: oauth2}}}}}}
   - name: other keys replace
     given:
       user: {{<<: *gone, emails: [{{type: home, value: h@x}}], {HR}: {{employmentStatus: active}}}}

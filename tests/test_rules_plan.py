@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.relay import confirm
 from bridge.rules import engine
 from bridge.rules.engine import IntentKind
 from bridge.rules.loader import load_ruleset
@@ -19,9 +20,13 @@ from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
 from bridge.rules.model import Safety
 from bridge.rules.plan import FORMAT
+from bridge.rules.plan import Confirmed
+from bridge.rules.plan import Ledger
 from bridge.rules.plan import PersonOutcome
 from bridge.rules.plan import Plan
+from bridge.rules.plan import QueuedRow
 from bridge.rules.plan import build_plan
+from bridge.rules.plan import confirmed_view
 from bridge.rules.plan import known_role_codes
 from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
@@ -549,8 +554,17 @@ def test_json_fields() -> None:
         "attention",
         "safety",
         "intents",
+        "states",
+        "in_flight",
     }
     assert data["generated_at"] == NOW
+    assert data["states"] == {
+        "to_make": len(data["intents"]),
+        "failed": 0,
+        "pending": 0,
+        "waiting": 0,
+    }
+    assert data["in_flight"] == []
     assert data["status"] == "quarantined"
     assert data["exit_code"] == 2
     assert [(action, c["kind"]) for action, c in data["counts"].items()] == [
@@ -594,6 +608,7 @@ def test_json_fields() -> None:
         "rule": "benefits-2026-course",
         "ref": "BEN-2026",
         "data": {"kind": "enrolment", "role": "student", "due_days": 30},
+        "state": "to_make",
     }
 
 
@@ -675,3 +690,261 @@ def test_summary_line_of_the_guide() -> None:
         "Plan: 4 accounts to create, 0 to update, 4 enrolments, 3 cohort memberships, "
         "0 suspensions, 0 removals; 1 person needs attention; safety: ok."
     )
+
+
+# -- the three states: desired vs confirmed, pending, waiting ------------------------------------
+
+AT = "2026-11-01T09:00:00+00:00"
+
+
+def delivered(person_id: str, doc: dict[str, Any], *, only: set[str] | None = None) -> Confirmed:
+    """What the LMS confirms after the first run's intents for ``doc`` were delivered (the
+    relay's own ``confirm``), all of them or only those of the kinds in ``only``."""
+    desired = engine.desired_state(person_id, doc, BENEFITS, verdicts(doc))
+    intents, _ = engine.diff(person_id, desired, None, BENEFITS)
+    document: dict[str, Any] = {}
+    for intent in intents:
+        if only is None or intent.kind.value in only:
+            document = confirm(document, intent.as_dict())
+            document["account_at"] = AT
+    return Confirmed("42", document, AT)
+
+
+def tracked_outcome(
+    person_id: str, doc: dict[str, Any], ledger: Ledger, confirmed: Confirmed | None
+) -> PersonOutcome:
+    """The outcome ``bridge plan`` makes: desired diffed against the confirmed view."""
+    projected = projection_of(person_id, doc)
+    desired = engine.desired_state(person_id, doc, BENEFITS, verdicts(doc))
+    before = confirmed_view(BENEFITS, projected, confirmed)
+    intents, _ = engine.diff(person_id, desired, before, BENEFITS)
+    blocked = ledger.blocked_reason(BENEFITS.target, person_id)
+    return PersonOutcome(
+        person_id=person_id,
+        label=doc["userName"],
+        rule_file=BENEFITS.name,
+        target=BENEFITS.target,
+        in_scope=desired.in_scope,
+        intents=intents,
+        problems=desired.problems,
+        role_codes=list(doc[HR]["roleCodes"]),
+        account=desired.account,
+        tracked=[ledger.track(intent, doc["userName"]) for intent in intents],
+        blocked=[blocked] if blocked else [],
+    )
+
+
+def row(
+    row_id: int,
+    person: str,
+    kind: str,
+    ref: str | None = None,
+    status: str = "pending",
+    **more: Any,
+) -> QueuedRow:
+    return QueuedRow(row_id, "moodle", person, kind, ref, status, **more)
+
+
+def test_confirmed_view_no_link_or_nothing_projected_is_no_account() -> None:
+    doc = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    assert confirmed_view(BENEFITS, projection_of("p1", doc), None) is None
+    assert confirmed_view(BENEFITS, None, delivered("p1", doc)) is None
+    assert confirmed_view(BENEFITS, projection_of("p1", doc), Confirmed(None, {})) is None
+
+
+def test_everything_confirmed_means_no_intents() -> None:
+    doc = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    view = confirmed_view(BENEFITS, projection_of("p1", doc), delivered("p1", doc))
+    assert view == projection_of("p1", doc)
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts(doc))
+    assert engine.diff("p1", desired, view, BENEFITS)[0] == []
+
+
+def test_what_the_lms_did_not_confirm_is_still_to_make() -> None:
+    doc = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    account_only = delivered("p1", doc, only={"upsert_account"})
+    view = confirmed_view(BENEFITS, projection_of("p1", doc), account_only)
+    assert view is not None and view["assignments"] == {}
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts(doc))
+    intents, _ = engine.diff("p1", desired, view, BENEFITS)
+    assert [(i.kind.value, i.ref) for i in intents] == [
+        ("enrol", "BEN-2026"),
+        ("add_cohort_member", "BEN2026"),
+    ]
+
+
+def test_an_attribute_the_lms_holds_but_the_person_lost_is_cleared() -> None:
+    before = person("jane.smith", "E1", ["BEN_CHOICE_2026"], title="Clerk")
+    now = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    del now["title"]
+    # The projection already moved on (the SCIM write path projected the change) …
+    projected = projection_of("p1", now)
+    assert "title" not in projected["account"]
+    # … but the LMS still holds the old title: it is cleared, not left stale.
+    view = confirmed_view(BENEFITS, projected, delivered("p1", before))
+    desired = engine.desired_state("p1", now, BENEFITS, verdicts(now))
+    (update,) = engine.diff("p1", desired, view, BENEFITS)[0]
+    assert update.data == {"create": False, "attributes": {"title": None}}
+
+
+def test_removals_the_projection_already_made_are_made_again_until_confirmed() -> None:
+    before = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    now = person("jane.smith", "E1", [])
+    desired = engine.desired_state("p1", now, BENEFITS, verdicts(now))
+    _, projected = engine.diff("p1", desired, projection_of("p1", before), BENEFITS)
+    assert projected is not None and "cohort:BEN2026" not in projected["assignments"]
+    view = confirmed_view(BENEFITS, projected, delivered("p1", before))
+    kinds = [(i.kind.value, i.ref) for i in engine.diff("p1", desired, view, BENEFITS)[0]]
+    assert ("remove_cohort_member", "BEN2026") in kinds
+    assert ("suspend_enrolment", "BEN-2026") in kinds
+
+
+def test_another_rule_files_assignments_are_not_this_ones() -> None:
+    doc = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    other = dataclasses.replace(BENEFITS, name="other", assignments=())
+    projected = {"account": {}, "active": True, "assignments": {}}
+    view = confirmed_view(other, projected, delivered("p1", doc))
+    assert view is not None and view["assignments"] == {}
+
+
+def test_the_ledger_says_where_an_intent_stands() -> None:
+    doc = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts(doc))
+    upsert, enrol, cohort = engine.diff("p1", desired, None, BENEFITS)[0]
+    assert Ledger().track(upsert).state == "to_make"
+
+    retrying = row(1, "p1", "upsert_account", status="retry", attempts=2)
+    on_its_way = Ledger([retrying])
+    tracked = on_its_way.track(upsert)
+    assert (tracked.state, tracked.row, tracked.blocked_by) == ("pending", retrying, None)
+    assert on_its_way.track(enrol).state == "to_make"  # another ref, another intent
+    quarantined = Ledger([row(1, "p1", "enrol", "BEN-2026", status="quarantined", run_id="r1")])
+    assert "bridge approve r1" in quarantined.track(enrol).describe()
+
+    dead = row(1, "p1", "upsert_account", status="dead", category="data_quality", last_error="x")
+    later = [row(4, "p1", "upsert_account"), row(5, "p1", "enrol", "BEN-2026")]
+    ledger = Ledger([dead, *later, row(9, "p2", "enrol", "BEN-2026")])
+    failed = ledger.track(upsert)
+    assert (failed.state, failed.row) == ("failed", dead)  # not the update queued behind it
+    blocked = ledger.track(enrol)
+    assert (blocked.state, blocked.row, blocked.blocked_by) == ("pending", later[1], dead)
+    assert ledger.track(cohort).state == "to_make"
+    found = ledger.blocked("moodle", "p1")
+    assert found == (dead, later)
+    assert ledger.blocked("moodle", "p2") is None
+
+    waiting = Ledger([dead], waiting={"moodle": "target moodle is unreachable: 503"})
+    for intent in (upsert, enrol):
+        assert waiting.track(intent).state == "waiting"
+    assert waiting.track(upsert).row == dead
+    assert (
+        waiting.track(upsert)
+        .describe()
+        .startswith(
+            "waiting — target moodle is unreachable: 503; its last delivery failed (data_quality: x)"
+        )
+    )
+
+
+def test_the_plan_counts_only_what_apply_sends() -> None:
+    failing = person("jane.smith", "E1", ["BEN_CHOICE_2026"])
+    queued_ = person("bo.lee", "E2", ["BEN_CHOICE_2026"])
+    done = person("ann.ko", "E3", ["BEN_CHOICE_2026"])
+    dead = row(1, "p1", "upsert_account", status="dead", category="configuration", last_error="no")
+    ledger = Ledger(
+        [
+            dead,
+            row(2, "p1", "enrol", "BEN-2026"),
+            row(3, "p1", "add_cohort_member", "BEN2026"),
+            row(4, "p2", "upsert_account", attempts=1, next_attempt_at=AT, last_error="503"),
+            row(5, "p2", "enrol", "BEN-2026"),
+        ]
+    )
+    outcomes = [
+        tracked_outcome("p1", failing, ledger, None),
+        tracked_outcome("p2", queued_, ledger, None),
+        tracked_outcome("p3", done, ledger, delivered("p3", done)),
+    ]
+    result = plan(outcomes, projected=3)
+    assert [(t.intent.person, t.intent.kind.value, t.state) for t in result.tracked] == [
+        ("p1", "upsert_account", "failed"),
+        ("p2", "add_cohort_member", "to_make"),
+    ]
+    assert result.count("create_account") == 1 and result.count("add_cohort_member") == 1
+    assert result.count("enrol") == 0
+    assert result.state_counts() == {"to_make": 1, "failed": 1, "pending": 4, "waiting": 0}
+    assert result.exit_code == 2
+    (blocked,) = result.attention
+    assert (blocked.person, blocked.kind) == ("p1", "blocked")
+    assert blocked.reason == (
+        "2 later intents in moodle blocked behind dead letter #1 upsert_account "
+        "(configuration: no); fix it, then `bridge apply` or `bridge errors retry 1`"
+    )
+    assert summary_line(result) == (
+        "Plan: 1 account to create, 0 to update, 0 enrolments, 1 cohort membership, "
+        "0 suspensions, 0 removals; 1 change failed before (apply sends it again); "
+        "4 intents pending in the outbox; 1 person needs attention; safety: ok."
+    )
+    data = plan_to_json(result)
+    assert data["states"] == {"to_make": 1, "failed": 1, "pending": 4, "waiting": 0}
+    assert data["intents"][0]["outbox"]["id"] == 1
+    assert [e["state"] for e in data["in_flight"]] == ["pending"] * 4
+    assert data["in_flight"][0]["blocked_by"]["id"] == 1
+    assert "blocked_by" not in data["in_flight"][2]
+    assert plan_from_json(json.loads(json.dumps(data))) == result
+    text = render_text(result)
+    assert (
+        "jane.smith: create account [benefits-2026] — configuration: no (outbox #1, 0 attempts)"
+        in text
+    )
+    assert "bo.lee: update account" not in text
+    assert "bo.lee: create account [benefits-2026] — pending: outbox #4, attempt 2 at" in text
+
+
+def test_pending_only_is_no_change_and_waiting_is_shown_by_reason() -> None:
+    docs = [person(f"u{n}", f"E{n}", ["BEN_CHOICE_2026"]) for n in range(4)]
+    reason = "target moodle fails preflight: no token (rules/targets.yaml:7:7); fix: set it"
+    ledger = Ledger(waiting={"moodle": reason})
+    result = plan([tracked_outcome(f"p{n}", d, ledger, None) for n, d in enumerate(docs)])
+    assert result.tracked == [] and result.status == "no-changes" and result.exit_code == 0
+    assert result.state_counts()["waiting"] == 12
+    assert summary_line(result) == (
+        "No changes. 12 intents waiting on a target; 0 people need attention; safety: ok."
+    )
+    text = render_text(result)
+    assert f"      {reason}: 12 intents (u0, u1, u2, +1 more)" in text
+    assert plan_from_json(plan_to_json(result)) == result
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["intents"][0].__setitem__("state", "pending"), r"intents\[0\] has state"),
+        (lambda d: d["in_flight"].append({**d["intents"][0]}), r"in_flight\[0\] has state"),
+        (lambda d: d["intents"][0].__setitem__("outbox", []), r"intents\[0\].outbox must be"),
+        (
+            lambda d: d["intents"][0].__setitem__("outbox", {"id": "1"}),
+            r"intents\[0\].outbox: not an outbox row",
+        ),
+        (
+            lambda d: d["in_flight"].append({**d["intents"][0], "state": "waiting"}),
+            "waiting without a reason",
+        ),
+    ],
+)
+def test_broken_states_in_a_plan_file_are_refused(change: Any, message: str) -> None:
+    data = plan_to_json(plan(new_people(1)))
+    change(data)
+    with pytest.raises(ValueError, match=message):
+        plan_from_json(data)
+
+
+def test_a_plan_file_without_states_reads_as_changes_to_make() -> None:
+    data = plan_to_json(plan(new_people(2)))
+    for key in ("states", "in_flight"):
+        del data[key]
+    for entry in data["intents"]:
+        del entry["state"]
+    again = plan_from_json(data)
+    assert [t.state for t in again.tracked] == ["to_make"] * 6
+    assert again == plan(new_people(2))

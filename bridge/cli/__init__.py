@@ -20,6 +20,7 @@ from bridge.cli.relay import relay_command
 from bridge.cli.revert import revert_command
 from bridge.cli.rules import rules_group
 from bridge.cli.serving import serve
+from bridge.cli.targets import targets_group
 from bridge.cli.tokens import tokens_group
 
 __all__ = ["main"]
@@ -44,3 +45,4 @@ main.add_command(errors_group)
 main.add_command(lmssim_command)
 main.add_command(revert_command)
 main.add_command(demo_command)
+main.add_command(targets_group)

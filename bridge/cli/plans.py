@@ -63,7 +63,12 @@ def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Plann
     "--out", type=click.Path(path_type=Path), help="Save the plan (JSON) for `bridge apply`."
 )
 def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: Path | None) -> None:
-    """Desired vs last projected state over every stored person. Exit 0 none, 2 changes, 1 error."""
+    """Desired vs what the LMS confirmed, over every stored person.
+
+    Changes are the intents still to make and those whose delivery failed (dead letters);
+    intents pending in the outbox or waiting on their target are shown, not counted.
+    Exit 0 none, 2 changes, 1 error.
+    """
     selected = {item.strip() for item in only.split(",") if item.strip()} if only else None
     with planner(load_settings(), rules_dir) as plans:
         try:
@@ -86,7 +91,11 @@ def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: P
 @click.command(name="apply")
 @click.argument("planfile", type=click.Path(exists=True, path_type=Path))
 def apply_command(planfile: Path) -> None:
-    """Enqueue a saved plan in one transaction (quarantined when over the safety threshold)."""
+    """Enqueue a saved plan in one transaction (quarantined when over the safety threshold).
+
+    A failed intent goes again in its dead letter's place (same outbox row, so the person's
+    order holds); pending and waiting intents are left alone.
+    """
     try:
         document = json.loads(planfile.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -117,7 +126,8 @@ def approve_command(run_id: str) -> None:
 @click.argument("person")
 @click.option("--json", "as_json", is_flag=True)
 def explain_command(person: str, as_json: bool) -> None:
-    """Why PERSON (id, externalId or userName) gets what they get in the LMS."""
+    """Why PERSON (id, externalId or userName) gets what they get in the LMS: each intent
+    desired, pending (attempt, next try, last error) or confirmed, as `bridge plan` sees it."""
     with planner(load_settings()) as plans:
         try:
             explanation = plans.explain(person)

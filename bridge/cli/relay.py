@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from collections.abc import Mapping
 
 import click
@@ -13,6 +14,7 @@ from bridge.cli.logs import configure_logging
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
+from bridge.provision.preflight import preflight_for
 from bridge.provision.resources import now_utc
 from bridge.relay import Relay
 from bridge.rules.check import render_errors
@@ -29,13 +31,22 @@ def build_relay(
     ruleset: RuleSet | None,
     env: Mapping[str, str] | None = None,
     settings: Settings | None = None,
+    rules: Callable[[], RuleSet | None] | None = None,
 ) -> Relay | None:
-    """A relay for every target whose credentials are set; targets without are left waiting."""
+    """A relay for every target whose credentials are set; targets without are left waiting.
+
+    The relay checks every target (preflight) when it starts, re-checks a failing one every
+    ``BRIDGE_PREFLIGHT_RECHECK_SECONDS`` against the rules loaded then (``rules``, e.g. a
+    RuleBook's ``current``), and holds a failing target's intents until it passes.
+    """
     if ruleset is None or not ruleset.targets:
         return None
     env = os.environ if env is None else env
     targets = {}
+    used = {rule_file.target for rule_file in ruleset.files}
     for name, config in ruleset.targets.items():
+        if name not in used:
+            continue  # no rule file drives it: nothing will ever be queued for it
         try:
             targets[name] = make_target(config, env)
         except TargetConfigError as exc:
@@ -49,6 +60,9 @@ def build_relay(
         clock=now_utc,
         lease_seconds=settings.relay_lease_seconds,
         per_target=settings.relay_per_target,
+        preflight=preflight_for(db, rules or (lambda: ruleset), targets, now=now_utc),
+        recheck_seconds=settings.preflight_recheck_seconds,
+        probe_cap=settings.probe_cap_seconds,
     )
 
 
@@ -67,7 +81,7 @@ def relay_command(once: bool) -> None:
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
     with database(settings) as db:
-        relay = build_relay(db, book.current(), settings=settings)
+        relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is None:
             raise click.ClickException(
                 "no target can be built: check rules/targets.yaml and the credentials' variables"

@@ -14,6 +14,7 @@ import click
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
 from bridge.rules.book import RuleBook
+from bridge.rules.check import blocking
 from bridge.rules.check import check_directory
 from bridge.rules.check import errors_as_json
 from bridge.rules.check import load_lms_catalogue
@@ -29,10 +30,11 @@ from bridge.schemas import load_catalog
 
 
 def check_rules(
-    directory: Path, catalog: Catalog, lms: Any = None
+    directory: Path, catalog: Catalog, lms: Any = None, *, with_warnings: bool = False
 ) -> tuple[RuleSet | None, list[RuleError]]:
-    """``check_directory`` plus the checks only the target adapters know (rest, scim options)."""
-    ruleset, errors = check_directory(directory, catalog, lms)
+    """``check_directory`` plus the checks only the target adapters know (rest, scim options);
+    warnings too with ``with_warnings`` (they never make the rule set None)."""
+    ruleset, errors = check_directory(directory, catalog, lms, with_warnings=with_warnings)
     if ruleset is not None:
         from bridge.targets import rest
         from bridge.targets import scim
@@ -49,7 +51,7 @@ def check_rules(
                 )
                 for problem in problems
             ]
-    return (ruleset if not errors else None), errors
+    return (ruleset if not blocking(errors) else None), errors
 
 
 def rule_book(settings: Settings, catalog: Catalog) -> RuleBook:
@@ -86,15 +88,18 @@ def rules_check(path: Path | None, catalogue: Path | None, as_json: bool) -> Non
         lms = load_lms_catalogue(catalogue) if catalogue else None
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
-    ruleset, errors = check_rules(path or settings.rules_dir, catalog, lms)
+    ruleset, errors = check_rules(path or settings.rules_dir, catalog, lms, with_warnings=True)
+    failed = bool(blocking(errors))
     if as_json:
         click.echo(json.dumps(errors_as_json(errors), indent=2))
-    elif errors:
+    elif failed:
         click.echo(render_errors(errors))
     else:
+        if errors:  # warnings only: shown, and the rules are fine to load
+            click.echo(render_errors(errors))
         files = len(ruleset.files) if ruleset else 0
         click.echo(f"ok: {files} rule file(s), version {ruleset.version if ruleset else '-'}")
-    sys.exit(1 if errors else 0)
+    sys.exit(1 if failed else 0)
 
 
 @rules_group.command(name="test")

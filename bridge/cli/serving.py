@@ -34,9 +34,10 @@ def build_app(
     provisioner = Provisioner(db, catalog, rules=book.current)
     background = []
     if relay_in_process:
-        relay = build_relay(db, book.current(), settings=settings)
+        relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is not None:
             background.append(relay.run)
+            book.listeners.append(lambda _ruleset: relay.recheck())
     jwt_verifier = None
     if settings.jwt.enabled:
         from bridge.auth.jwt import JwtVerifier
@@ -128,9 +129,12 @@ def _relay_thread(
     """The relay of a multi-process ``serve``, on an event loop of its own in the supervisor."""
     import asyncio
 
-    relay = build_relay(app.state.server.provisioner.db, book.current(), settings=settings)
+    relay = build_relay(
+        app.state.server.provisioner.db, book.current(), settings=settings, rules=book.current
+    )
     if relay is None:
         return None
+    book.listeners.append(lambda _ruleset: relay.recheck())
 
     async def run() -> None:
         done = asyncio.Event()

@@ -1,10 +1,12 @@
 """The simulator's ASGI app: Moodle and Canvas routes behind the misbehaviour knobs.
 
-Knobs (``Knobs``): added latency, a token-bucket rate limit (Moodle answers 503 with
+Knobs (``Knobs``): added latency, a token-bucket rate limit (Moodle answers 429 with
 Retry-After like a proxy in front of it; Canvas answers 403 "Rate Limit Exceeded" as Canvas
 does), a random error rate (HTTP 500/502), and an outage window (every call fails with 503
-while it is open). They can be changed at run time through ``POST /_sim/knobs`` and the
-simulator's state inspected through ``GET /_sim/state`` (tests and the demo use both).
+while it is open). They can be changed at run time through ``POST /_sim/knobs``, the Moodle
+site's configuration (``auth_plugins``, ``profile_fields``, ``service_functions``,
+``extended_username_chars``, ``allow_accounts_same_email``, ``debug``, ``max_input_vars``)
+through ``POST /_sim/moodle``, and the simulator's state inspected through ``GET /_sim/state``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -122,19 +125,52 @@ SIM_MOODLE_TOKEN = "moodle-token"  # noqa: S105 - the simulator's well-known tes
 SIM_CANVAS_TOKEN = "canvas-token"  # noqa: S105 - the simulator's well-known test token
 
 
+MOODLE_SETTINGS = {
+    "auth_plugins": set,
+    "profile_fields": set,
+    "service_functions": set,
+    "extended_username_chars": bool,
+    "allow_accounts_same_email": bool,
+    "debug": bool,
+    "max_input_vars": int,
+}
+"""The Moodle site settings ``POST /_sim/moodle`` may change, and how a JSON value becomes one."""
+
+
 def create_app(
     knobs: Knobs | None = None,
     *,
     moodle_token: str = SIM_MOODLE_TOKEN,
     canvas_token: str = SIM_CANVAS_TOKEN,
+    moodle_auth_plugins: Iterable[str] | None = None,
+    moodle_profile_fields: Iterable[str] | None = None,
+    moodle_service_functions: Iterable[str] | None = None,
+    moodle_extended_username_chars: bool = False,
 ) -> Starlette:
-    """The simulator: Moodle at ``/webservice/rest/server.php``, Canvas at ``/api/v1``."""
+    """The simulator: Moodle at ``/webservice/rest/server.php``, Canvas at ``/api/v1``.
+
+    The ``moodle_*`` arguments configure the Moodle site (``MoodleSite``); None keeps its
+    default: the stock auth plugins, the shipped rules' profile fields, every function.
+    """
     from bridge.lmssim import canvas
     from bridge.lmssim import moodle
+    from bridge.lmssim import moodle_rest
 
     knobs = knobs or Knobs()
     counters = Counters()
-    moodle_site = moodle.MoodleSite(token=moodle_token)
+    moodle_site = moodle.MoodleSite(
+        token=moodle_token,
+        auth_plugins=(
+            moodle.STOCK_AUTH_PLUGINS if moodle_auth_plugins is None else moodle_auth_plugins
+        ),
+        profile_fields=(
+            moodle.SHIPPED_PROFILE_FIELDS
+            if moodle_profile_fields is None
+            else moodle_profile_fields
+        ),
+        service_functions=moodle_service_functions,
+        extended_username_chars=moodle_extended_username_chars,
+    )
     canvas_site = canvas.CanvasSite(token=canvas_token)
 
     async def get_knobs(request: Request) -> Response:
@@ -149,6 +185,18 @@ def create_app(
                 setattr(knobs, key, value)
         return JSONResponse({"knobs": asdict(knobs)})
 
+    async def set_moodle(request: Request) -> Response:
+        body = await request.json()
+        unknown = sorted(set(body) - set(MOODLE_SETTINGS))
+        if unknown:
+            return JSONResponse({"error": f"unknown Moodle settings: {', '.join(unknown)}"}, 400)
+        missing = sorted(set(body.get("service_functions", ())) - set(moodle.FUNCTIONS))
+        if missing:
+            return JSONResponse({"error": f"not simulated: {', '.join(missing)}"}, 400)
+        for key, value in body.items():
+            setattr(moodle_site, key, MOODLE_SETTINGS[key](value))
+        return JSONResponse(moodle_site.snapshot()["settings"])
+
     async def state(request: Request) -> Response:
         return JSONResponse(
             {
@@ -161,8 +209,9 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/_sim/knobs", get_knobs, methods=["GET"]),
         Route("/_sim/knobs", set_knobs, methods=["POST"]),
+        Route("/_sim/moodle", set_moodle, methods=["POST"]),
         Route("/_sim/state", state, methods=["GET"]),
-        *moodle.routes(moodle_site),
+        *moodle_rest.routes(moodle_site),
         *canvas.routes(canvas_site),
     ]
     app = Starlette(routes=routes)

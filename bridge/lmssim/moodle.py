@@ -1,18 +1,18 @@
-"""The simulated Moodle site: its users, courses, cohorts and enrolments, and the REST server.
+"""The simulated Moodle site: its configuration, users, courses, cohorts and enrolments.
 
-``MoodleSite`` holds the state and the primitives Moodle's enrolment API offers (enrol and
-unenrol through an instance, cohort membership with cohort-sync); ``routes`` serves
-``POST /webservice/rest/server.php`` the way Moodle 4.3's REST protocol does (LMS.md): PHP
-form arrays truncated at ``max_input_vars``, JSON bodies ignored, XML unless
-``moodlewsrestformat=json``, and every answer HTTP 200, errors included. The web-service
-functions live in ``moodle_users`` and ``moodle_enrol``, their machinery in ``moodle_ws``.
+``MoodleSite`` holds the state, the site's configuration (auth plugins, profile fields, the
+token's service, ``extendedusernamechars``…) and the primitives Moodle's enrolment API offers
+(enrol and unenrol through an instance, cohort membership with cohort-sync); ``call`` runs a
+web-service function as ``webservice_base_server`` does. The REST protocol lives in
+``moodle_rest``, the functions in ``moodle_webservice``, ``moodle_users`` and ``moodle_enrol``,
+their machinery in ``moodle_ws``. Where LMS.md and a real Moodle 4.3 site disagree with this
+package, they win.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable
@@ -20,29 +20,43 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
-from html import escape
 from typing import Any
-from urllib.parse import parse_qsl
-
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.routing import Route
 
 from bridge.lmssim import moodle_enrol
 from bridge.lmssim import moodle_users
+from bridge.lmssim import moodle_webservice
+from bridge.lmssim.moodle_ws import SiteParams
 from bridge.lmssim.moodle_ws import WsError
 from bridge.lmssim.moodle_ws import invalid_parameter
 from bridge.lmssim.moodle_ws import validate
 
-PATH = "/webservice/rest/server.php"
 ACTIVE, SUSPENDED = 0, 1  # user_enrolments.status (ENROL_USER_ACTIVE / ENROL_USER_SUSPENDED)
 GUEST_ID, ADMIN_ID = 1, 2
 SITE_COURSE_ID = 1
-ROLES = {1: "manager", 3: "editingteacher", 4: "teacher", 5: "student"}  # assignable by the token
+ROLES = moodle_enrol.ROLE_NAMES  # the roles the token may assign
 
-PhpValue = str | dict[str, "PhpValue"]
-FUNCTIONS = {**moodle_users.FUNCTIONS, **moodle_enrol.FUNCTIONS}
+FUNCTIONS = {**moodle_webservice.FUNCTIONS, **moodle_users.FUNCTIONS, **moodle_enrol.FUNCTIONS}
+"""Every web-service function the simulator implements (the default service of its token)."""
+NOT_SIMULATED = frozenset(
+    {
+        "core_cohort_create_cohorts",
+        "core_cohort_get_cohort_members",
+        "core_completion_get_activities_completion_status",
+        "core_completion_get_course_completion_status",
+        "core_course_create_courses",
+        "core_group_add_group_members",
+        "core_role_assign_roles",
+    }
+)
+"""Real Moodle functions the simulator does not run: outside the service they answer
+``accessexception``, as on a real site; names Moodle does not have answer ``invalidrecord``."""
+STOCK_AUTH_PLUGINS = (
+    *("cas", "db", "email", "ldap", "lti", "manual", "mnet", "nologin", "none", "oauth2"),
+    *("shibboleth", "webservice"),
+)
+"""The auth plugins of a stock Moodle 4.3 (the directories of ``auth/``): no ``saml2``."""
+SHIPPED_PROFILE_FIELDS = ("title", "roles")
+"""The custom profile fields the shipped rules map (rules/benefits-2026.yaml)."""
 
 
 @dataclass
@@ -103,23 +117,51 @@ class Cohort:
 class MoodleSite:
     """One Moodle site in memory, seeded with the catalogue the shipped rules use.
 
-    Settings tests may change: ``debug`` (developer debugging: ``debuginfo`` in errors),
-    ``allow_accounts_same_email``, ``max_input_vars``, ``rest_enabled``, ``functions`` (the
-    token's service), ``cohort_unenrol_action`` (``unenrol`` or ``suspend``), ``clock``.
+    Site configuration (constructor arguments, attributes tests may change later):
+    ``auth_plugins`` (installed auth plugins; default the stock list, no ``saml2``),
+    ``profile_fields`` (custom profile field short names; default the shipped rules' fields),
+    ``service_functions`` (what the token's service allows; default everything simulated),
+    ``extended_username_chars`` (``$CFG->extendedusernamechars``), ``allow_accounts_same_email``,
+    ``debug`` (debugging on: ``debuginfo`` in errors), ``max_input_vars``, ``langs``. Also
+    ``rest_enabled``, ``cohort_unenrol_action`` (``unenrol`` or ``suspend``), ``clock``.
+    ``dropped_profile_fields`` records each (userid, shortname) Moodle silently ignored.
     """
 
-    def __init__(self, token: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        auth_plugins: Iterable[str] = STOCK_AUTH_PLUGINS,
+        profile_fields: Iterable[str] = SHIPPED_PROFILE_FIELDS,
+        service_functions: Iterable[str] | None = None,
+        extended_username_chars: bool = False,
+        allow_accounts_same_email: bool = False,
+        debug: bool = False,
+        max_input_vars: int = 5000,
+        langs: Iterable[str] = ("en",),
+        sitename: str = "Simulated Moodle",
+        wwwroot: str = "http://moodle.test",
+    ) -> None:
         self.token = token
         self.clock = clock
-        self.debug = False
-        self.allow_accounts_same_email = False
-        self.max_input_vars = 5000
+        self.debug = debug
+        self.allow_accounts_same_email = allow_accounts_same_email
+        self.extended_username_chars = extended_username_chars
+        self.max_input_vars = max_input_vars
         self.rest_enabled = True
-        self.functions: set[str] = set(FUNCTIONS)
+        self.auth_plugins = set(auth_plugins)
+        self.profile_fields = set(profile_fields)
+        self.langs = set(langs)
+        functions = set(FUNCTIONS if service_functions is None else service_functions)
+        unknown = functions - set(FUNCTIONS)
+        if unknown:
+            raise ValueError(f"the simulator has no function {', '.join(sorted(unknown))}")
+        self.service_functions = functions
+        self.sitename = sitename
+        self.wwwroot = wwwroot
         self.cohort_unenrol_action = "unenrol"
         self.assignable_roles = set(ROLES)
-        self.profile_fields = {"title", "roles"}
-        self.auths = {"manual", "email", "nologin", "saml2", "oauth2", "ldap", "shibboleth"}
         self.users: dict[int, User] = {}
         self.courses: dict[int, Course] = {}
         self.instances: dict[int, EnrolInstance] = {}
@@ -127,9 +169,17 @@ class MoodleSite:
         self.roles: set[tuple[int, int, int, str]] = set()  # (courseid, userid, roleid, component)
         self.cohorts: dict[int, Cohort] = {}
         self.members: set[tuple[int, int]] = set()  # (cohortid, userid)
+        self.dropped_profile_fields: list[tuple[int, str]] = []
         self.calls: dict[str, int] = {}
         self._ids: dict[str, int] = {}
         self._seed()
+
+    @property
+    def params(self) -> SiteParams:
+        """The settings ``clean_param`` reads, as they are now."""
+        return SiteParams(
+            self.extended_username_chars, frozenset(self.auth_plugins), frozenset(self.langs)
+        )
 
     def _next(self, table: str) -> int:
         self._ids[table] = self._ids.get(table, 0) + 1
@@ -304,15 +354,26 @@ class MoodleSite:
         if not function:
             raise invalid_parameter("Missing function name")
         self.calls[function] = self.calls.get(function, 0) + 1
-        if function not in self.functions or function not in FUNCTIONS:
+        if function not in FUNCTIONS and function not in NOT_SIMULATED:
+            # external_api::external_function_info() on a name Moodle does not have
+            raise WsError(
+                "invalidrecord",
+                "Can't find data record in database table external_functions.",
+                exception="dml_missing_record_exception",
+                debuginfo=f"SELECT * FROM {{external_functions}} WHERE name = ?\n"  # noqa: S608 - text
+                f"[array (\n  0 => '{function}',\n)]",
+            )
+        if function not in self.service_functions:
             raise WsError(
                 "accessexception",
                 "Access control exception",
                 exception="webservice_access_exception",
-                debuginfo=f"Access to the function {function}() is not allowed.",
+                debuginfo=f"Access to the function {function}() is not allowed.\n"
+                "There could be multiple reasons for this:\n"
+                "1. The service linked to the user token does not contain the function.",
             )
         spec = FUNCTIONS[function]
-        return spec.handler(self, validate(spec.params, params, self.debug))
+        return spec.handler(self, validate(spec.params, params, self.params))
 
     def snapshot(self) -> dict[str, Any]:
         """The whole site as plain JSON-able data (for ``/_sim/state`` and tests)."""
@@ -346,105 +407,16 @@ class MoodleSite:
             "cohorts": [asdict(c) for c in self.cohorts.values()],
             "enrolments": enrolments,
             "cohort_members": [{"cohortid": c, "userid": u} for c, u in sorted(self.members)],
+            "dropped_profile_fields": [
+                {"userid": u, "shortname": f} for u, f in self.dropped_profile_fields
+            ],
+            "settings": {
+                "auth_plugins": sorted(self.auth_plugins),
+                "profile_fields": sorted(self.profile_fields),
+                "service_functions": sorted(self.service_functions),
+                "extended_username_chars": self.extended_username_chars,
+                "allow_accounts_same_email": self.allow_accounts_same_email,
+                "debug": self.debug,
+            },
             "calls": dict(self.calls),
         }
-
-
-# -- the REST protocol -----------------------------------------------------------------------
-
-
-def php_form(pairs: Iterable[tuple[str, str]]) -> dict[str, PhpValue]:
-    """Form fields as PHP builds ``$_POST``: ``users[0][username]=x`` → nested arrays.
-
-    Arrays stay dicts keyed by strings in arrival order (PHP arrays are ordered maps); ``[]``
-    appends at the next integer key; a later scalar or array replaces an earlier one.
-    """
-    root: dict[str, PhpValue] = {}
-    for name, value in pairs:
-        match = re.fullmatch(r"([^\[]+)((?:\[[^\]]*\])*)", name)
-        if match is None:
-            root[name] = value
-            continue
-        keys = [match.group(1), *re.findall(r"\[([^\]]*)\]", match.group(2))]
-        node = root
-        for index, key in enumerate(keys):
-            if key == "":
-                key = str(max((int(k) + 1 for k in node if k.isdigit()), default=0))
-            if index == len(keys) - 1:
-                node[key] = value
-                break
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-    return root
-
-
-def to_xml(value: Any) -> str:
-    """A result in Moodle's REST XML (``webservice_rest_server::xmlize_result``)."""
-    if isinstance(value, dict):
-        keys = "".join(f'<KEY name="{escape(k)}">{to_xml(v)}</KEY>\n' for k, v in value.items())
-        return f"<SINGLE>\n{keys}</SINGLE>\n"
-    if isinstance(value, list):
-        return "<MULTIPLE>\n" + "".join(to_xml(v) for v in value) + "</MULTIPLE>\n"
-    if value is None:
-        return '<VALUE null="null"/>\n'
-    if isinstance(value, bool):
-        value = int(value)
-    return f"<VALUE>{escape(str(value), quote=False)}</VALUE>\n"
-
-
-XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
-
-
-def render(result: Any, error: WsError | None, restformat: str, debug: bool) -> Response:
-    """Every answer is HTTP 200, errors included (LMS.md)."""
-    if restformat == "json":
-        body = json.dumps(error.render(debug) if error else result)
-        return Response(body, 200, media_type="application/json")
-    if error is not None:
-        answer = error.render(debug)
-        debuginfo = answer.get("debuginfo")
-        xml = (
-            f'{XML_HEAD}<EXCEPTION class="{escape(error.exception)}">\n'
-            f"<ERRORCODE>{escape(error.errorcode)}</ERRORCODE>\n"
-            f"<MESSAGE>{escape(answer['message'])}</MESSAGE>\n"
-            + (f"<DEBUGINFO>{escape(debuginfo)}</DEBUGINFO>\n" if debuginfo else "")
-            + "</EXCEPTION>\n"
-        )
-    else:
-        xml = f"{XML_HEAD}<RESPONSE>\n{'' if result is None else to_xml(result)}</RESPONSE>\n"
-    return Response(xml, 200, media_type="application/xml; charset=utf-8")
-
-
-def routes(site: MoodleSite) -> list[BaseRoute]:
-    """``/webservice/rest/server.php`` for ``site``."""
-
-    async def server(request: Request) -> Response:
-        if not site.rest_enabled:  # the REST protocol disabled: 403, empty body (LMS.md)
-            return Response(b"", 403)
-        limit = site.max_input_vars  # PHP drops the fields past max_input_vars, silently
-        get = php_form(request.query_params.multi_items()[:limit])
-        post: dict[str, PhpValue] = {}
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and media == "application/x-www-form-urlencoded":
-            body = (await request.body()).decode("utf-8", "replace")
-            post = php_form(parse_qsl(body, keep_blank_values=True)[:limit])
-        # Anything else (a JSON body above all) never reaches $_POST: PHP ignores it.
-        variables: dict[str, PhpValue] = {**get, **post}
-        restformat = variables.pop("moodlewsrestformat", "xml")
-        restformat = restformat if restformat in ("xml", "json") else "xml"
-        token = variables.pop("wstoken", None)
-        function = variables.pop("wsfunction", None)
-        try:
-            result = site.call(
-                token if isinstance(token, str) else None,
-                function if isinstance(function, str) else None,
-                variables,
-            )
-        except WsError as error:
-            return render(None, error, str(restformat), site.debug)
-        return render(result, None, str(restformat), site.debug)
-
-    return [Route(PATH, server, methods=["GET", "POST"])]

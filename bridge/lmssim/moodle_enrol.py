@@ -1,8 +1,10 @@
 """The simulator's course, cohort and enrolment web-service functions (Moodle 4.3, LMS.md).
 
 ``enrol_manual_enrol_users`` is repeat-safe and transactional and needs a manual enrolment
-instance; ``core_cohort_add_cohort_members`` answers warnings ("3": already a member, "2":
-unknown cohort or user); removals of what is not there answer ``null``.
+instance; its ``timeend`` ends the learner's access (``core_enrol_get_users_courses`` lists
+active enrolments only, ``core_enrol_get_enrolled_users`` every participant unless
+``onlyactive``). ``core_cohort_add_cohort_members`` answers warnings ("3": already a member,
+"2": unknown cohort or user); removals of what is not there answer ``null``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
+from bridge.lmssim.moodle_users import user_details
+from bridge.lmssim.moodle_ws import DEFAULT
 from bridge.lmssim.moodle_ws import Functions
+from bridge.lmssim.moodle_ws import Multiple
 from bridge.lmssim.moodle_ws import Single
 from bridge.lmssim.moodle_ws import Value
 from bridge.lmssim.moodle_ws import WsError
+from bridge.lmssim.moodle_ws import clean
 from bridge.lmssim.moodle_ws import default
 from bridge.lmssim.moodle_ws import invalid_parameter
 from bridge.lmssim.moodle_ws import missing_record
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from bridge.lmssim.moodle import MoodleSite
 
 FUNCTIONS = Functions()
+ROLE_NAMES = {1: "manager", 3: "editingteacher", 4: "teacher", 5: "student"}
 _TYPED = Single({"type": Value("alphanumext"), "value": Value("raw")})
 
 
@@ -65,7 +72,7 @@ def get_courses_by_field(site: MoodleSite, params: dict[str, Any]) -> Any:
     }
     if field_ not in tests:
         raise invalid_parameter("Invalid field name")
-    courses = [c for c in site.courses.values() if c.id != 1 and tests[field_](c)]
+    courses = [c for c in site.courses.values() if tests[field_](c)]  # the site course too
     return {"courses": [_course_details(site, c) for c in courses], "warnings": []}
 
 
@@ -104,6 +111,7 @@ def search_cohorts(site: MoodleSite, params: dict[str, Any]) -> Any:
             "descriptionformat": 1,
             "visible": c.visible,
             "theme": "",
+            "customfields": [],
         }
         for c in site.cohorts.values()
         if query in c.name.lower() or query in c.idnumber.lower() or query in c.description.lower()
@@ -169,8 +177,8 @@ def delete_cohort_members(site: MoodleSite, params: dict[str, Any]) -> Any:
     for member in params["members"]:
         if member["cohortid"] not in site.cohorts:
             raise missing_record("cohort")
-        if site.live_user(member["userid"]) is None:
-            raise missing_record("user")
+        if site.live_user(member["userid"]) is None:  # $DB->get_record(..., MUST_EXIST)
+            raise WsError("invaliduser", "Invalid user", exception="dml_missing_record_exception")
         pairs.append((member["cohortid"], member["userid"]))
     for cohortid, userid in pairs:
         site.remove_member(cohortid, userid)  # not a member: nothing to do, still null
@@ -198,7 +206,7 @@ def enrol_users(site: MoodleSite, params: dict[str, Any]) -> Any:
             raise WsError(
                 "wsusercannotassign",
                 f"You don't have the permission to assign this role ({row['roleid']}) to this "
-                f"user ({row['userid']}) in this course({row['courseid']}).",
+                f"user ({row['userid']}) in this course ({row['courseid']}).",
             )
         instance = site.instance(course.id, "manual")
         if instance is None:
@@ -213,6 +221,7 @@ def enrol_users(site: MoodleSite, params: dict[str, Any]) -> Any:
                 "Coding error detected, it must be fixed by a programmer: "
                 "User ID does not exist or is deleted!",
                 exception="coding_exception",
+                debuginfo=f"userid:{row['userid']}",
             )
         planned.append((instance, row))
     for instance, row in planned:
@@ -235,7 +244,7 @@ def unenrol_users(site: MoodleSite, params: dict[str, Any]) -> Any:
     planned = []
     for row in params["enrolments"]:
         if row["courseid"] not in site.courses:
-            raise missing_record("context")
+            raise missing_record("course")
         instance = site.instance(row["courseid"], "manual")
         if instance is None:
             raise WsError("wsnoinstance", "Manual enrolment plugin instance doesn't exist")
@@ -252,7 +261,7 @@ def unenrol_users(site: MoodleSite, params: dict[str, Any]) -> Any:
 )
 def get_users_courses(site: MoodleSite, params: dict[str, Any]) -> Any:
     if site.live_user(params["userid"]) is None:
-        raise missing_record("user")
+        return []  # no such user: an empty list, not an error (observed on Moodle 4.3)
     courseids = {
         site.instances[row.instanceid].courseid
         for row in site.enrolments.values()
@@ -275,4 +284,57 @@ def get_users_courses(site: MoodleSite, params: dict[str, Any]) -> Any:
                 }
             )
         answer.append(details)
+    return answer
+
+
+_PARTICIPANT_FIELDS = (
+    *("id", "username", "firstname", "lastname", "fullname", "email", "department"),
+    *("idnumber", "firstaccess", "lastaccess"),
+)
+
+
+@FUNCTIONS.register(
+    "core_enrol_get_enrolled_users",
+    courseid=Value("int"),
+    options=Multiple(Single({"name": Value("alphanumext"), "value": Value("raw")}), DEFAULT, []),
+)
+def get_enrolled_users(site: MoodleSite, params: dict[str, Any]) -> Any:
+    """A course's participants, every enrolment status unless ``onlyactive`` or
+    ``onlysuspended``; paged with ``limitfrom``/``limitnumber``, ``userfields`` narrows."""
+    course = site.courses.get(params["courseid"])
+    if course is None:
+        raise missing_record("course")
+    options = {o["name"]: o["value"] for o in params["options"]}
+    onlyactive = options.get("onlyactive", "0") not in ("", "0")
+    onlysuspended = options.get("onlysuspended", "0") not in ("", "0")
+    if onlyactive and onlysuspended:
+        raise invalid_parameter("Both onlyactive and onlysuspended are set, this is not allowed")
+    rows_by_user: dict[int, list[bool]] = {}
+    for enrolment in site.enrolments.values():
+        if site.instances[enrolment.instanceid].courseid == course.id:
+            rows_by_user.setdefault(enrolment.userid, []).append(site.is_active(enrolment))
+    userids = sorted(
+        uid
+        for uid, active in rows_by_user.items()
+        if site.live_user(uid) is not None
+        and (not onlyactive or any(active))
+        and (not onlysuspended or not any(active))
+    )
+    start = int(clean(options.get("limitfrom", "0"), "int", site.params))
+    count = int(clean(options.get("limitnumber", "0"), "int", site.params))
+    userids = userids[start : start + count] if count else userids[start:]
+    wanted = [f.strip() for f in options.get("userfields", "").split(",") if f.strip()]
+    answer = []
+    for userid in userids:
+        details = user_details(site, site.users[userid])
+        participant = {k: details[k] for k in _PARTICIPANT_FIELDS if k in details}
+        participant["lastcourseaccess"] = 0
+        participant["roles"] = [
+            {"roleid": r[2], "name": "", "shortname": ROLE_NAMES.get(r[2], ""), "sortorder": 0}
+            for r in sorted(site.roles)
+            if r[0] == course.id and r[1] == userid
+        ]
+        if wanted:
+            participant = {k: v for k, v in participant.items() if k in {*wanted, "id", "fullname"}}
+        answer.append(participant)
     return answer

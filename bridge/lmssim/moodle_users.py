@@ -1,8 +1,12 @@
-"""The simulator's ``core_user`` web-service functions (Moodle 4.3, as LMS.md describes them).
+"""The simulator's ``core_user`` web-service functions (Moodle 4.3: user/externallib.php).
 
 ``core_user_create_users`` and ``core_user_delete_users`` are transactional: one bad row and
-nothing changes. ``core_user_update_users`` is per user: failures come back as warnings.
-``core_user_get_users_by_field`` never returns deleted users.
+nothing changes; create checks each row in the order the real code does. ``auth`` is PARAM_AUTH
+and ``username`` PARAM_USERNAME, so an auth plugin the site lacks or a username Moodle would
+change fails parameter validation. ``core_user_update_users`` is per user: failures come back as
+warnings. Custom profile fields the site does not define are dropped silently, as Moodle's
+``profile_save_data`` does, and recorded in ``site.dropped_profile_fields``.
+``core_user_get_users_by_field`` and ``core_user_get_users`` never return deleted users.
 """
 
 from __future__ import annotations
@@ -54,7 +58,35 @@ _PROFILE: dict[str, Desc] = {
     "customfields": _PAIRS,
 }
 _STANDARD = (*(k for k in _PROFILE if k not in ("preferences", "customfields")), "lang")
-_INTERNAL_AUTHS = {"manual", "email"}  # auth plugins whose is_internal() is true
+# Auth plugins whose is_internal() is true (auth_plugin_base's default; oauth2, cas, ldap,
+# shibboleth, mnet and webservice say false): create_users wants a password or createpassword.
+# Observed on Moodle 4.3 (Build 20231009): nologin, lti and none without one → "Invalid
+# password: you must provide a password, or set createpassword."; db (passtype not internal),
+# cas, ldap, shibboleth and oauth2 are created without.
+_INTERNAL_AUTHS = {"manual", "email", "nologin", "none", "lti"}
+_NOT_CREATABLE = {"mnet", "webservice"}  # create_users unsets them from the available auths
+# Column lengths of mdl_user (lib/db/install.xml): longer values fail the INSERT/UPDATE.
+COLUMNS = {
+    "username": 100,
+    "firstname": 100,
+    "lastname": 100,
+    "email": 100,
+    "idnumber": 255,
+    "institution": 255,
+    "department": 255,
+    "address": 255,
+    "city": 120,
+    "country": 2,
+    "phone1": 20,
+    "phone2": 20,
+    "lang": 30,
+    "calendartype": 30,
+    "timezone": 100,
+    "middlename": 255,
+    "alternatename": 255,
+    "firstnamephonetic": 255,
+    "lastnamephonetic": 255,
+}
 
 
 def _password_problems(password: str) -> str:
@@ -66,10 +98,13 @@ def _password_problems(password: str) -> str:
         (r"\d", "digit(s)"),
         (r"[a-z]", "lower case letter(s)"),
         (r"[A-Z]", "upper case letter(s)"),
-        (r"[^a-zA-Z0-9]", "special character(s) such as *, -, or #"),
     ):
         if not re.search(pattern, password):
             problems.append(f"Passwords must have at least 1 {what}.")
+    if not re.search(r"[^a-zA-Z0-9]", password):
+        problems.append(
+            "The password must have at least 1 special character(s) such as *, -, or #."
+        )
     return "".join(f"<div>{p}</div>" for p in problems)
 
 
@@ -78,8 +113,23 @@ def _policy_error(problems: str) -> WsError:
     return WsError(problems, f"error/{problems}")
 
 
-def _user_details(site: MoodleSite, user: User) -> dict[str, Any]:
-    """user_get_user_details(): empty optional fields are left out, as Moodle does."""
+def _too_long(row: dict[str, Any]) -> WsError | None:
+    """What PostgreSQL says of a value longer than its mdl_user column (a dml_write_exception,
+    observed on Moodle 4.3: "value too long for type character varying(100)")."""
+    for name, limit in COLUMNS.items():
+        if len(str(row.get(name) or "")) > limit:
+            return WsError(
+                "dmlwriteexception",
+                "Error writing to database",
+                exception="dml_write_exception",
+                debuginfo=f"ERROR:  value too long for type character varying({limit})",
+            )
+    return None
+
+
+def user_details(site: MoodleSite, user: User) -> dict[str, Any]:
+    """user_get_user_details(): empty optional fields left out, custom fields only when the
+    site defines them and they hold a value (observed on Moodle 4.3)."""
     details: dict[str, Any] = {
         "id": user.id,
         "username": user.username,
@@ -87,16 +137,17 @@ def _user_details(site: MoodleSite, user: User) -> dict[str, Any]:
         "lastname": user.lastname,
         "fullname": f"{user.firstname} {user.lastname}",
         "email": user.email,
+        "department": user.fields.get("department", ""),
     }
-    details.update({k: v for k, v in user.fields.items() if v})
+    details.update({k: v for k, v in user.fields.items() if v and k != "department"})
     if user.idnumber:
         details["idnumber"] = user.idnumber
-    details.update(auth=user.auth, suspended=user.suspended, confirmed=True, lang="en")
-    details["firstaccess"] = details["lastaccess"] = 0
+    details.update(firstaccess=0, lastaccess=0, auth=user.auth, suspended=user.suspended)
+    details.update(confirmed=True, lang="en", theme="", timezone="99", mailformat=1)
     custom = [
         {"type": "text", "value": v, "displayvalue": v, "name": k.title(), "shortname": k}
         for k, v in sorted(user.customfields.items())
-        if v
+        if v and k in site.profile_fields
     ]
     if custom:
         details["customfields"] = custom
@@ -107,28 +158,98 @@ def _user_details(site: MoodleSite, user: User) -> dict[str, Any]:
     "core_user_get_users_by_field", field=Value("alpha"), values=Multiple(Value("raw"))
 )
 def get_users_by_field(site: MoodleSite, params: dict[str, Any]) -> Any:
-    # core_user::get_property_type(): emails are PARAM_RAW_TRIMMED, checked by the function
+    # core_user::get_property_type(): emails are PARAM_RAW_TRIMMED, compared exactly (an
+    # address in another case finds nothing: observed on Moodle 4.3)
     kinds = {"id": "int", "idnumber": "raw", "username": "username", "email": "raw_trimmed"}
     field_ = params["field"]
     if field_ not in kinds:
         raise invalid_parameter("Invalid field name")
     wanted = set()
     for value in params["values"]:
-        cleaned = clean(value, kinds[field_])
+        cleaned = clean(value, kinds[field_], site.params)
         if str(cleaned) != value:
             raise invalid_parameter(
                 f"The field '{field_}' value is invalid: {value}(cleaned value: {cleaned})"
             )
         wanted.add(str(cleaned))
     return [
-        _user_details(site, user)
+        user_details(site, user)
         for user in sorted(site.users.values(), key=lambda u: u.id)
         if not user.deleted and str(getattr(user, field_)) in wanted
     ]
 
 
-def _custom(site: MoodleSite, pairs: list[dict[str, str]]) -> dict[str, str]:
-    # profile_save_data() only knows the site's profile fields: others vanish silently.
+@FUNCTIONS.register(
+    "core_user_get_users",
+    criteria=Multiple(Single({"key": Value("alpha"), "value": Value("raw")})),
+)
+def get_users(site: MoodleSite, params: dict[str, Any]) -> Any:
+    """Users matching every criterion (AND); unsupported keys are warnings, not errors.
+    id, idnumber, username and auth compare exactly (auth cleaned as PARAM_AUTH, so a plugin
+    the site lacks finds nobody); email, firstname and lastname are case-insensitive LIKEs."""
+    kinds = {
+        "id": "int",
+        "idnumber": "raw",
+        "username": "username",
+        "email": "raw_trimmed",
+        "auth": "auth",
+        "firstname": "notags",
+        "lastname": "notags",
+    }
+    exact: dict[str, str] = {}
+    likes: dict[str, re.Pattern[str]] = {}
+    warnings = []
+    used: set[str] = set()
+    for criterion in params["criteria"]:
+        key = criterion["key"]
+        if key in used:
+            raise WsError(
+                "keyalreadyset",
+                "error/keyalreadyset",
+                debuginfo=f"The key {key} can only be sent once",
+            )
+        used.add(key)
+        if key not in kinds:
+            warnings.append(
+                {
+                    "item": key,
+                    "warningcode": "invalidfieldparameter",
+                    "message": f"The search key '{key}' is not supported, look at the web "
+                    "service documentation",
+                }
+            )
+            continue
+        wanted = str(clean(criterion["value"], kinds[key], site.params))
+        if key in ("email", "firstname", "lastname"):
+            likes[key] = _like(wanted)
+        else:
+            exact[key] = wanted
+
+    def matches(user: User) -> bool:
+        return all(str(getattr(user, k)) == v for k, v in exact.items()) and all(
+            like.fullmatch(str(getattr(user, k))) for k, like in likes.items()
+        )
+
+    users = [
+        user_details(site, user)
+        for user in sorted(site.users.values(), key=lambda u: u.id)
+        if not user.deleted and matches(user)
+    ]
+    return {"users": users, "warnings": warnings}
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """An SQL ``LIKE`` pattern, case-insensitive as ``$DB->sql_like(…, false)``."""
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _custom(site: MoodleSite, userid: int, pairs: list[dict[str, str]]) -> dict[str, str]:
+    """profile_save_data(): only the site's profile fields are saved; the others vanish
+    silently (observed on Moodle 4.3), which the simulator records."""
+    for pair in pairs:
+        if pair["type"] not in site.profile_fields:
+            site.dropped_profile_fields.append((userid, pair["type"]))
     return {p["type"]: p["value"] for p in pairs if p["type"] in site.profile_fields}
 
 
@@ -137,13 +258,13 @@ def _custom(site: MoodleSite, pairs: list[dict[str, str]]) -> dict[str, str]:
     users=rows(
         createpassword=optional("bool"),
         username=Value("username"),
-        auth=default("safedir", "manual"),
+        auth=default("auth", "manual"),
         password=optional("raw"),
         firstname=Value("notags"),
         lastname=Value("notags"),
         email=Value("raw_trimmed"),  # core_user::get_property_type('email'): checked below
         idnumber=default("raw", ""),
-        lang=default("safedir", "en"),
+        lang=default("lang", "en"),
         calendartype=default("plugin", "gregorian"),
         **_PROFILE,
     ),
@@ -151,15 +272,15 @@ def _custom(site: MoodleSite, pairs: list[dict[str, str]]) -> dict[str, str]:
 def create_users(site: MoodleSite, params: dict[str, Any]) -> Any:
     usernames: set[str] = set()
     emails: set[str] = set()
-    for row in params["users"]:  # the batch is one transaction: check every row first
+    for row in params["users"]:  # one transaction: any failure and nothing is created
         for name in ("username", "firstname", "lastname"):
             if row[name].strip() == "":
                 raise invalid_parameter(f"The field {name} cannot be blank")
         if row["username"] in usernames or site.user_named(row["username"]) is not None:
             raise invalid_parameter(f"Username already exists: {row['username']}")
-        if row["auth"] not in site.auths:
+        if row["auth"] not in site.auth_plugins or row["auth"] in _NOT_CREATABLE:
             raise invalid_parameter(f"Invalid authentication type: {row['auth']}")
-        if row["lang"] != "en":
+        if row["lang"] not in site.langs:
             raise invalid_parameter(f"Invalid language code: {row['lang']}")
         internal = row["auth"] in _INTERNAL_AUTHS
         if internal and not row.get("password") and not row.get("createpassword"):
@@ -177,6 +298,9 @@ def create_users(site: MoodleSite, params: dict[str, Any]) -> Any:
             problems = _password_problems(row["password"])
             if problems:
                 raise _policy_error(problems)
+        too_long = _too_long(row)
+        if too_long is not None:
+            raise too_long
         usernames.add(row["username"])
         emails.add(email.lower())
     created = []
@@ -191,28 +315,32 @@ def create_users(site: MoodleSite, params: dict[str, Any]) -> Any:
             password=bool(row.get("password") or row.get("createpassword")),
             **{k: row[k] for k in _STANDARD if k in row and k != "lang"},
         )
-        user.customfields = _custom(site, row.get("customfields", []))
+        user.customfields = _custom(site, user.id, row.get("customfields", []))
         created.append({"id": user.id, "username": user.username})
     return created
 
 
 def _update_one(site: MoodleSite, row: dict[str, Any]) -> None:
+    # The messages are getMessage() of moodle_exception('<code>'): "error/<code>" where the
+    # string does not exist (observed on Moodle 4.3: "error/useremailinvalid").
     user = site.users.get(row["id"])
     if user is None:
-        raise WsError("invaliduserid", "Invalid user id")
+        raise WsError("invaliduserid", "Invalid user ID", debuginfo="Invalid user ID")
     if user.deleted:
-        raise WsError("usernotupdateddeleted", "User is a deleted user")
+        raise WsError("usernotupdateddeleted", "error/usernotupdateddeleted")
     if user.username == "guest":
-        raise WsError("usernotupdatedguest", "Cannot update guest account")
+        raise WsError("usernotupdatedguest", "error/usernotupdatedguest")
     email = row.get("email")
     if email is not None and email != user.email:
         if not valid_email(email):
-            raise WsError("useremailinvalid", "Invalid email address")
+            raise WsError("useremailinvalid", "error/useremailinvalid")
         if not site.allow_accounts_same_email and site.email_taken(email, besides=user.id):
-            raise WsError("useremailduplicate", "Duplicate email address")
+            raise WsError("useremailduplicate", "Duplicate address")
     username = row.get("username")
-    if username is not None and username != user.username and site.user_named(username):
-        raise WsError(
+    too_long = _too_long(row)
+    taken = username is not None and username != user.username and site.user_named(username)
+    if too_long is not None or taken:
+        raise too_long or WsError(
             "dmlwriteexception", "Error writing to database", exception="dml_write_exception"
         )
     if row.get("password") and user.auth in _INTERNAL_AUTHS:
@@ -223,7 +351,7 @@ def _update_one(site: MoodleSite, row: dict[str, Any]) -> None:
         if name in row:
             setattr(user, name, row[name])
     user.fields.update({k: row[k] for k in _STANDARD if k in row})
-    user.customfields.update(_custom(site, row.get("customfields", [])))
+    user.customfields.update(_custom(site, user.id, row.get("customfields", [])))
     user.password = user.password or bool(row.get("password"))
 
 
@@ -232,14 +360,14 @@ def _update_one(site: MoodleSite, row: dict[str, Any]) -> None:
     users=rows(
         id=Value("int"),
         username=optional("username"),
-        auth=optional("safedir"),
+        auth=optional("auth"),
         suspended=optional("bool"),
         password=optional("raw"),
         firstname=optional("notags"),
         lastname=optional("notags"),
         email=optional("raw_trimmed"),
         idnumber=optional("raw"),
-        lang=optional("safedir"),
+        lang=optional("lang"),
         calendartype=optional("plugin"),
         userpicture=optional("int"),
         **_PROFILE,
@@ -256,7 +384,7 @@ def update_users(site: MoodleSite, params: dict[str, Any]) -> Any:
                     "item": "user",
                     "itemid": row["id"],
                     "warningcode": exc.errorcode,
-                    "message": exc.text(site.debug),
+                    "message": exc.message,
                 }
             )
     return {"warnings": warnings}

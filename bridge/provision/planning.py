@@ -2,6 +2,13 @@
 
 Conditions are evaluated in SQL (the same translator as SCIM filters: one query per
 condition, never a Python scan of every row); mappings and diffs run in the pure engine.
+
+The three states are never confused (DESIGN §4): ``plan`` and ``explain`` diff *desired*
+against what the LMS *confirmed* (``links``; a dead letter is a change still to make, not a
+change made), then look each intent up in the outbox and the target's health: *pending*
+intents are shown, not enqueued again, *waiting* ones wait for their target. Projections
+stay the last projected state (what the SCIM write path diffs against) and ``apply`` saves
+them as before. Links and outbox rows are read per batch of people, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -32,9 +39,15 @@ from bridge.rules.explain import Explanation
 from bridge.rules.explain import build_explanation
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.plan import FAILED
+from bridge.rules.plan import Confirmed
+from bridge.rules.plan import Ledger
 from bridge.rules.plan import PersonOutcome
 from bridge.rules.plan import Plan
+from bridge.rules.plan import QueuedRow
+from bridge.rules.plan import Tracked
 from bridge.rules.plan import build_plan
+from bridge.rules.plan import confirmed_view
 from bridge.rules.plan import kept_intents
 from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
@@ -42,6 +55,8 @@ from bridge.rules.plan import select_rules
 from bridge.rules.verdicts import evaluate
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
+from bridge.store import health
+from bridge.store import links
 from bridge.store import outbox
 from bridge.store import projections
 from bridge.store import runs
@@ -62,16 +77,85 @@ class Computed:
 
     plan: Plan
     projections: list[tuple[Projection, bool]] = field(default_factory=list)
-    intents: list[Intent] = field(default_factory=list)
+    tracked: list[Tracked] = field(default_factory=list)
+    """The intents apply enqueues (still to make) or requeues in place (failed)."""
+
+    @property
+    def intents(self) -> list[Intent]:
+        return [entry.intent for entry in self.tracked]
 
     @property
     def fingerprint(self) -> str:
-        return intents_fingerprint([i.as_dict() for i in self.intents])
+        """What apply would write: each intent, its state and the dead letter it requeues.
+
+        A pending intent that is delivered meanwhile leaves it alone; one that dies, or a
+        target that recovers, makes the plan stale (apply would do what nobody reviewed).
+        """
+        return intents_fingerprint(
+            [
+                {
+                    **entry.intent.as_dict(),
+                    "state": entry.state,
+                    "requeues": entry.row.id if entry.state == FAILED and entry.row else None,
+                }
+                for entry in self.tracked
+            ]
+        )
 
 
 def intents_fingerprint(intents: list[dict[str, Any]]) -> str:
     text = json.dumps(intents, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+Evidence = tuple[Ledger, dict[str, dict[str, Confirmed]]]
+"""Where intents stand for some people: the outbox and targets' health, and per target what
+its LMS confirmed for each of them."""
+
+
+def queued_row(row: dict[str, Any]) -> QueuedRow:
+    """An outbox row (``outbox.unsettled``) as plans read it."""
+    intent = row["intent"]
+    at = row.get("next_attempt_at")
+    return QueuedRow(
+        id=int(row["id"]),
+        target=str(row["target"]),
+        person=str(row["ordering_key"]),
+        kind=str(intent.get("kind")),
+        ref=intent.get("ref"),
+        status=str(row["status"]),
+        attempts=int(row.get("attempts") or 0),
+        next_attempt_at=at.isoformat() if isinstance(at, datetime) else at,
+        last_error=row.get("last_error"),
+        category=row.get("category"),
+        run_id=row.get("run_id"),
+    )
+
+
+def waiting_targets(conn: Any) -> dict[str, str]:
+    """Targets whose health is not ok → why their intents wait."""
+    return {name: found.waiting() for name, found in health.all_of(conn).items() if not found.ok}
+
+
+def evidence(
+    conn: Any, targets: set[str], people: list[str], waiting: dict[str, str] | None = None
+) -> Evidence:
+    """The outbox rows, target health and links a plan or an explanation looks people up in."""
+    rows = outbox.unsettled(conn, targets=targets, people=people)
+    ledger = Ledger(
+        (queued_row(row) for row in rows),
+        waiting_targets(conn) if waiting is None else waiting,
+    )
+    confirmed = {
+        target: {
+            person: Confirmed(lms_user_id, document, updated.isoformat())
+            for person, (lms_user_id, document, updated) in links.confirmed_of(
+                conn, target, people
+            ).items()
+        }
+        for target in targets
+    }
+    return ledger, confirmed
 
 
 def _role_codes(doc: dict[str, Any]) -> list[str]:
@@ -132,6 +216,8 @@ class Planner:
                 for f in ruleset.files
             }
             follow_groups = uses_groups(ruleset)
+            targets = {f.target for f in ruleset.files}
+            waiting = waiting_targets(conn)
             outcomes: list[PersonOutcome] = []
             computed = Computed(plan=None)  # type: ignore[arg-type]
             population = 0
@@ -139,15 +225,21 @@ class Planner:
             for batch in self.store.scan(conn, "User"):
                 population += len(batch)
                 groups = self.store.groups_of(conn, [r.id for r in batch]) if follow_groups else {}
-                for record in batch:
-                    seen.add(record.id)
-                    relevant = [
-                        f
-                        for f in ruleset.files
-                        if record.id in admitted[f.name] or record.id in projected[f.name]
-                    ]
-                    if not relevant:
-                        continue  # out of every scope and never projected: nothing to do
+                seen.update(record.id for record in batch)
+                # out of every scope and never projected: nothing to do, nothing to read
+                planned = [
+                    (record, relevant)
+                    for record in batch
+                    if (
+                        relevant := [
+                            f
+                            for f in ruleset.files
+                            if record.id in admitted[f.name] or record.id in projected[f.name]
+                        ]
+                    )
+                ]
+                known = evidence(conn, targets, [record.id for record, _ in planned], waiting)
+                for record, relevant in planned:
                     doc = person_document(
                         record,
                         [
@@ -174,10 +266,17 @@ class Planner:
                             doc,
                             desired,
                             previous,
+                            known,
                         )
-            for rule_file in ruleset.files:  # people deleted since they were projected
-                for person_id, previous in projected[rule_file.name].items():
-                    if person_id not in seen:
+            gone = sorted({pid for found in projected.values() for pid in found if pid not in seen})
+            for start in range(0, len(gone), 2000):  # people deleted since they were projected
+                chunk = gone[start : start + 2000]
+                known = evidence(conn, targets, chunk, waiting)
+                for rule_file in ruleset.files:
+                    for person_id in chunk:
+                        previous = projected[rule_file.name].get(person_id)
+                        if previous is None:
+                            continue
                         self._settle(
                             computed,
                             outcomes,
@@ -187,6 +286,7 @@ class Planner:
                             {},
                             Desired(in_scope=False),
                             previous,
+                            known,
                         )
         counts = {
             name: sum(1 for p in found.values() if p.in_scope) for name, found in projected.items()
@@ -200,7 +300,7 @@ class Planner:
             only=only,
             rules_version=ruleset.version,
         )
-        computed.intents = list(computed.plan.intents)
+        computed.tracked = list(computed.plan.tracked)
         return computed
 
     def _admitted(
@@ -246,8 +346,14 @@ class Planner:
         doc: dict[str, Any],
         desired: Any,
         previous: Projection | None,
+        known: Evidence,
     ) -> None:
-        intents, state = diff(person_id, desired, previous.state if previous else None, rule_file)
+        ledger, confirmed = known
+        before = previous.state if previous else None
+        lms = confirmed[rule_file.target].get(person_id)
+        intents, _ = diff(person_id, desired, confirmed_view(rule_file, before, lms), rule_file)
+        _, state = diff(person_id, desired, before, rule_file)  # the projection, as before
+        blocked = ledger.blocked_reason(rule_file.target, person_id)
         outcome = PersonOutcome(
             person_id=person_id,
             label=label,
@@ -258,6 +364,8 @@ class Planner:
             problems=desired.problems,
             role_codes=_role_codes(doc),
             account=desired.account,
+            tracked=[ledger.track(intent, label) for intent in intents],
+            blocked=[blocked] if blocked else [],
         )
         outcomes.append(outcome)
         if self.selected is not None and rule_file.name not in self.selected:
@@ -311,6 +419,7 @@ class Planner:
         run_id = uuid.uuid4().hex[:12]
         now = self.clock()
         status = "quarantined" if quarantined else "applied"
+        row_status = outbox.QUARANTINED if quarantined else outbox.PENDING
         with self.db.write() as conn:
             runs.create(
                 conn,
@@ -322,12 +431,28 @@ class Planner:
                 now=now,
                 actor=actor,
             )
-            written = outbox.enqueue(
+            fresh: list[Intent] = []
+            requeued = 0
+            for entry in computed.tracked:
+                # A failed intent goes again in its dead letter's place (same id): the rows
+                # blocked behind it keep their order, and no new row queues behind it. In a
+                # quarantined run it stays dead (still holding them back) until approved.
+                if entry.state == FAILED and entry.row is not None:
+                    intent = entry.intent.as_dict()
+                    if (
+                        outbox.hold_for_approval(conn, entry.row.id, intent, run_id)
+                        if quarantined
+                        else outbox.requeue_as(conn, entry.row.id, intent, now=now, run_id=run_id)
+                    ):
+                        requeued += 1
+                        continue
+                fresh.append(entry.intent)  # (a dead letter retried meanwhile: a new row)
+            written = requeued + outbox.enqueue(
                 conn,
-                (i.as_dict() for i in computed.intents),
+                (i.as_dict() for i in fresh),
                 now=now,
                 run_id=run_id,
-                status=outbox.QUARANTINED if quarantined else outbox.PENDING,
+                status=row_status,
             )
             for projection, existed in computed.projections:
                 projections.save(
@@ -343,12 +468,14 @@ class Planner:
                 raise PlanError(f"no run {run_id!r}")
             if run["status"] != "quarantined":
                 raise PlanError(f"run {run_id} is {run['status']}, not quarantined")
-            released = outbox.release(conn, run_id)
-            runs.approve(conn, run_id, actor=actor, now=self.clock())
+            now = self.clock()
+            released = outbox.release(conn, run_id) + outbox.release_held(conn, run_id, now)
+            runs.approve(conn, run_id, actor=actor, now=now)
         return released
 
     def explain(self, key: str) -> Explanation:
-        """Why a person gets what they get: scope, mappings, each condition, the intents."""
+        """Why a person gets what they get: scope, mappings, each condition, the intents —
+        desired against what the LMS confirmed, each looked up as ``plan`` does."""
         ruleset = self._ruleset()
         now = self.clock()
         with self.db.read() as conn:
@@ -361,6 +488,8 @@ class Planner:
             ]
             doc = person_document(record, groups)
             model = person_model(self.catalog, doc)
+            targets = {f.target for f in ruleset.files}
+            ledger, confirmed = evidence(conn, targets, [record.id])
             per_file = {}
             for rule_file in ruleset.files:
                 verdicts = evaluate(rule_file, model, self.catalog.user)
@@ -373,11 +502,21 @@ class Planner:
                     admitted_count=partial(projections.count_in_scope, conn, rule_file.name),
                 )
                 desired = desired_state(record.id, doc, rule_file, verdicts, admitted=ok)
-                intents, _ = diff(
-                    record.id, desired, previous.state if previous else None, rule_file
+                before = confirmed_view(
+                    rule_file,
+                    previous.state if previous else None,
+                    confirmed[rule_file.target].get(record.id),
                 )
+                intents, _ = diff(record.id, desired, before, rule_file)
                 per_file[rule_file.name] = (verdicts, ok, why, desired, intents)
-        return build_explanation(record.id, record.name, ruleset, per_file)
+        return build_explanation(
+            record.id,
+            record.name,
+            ruleset,
+            per_file,
+            ledger=ledger,
+            confirmed={t: confirmed[t].get(record.id) for t in targets},
+        )
 
 
 _ACCOUNT_KINDS = {

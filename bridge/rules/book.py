@@ -1,5 +1,6 @@
 """The rule set a running bridge uses, reloaded atomically: a set that fails its checks is
-never half-applied — the last good one stays, and the refusal is logged with every problem."""
+never half-applied — the last good one stays, and the refusal is logged with every problem.
+Warnings a check returns (``RuleError.is_warning``) are logged and do not refuse a set."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ from bridge.rules.model import RuleSet
 log = logging.getLogger("bridge.rules")
 
 Check = Callable[[Path], tuple[RuleSet | None, list[RuleError]]]
+
+
+def _split(errors: list[RuleError]) -> tuple[list[RuleError], list[RuleError]]:
+    return [e for e in errors if not e.is_warning], [e for e in errors if e.is_warning]
+
+
+def _warn(ruleset: RuleSet, warnings: list[RuleError]) -> None:
+    if warnings:
+        log.warning(
+            "rules version %s: %d warning(s):\n%s",
+            ruleset.version,
+            len(warnings),
+            "\n".join(str(w) for w in warnings),
+        )
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -34,6 +49,7 @@ class RuleBook:
         self._current: RuleSet | None = None
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self.last_refusal: list[RuleError] = []
+        self.listeners: list[Callable[[RuleSet], None]] = []  # told of each new rule set
         self._lock = threading.Lock()
 
     def current(self) -> RuleSet | None:
@@ -41,9 +57,11 @@ class RuleBook:
 
     def load(self) -> RuleSet:
         """The first load: problems raise (a bridge does not start on broken rules)."""
-        ruleset, errors = self.check(self.directory)
+        ruleset, found = self.check(self.directory)
+        errors, warnings = _split(found)
         if errors or ruleset is None:
             raise RuleErrors(errors)
+        _warn(ruleset, warnings)
         self._current, self._seen = ruleset, _fingerprint(self.directory)
         return ruleset
 
@@ -54,7 +72,8 @@ class RuleBook:
             if seen == self._seen:
                 return False
             self._seen = seen
-            ruleset, errors = self.check(self.directory)
+            ruleset, found = self.check(self.directory)
+            errors, warnings = _split(found)
             if errors or ruleset is None:
                 self.last_refusal = errors
                 log.error(
@@ -63,10 +82,13 @@ class RuleBook:
                     "\n".join(str(e) for e in errors),
                 )
                 return False
+            _warn(ruleset, warnings)
             previous = self._current.version if self._current else "none"
             self._current, self.last_refusal = ruleset, []
             log.info("rules reloaded: version %s (was %s)", ruleset.version, previous)
-            return True
+        for listener in self.listeners:
+            listener(ruleset)
+        return True
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
         """Poll the rules directory in a daemon thread until ``stop`` is set."""

@@ -5,8 +5,12 @@ The checker (``bridge.rules.checker``) finds what is wrong against the SCIM sche
 (``bridge.rules.attributes``), the targets, the LMS catalogue (``bridge.rules.catalogue``) and
 the other rules (``bridge.rules.conditions``, ``bridge.rules.overlap``): unknown attributes,
 operators an attribute type refuses, unknown targets or courses, duplicate ids, shadowed and
-conflicting assignments. This module holds the entry points: a loaded rule set, a rules
-directory, and the rendering of the errors.
+conflicting assignments, values a Moodle site refuses. This module holds the entry points: a
+loaded rule set, a rules directory, and the rendering of the errors.
+
+Warnings (``Severity.warning``: a username Moodle may refuse, an auth plugin a stock site
+lacks) never stop a rule set from loading; the entry points leave them out unless asked
+(``with_warnings=True``, as ``bridge rules check`` does), so a rule book loads on errors alone.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from bridge.rules.model import RuleError
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.model import Severity
 from bridge.rules.model import Target
 from bridge.schemas import Catalog
 
 __all__ = [
     "LmsCatalogue",
+    "blocking",
     "check_directory",
     "check_ruleset",
     "errors_as_json",
@@ -49,8 +55,17 @@ def _order(finding: Finding) -> Mark:
     return finding.error.mark
 
 
+def blocking(errors: Sequence[RuleError]) -> list[RuleError]:
+    """The errors that stop a rule set from loading (the warnings left out)."""
+    return [error for error in errors if error.severity == Severity.error]
+
+
 def check_ruleset(
-    ruleset: RuleSet, catalog: Catalog, lms_catalogue: LmsCatalogue | None = None
+    ruleset: RuleSet,
+    catalog: Catalog,
+    lms_catalogue: LmsCatalogue | None = None,
+    *,
+    with_warnings: bool = False,
 ) -> list[RuleError]:
     """Every semantic problem of a loaded rule set, sorted by file, line and column.
 
@@ -58,7 +73,8 @@ def check_ruleset(
     file); ``check_directory`` narrows it to the exact key when it can re-read the file.
     """
     findings = Checker(ruleset, UserSchema(catalog), lms_catalogue).run()
-    return [f.error for f in sorted(findings, key=_order)]
+    errors = [f.error for f in sorted(findings, key=_order)]
+    return errors if with_warnings else blocking(errors)
 
 
 # --- a rules directory -------------------------------------------------------------------------
@@ -105,9 +121,11 @@ def check_directory(
     lms_catalogue: LmsCatalogue | None = None,
     *,
     relative_to: Path | None = None,
+    with_warnings: bool = False,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Load and check a rules directory: the rule set (None if the loader refused it) and
-    every problem, structural and semantic, sorted by file, line and column.
+    every problem, structural and semantic, sorted by file, line and column (the warnings
+    too with ``with_warnings``; they never make the rule set None).
 
     Files are named relative to ``relative_to`` (default: the working directory), as the
     loader names them.
@@ -127,6 +145,8 @@ def check_directory(
         findings = Checker(ruleset, UserSchema(catalog), lms_catalogue).run()
     paths = {_display(p, base): p for p in _rule_paths(directory)}
     errors = structural + narrow(findings, paths)
+    if not with_warnings:
+        errors = blocking(errors)
     return ruleset, sorted(errors, key=lambda e: e.mark)
 
 
@@ -134,19 +154,25 @@ def check_directory(
 
 
 def render_errors(errors: Sequence[RuleError]) -> str:
-    """``file:line:col: message``, the offending text indented, ``  hint: …``; then a count."""
+    """``file:line:col: message`` (``warning: message`` for a warning), the offending text
+    indented, ``  hint: …``; then a count of the problems (errors) and of the warnings."""
     lines = []
     for error in errors:
-        lines.append(f"{error.mark}: {error.message}")
+        label = "warning: " if error.is_warning else ""
+        lines.append(f"{error.mark}: {label}{error.message}")
         if error.text:
             lines.append(textwrap.indent(error.text, "    "))
         if error.hint:
             lines.append(textwrap.indent(f"hint: {error.hint}", "  "))
     files = {error.mark.file for error in errors}
-    lines.append(f"{len(errors)} problem(s) in {len(files)} file(s)")
+    problems = len(blocking(errors))
+    warned = len(errors) - problems
+    counts = [f"{problems} problem(s)"] if problems or not warned else []
+    counts += [f"{warned} warning(s)"] if warned else []
+    lines.append(f"{', '.join(counts)} in {len(files)} file(s)")
     return "\n".join(lines)
 
 
 def errors_as_json(errors: Sequence[RuleError]) -> list[dict[str, Any]]:
-    """The errors as plain dicts (``bridge rules check --json``)."""
+    """The errors as plain dicts (``bridge rules check --json``), each with its severity."""
     return [error.as_dict() for error in errors]

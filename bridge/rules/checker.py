@@ -1,7 +1,8 @@
 """The checker: one pass over a rule set, each file on its own, then the files of each target.
 
 Targets, aliases, scopes, mappings, safety limits, assignment references, duplicate ids,
-shadowed and conflicting assignments; each problem a Finding at the element at fault.
+shadowed and conflicting assignments, values a Moodle site refuses (``bridge.rules.moodle_site``);
+each problem a Finding at the element at fault, an error or a warning (loads, but is shown).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from bridge.rules.model import Mark
 from bridge.rules.model import RuleError
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.model import Severity
 from bridge.rules.model import Target
+from bridge.rules.moodle_site import MoodleSite
 from bridge.rules.overlap import REF_KEY
 from bridge.rules.overlap import Overlaps
 from bridge.schemas import USER_SCHEMA
@@ -69,11 +72,11 @@ class Checker:
         hint: str = "",
         keys: tuple[str, ...] = (),
         source_text: bool = False,
+        severity: Severity = Severity.error,
     ) -> None:
         message = _unalias(message, self.aliases)
-        self.found.append(
-            Finding(RuleError(mark, message, text=text, hint=hint), keys, source_text)
-        )
+        error = RuleError(mark, message, text=text, hint=hint, severity=severity)
+        self.found.append(Finding(error, keys, source_text))
 
     def run(self) -> list[Finding]:
         names: dict[str, RuleFile] = {}
@@ -89,10 +92,13 @@ class Checker:
                     keys=("name",),
                 )
             self.file(rule_file)
+        self.aliases = {}
+        for lms in self.ruleset.targets.values():
+            if lms.kind == "moodle":
+                MoodleSite(lms, self.add).options()
         by_target: dict[str, list[RuleFile]] = {}
         for rule_file in self.ruleset.files:
             by_target.setdefault(rule_file.target, []).append(rule_file)
-        self.aliases = {}
         for target, files in by_target.items():
             self.overlaps.across(target, files)
         return self.found
@@ -247,23 +253,18 @@ class Checker:
                 "a default means that never happens: keep one of the two",
                 keys=("required",),
             )
-        if target is not None and target.kind == "moodle" and mapping.attribute == "username":
-            self.moodle_username(mapping)
-
-    def moodle_username(self, mapping: FieldMapping) -> None:
-        # LMS.md: core_user_create_users refuses usernames that are not lowercase.
-        if mapping.source is None:
-            lowercase = not isinstance(mapping.value, str) or mapping.value == mapping.value.lower()
-        else:
-            cases = [t.name for t in mapping.transforms if t.name in ("lower", "upper")]
-            lowercase = bool(cases) and cases[-1] == "lower"
-        if not lowercase:
+        if mapping.attribute == "email" and any(t.name == "ascii" for t in mapping.transforms):
             self.add(
                 mapping.mark,
-                "Moodle usernames must be lowercase: mapping 'username' may produce capitals",
-                text=mapping.source or str(mapping.value),
-                hint="add `transforms: [trim, lower]` (Moodle refuses the whole account batch)",
+                f"{where} folds addresses to ASCII: józef@example.com would become another "
+                "mailbox, jozef@example.com",
+                text="ascii",
+                hint="remove `ascii` from its transforms; an address the LMS refuses is a data "
+                "problem to fix in the HR system or the IdP",
+                keys=("transforms",),
             )
+        if target is not None and target.kind == "moodle":
+            MoodleSite(target, self.add).mapping(mapping)
 
     def assignments(
         self, rule_file: RuleFile, target: Target | None, bad: set[str], scope_ok: bool
@@ -274,6 +275,7 @@ class Checker:
         for assignment in rule_file.assignments:
             self.condition(rule_file, assignment, bad, scope)
             self.reference(assignment, target)
+            self.access_end(assignment)
             first = ids.setdefault(assignment.id, assignment)
             if first is not assignment:
                 self.add(
@@ -291,6 +293,22 @@ class Checker:
                 ):
                     break
             earlier.append(assignment)
+
+    def access_end(self, assignment: Assignment) -> None:
+        ends, due = assignment.access_end_days, assignment.due_days
+        if ends is None or due is None or ends >= due:
+            return
+        self.add(
+            assignment.mark,
+            f"{assignment.kind.value} {assignment.id!r} ends access after {ends} days, "
+            f"before its due date ({due} days)",
+            text=f"access_ends: {ends}",
+            hint="a learner cannot finish once access has ended: make access_ends later than "
+            "due, or leave it out (access then never ends)",
+            keys=("access_ends",),
+            source_text=True,
+            severity=Severity.warning,
+        )
 
     def condition(
         self,

@@ -245,8 +245,12 @@ def diff(
         data: dict[str, Any] = {"kind": assignment.kind.value}
         if assignment.kind != AssignmentKind.cohort:
             data["role"] = assignment.role
+            # due_days is the bridge's deadline (the relay keeps the date); only
+            # access_end_days may end access in the LMS (Moodle's timeend, LMS.md).
             if assignment.due_days is not None:
                 data["due_days"] = assignment.due_days
+            if assignment.access_end_days is not None:
+                data["access_end_days"] = assignment.access_end_days
         intent(kind, assignment.id, assignment.ref, data)
         states[key] = {
             "status": "active",

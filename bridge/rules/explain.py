@@ -2,8 +2,11 @@
 
 For each rule file: the scope filter and its verdict, the pilot admission, each mapping
 (attribute ← source path: source value → result, or the problem), each assignment (id,
-file:line, condition, verdict), and the resulting intents. The caller evaluates the
-conditions (the verdicts), admits or not (the pilot), and runs the engine; this module only
+file:line, condition, verdict, and what the LMS confirmed), and the resulting intents — the
+diff of desired against what the LMS *confirmed*, each with where it stands (still to make,
+failed, pending in the outbox, waiting on its target: the same :class:`Ledger` as ``bridge
+plan``, so the two always agree). The caller evaluates the conditions (the verdicts), admits
+or not (the pilot), reads the links and the outbox, and runs the engine; this module only
 lines the evidence up. Conditions are shown with the rule file's aliases put back
 (``roleCodes eq "X"`` rather than the full URN path); the JSON carries both forms.
 
@@ -14,8 +17,13 @@ JSON (``explanation_to_json``, format ``bridge-explain/1``): ``{"format", "perso
 "mapping": [{"attribute", "source", "expanded_source", "source_value", "result", "problem",
 "required", "on_create_only", "evaluated"}], "assignments": [{"id", "kind", "ref", "where"
 (file:line), "condition", "expanded_condition", "verdict" (true / false / null: not
-evaluated), "otherwise"}], "intents": [Intent.as_dict()], "problems": [{"person", "rule",
-"reason"}]}``.
+evaluated), "otherwise", "confirmed" (the LMS's entry: ``{"status", "at", "due", …}`` or
+null)}], "lms": {"looked_up" (false: no link evidence was given), "lms_user_id",
+"has_account", "account_at", "confirmed_at" (the account's, else the last confirmation),
+"active"}, "waiting" (why the target's intents wait, or null),
+"blocked" (a dead letter holding the person's intents back, or null), "intents":
+[Intent.as_dict() + {"state", "outbox"?, "blocked_by"?, "waiting"?} as in ``bridge-plan/1``],
+"problems": [{"person", "rule", "reason"}]}``.
 """
 
 from __future__ import annotations
@@ -38,8 +46,13 @@ from bridge.rules.engine import Intent
 from bridge.rules.engine import IntentKind
 from bridge.rules.engine import Problem
 from bridge.rules.engine import Verdicts
+from bridge.rules.engine import state_key
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.plan_model import TO_MAKE
+from bridge.rules.plan_model import Confirmed
+from bridge.rules.plan_model import Ledger
+from bridge.rules.plan_model import Tracked
 
 FORMAT = "bridge-explain/1"
 _VALUE_WIDTH = 40
@@ -82,6 +95,8 @@ class AssignmentLine:
     verdict: bool | None
     """None when the caller did not evaluate the condition."""
     otherwise: str
+    confirmed: dict[str, Any] | None = None
+    """What the LMS confirmed for it (``status``, ``at``, ``due``…); None: nothing (or not read)."""
 
 
 @dataclass
@@ -102,6 +117,14 @@ class FileExplanation:
     assignments: list[AssignmentLine] = field(default_factory=list)
     intents: list[Intent] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    tracked: list[Tracked] = field(default_factory=list)
+    """Each intent with where it stands, in the order of ``intents``."""
+    lms: Confirmed | None = None
+    """What the target's LMS confirmed for the person (None: no link)."""
+    looked_up: bool = False
+    """Whether the caller read the links (else ``lms`` says nothing)."""
+    waiting: str | None = None
+    blocked: str | None = None
 
 
 @dataclass
@@ -188,6 +211,11 @@ def _explain_file(
     admission_reason: str,
     desired: Desired,
     intents: list[Intent],
+    *,
+    person_id: str,
+    label: str,
+    ledger: Ledger | None,
+    confirmed: Mapping[str, Confirmed | None] | None,
 ) -> FileExplanation:
     aliases = rule_file.aliases
     scope_text = rule_file.scope.filter
@@ -205,7 +233,15 @@ def _explain_file(
         active=desired.active,
         intents=list(intents),
         problems=list(desired.problems),
+        looked_up=confirmed is not None,
+        lms=confirmed.get(rule_file.target) if confirmed is not None else None,
     )
+    if ledger is None:
+        explained.tracked = [Tracked(intent, label=label) for intent in intents]
+    else:
+        explained.tracked = [ledger.track(intent, label) for intent in intents]
+        explained.waiting = ledger.waiting.get(rule_file.target)
+        explained.blocked = ledger.blocked_reason(rule_file.target, person_id)
     trace = {attribute: (source, result) for attribute, source, result in desired.mapping_trace}
     for mapping in rule_file.mapping:
         traced = trace.get(mapping.attribute)
@@ -235,6 +271,11 @@ def _explain_file(
                 expanded_condition=assignment.when,
                 verdict=verdicts.get(assignment.when),
                 otherwise=assignment.otherwise.value,
+                confirmed=(
+                    explained.lms.assignment(state_key(assignment))
+                    if explained.lms is not None
+                    else None
+                ),
             )
         )
     return explained
@@ -245,13 +286,19 @@ def build_explanation(
     label: str,
     ruleset: RuleSet,
     per_file: Mapping[str, tuple[Verdicts, bool, str, Desired, list[Intent]]],
+    *,
+    ledger: Ledger | None = None,
+    confirmed: Mapping[str, Confirmed | None] | None = None,
 ) -> Explanation:
     """Line up the evidence for one person, per rule file (in rule-set order).
 
     ``per_file[rule_file_name]`` = (the verdicts of the file's conditions, whether the pilot
-    admitted the person, why or why not, the engine's Desired, the intents of ``diff``).
-    Rule files missing from ``per_file`` are left out; a name the rules do not know is a
-    ValueError.
+    admitted the person, why or why not, the engine's Desired, the intents of ``diff``
+    against what the LMS confirmed). ``ledger``: the person's outbox rows and the targets'
+    health, where each intent is looked up (without it every intent is still to make);
+    ``confirmed``: target → what its LMS confirmed for the person (None: no link), when the
+    caller read the links. Rule files missing from ``per_file`` are left out; a name the
+    rules do not know is a ValueError.
     """
     known = {rule_file.name for rule_file in ruleset.files}
     unknown = sorted(set(per_file) - known)
@@ -264,7 +311,18 @@ def build_explanation(
             continue
         verdicts, admitted, reason, desired, intents = entry
         explanation.files.append(
-            _explain_file(rule_file, verdicts, admitted, reason, desired, intents)
+            _explain_file(
+                rule_file,
+                verdicts,
+                admitted,
+                reason,
+                desired,
+                intents,
+                person_id=person_id,
+                label=label,
+                ledger=ledger,
+                confirmed=confirmed,
+            )
         )
     return explanation
 
@@ -335,6 +393,7 @@ def _render_file(file: FileExplanation) -> list[str]:
         out.append(f"  → in scope{active}")
     else:
         out.append("  → not in scope: no mapping; any account from this file is suspended")
+    out.extend(_lms_lines(file))
 
     if file.mappings:
         out.append("")
@@ -365,22 +424,67 @@ def _render_file(file: FileExplanation) -> list[str]:
         id_width = max(len(a.id) for a in file.assignments)
         where_width = max(len(a.where) for a in file.assignments)
         for assignment in file.assignments:
+            held = _held(assignment.confirmed) if file.looked_up else ""
             out.append(
                 f"    {_mark(assignment.verdict)} {assignment.id:<{id_width}}  "
                 f"{assignment.where:<{where_width}}  {assignment.condition}"
-                f"  → {assignment.kind} {assignment.ref}"
+                f"  → {assignment.kind} {assignment.ref}{held}"
             )
 
     out.append("")
-    if file.intents:
-        out.append("  intents")
-        out.extend(f"    {_intent_text(intent)}" for intent in file.intents)
+    tracked = file.tracked or [Tracked(intent) for intent in file.intents]
+    if tracked:
+        out.append("  intents  (desired, not confirmed by the LMS)")
+        for entry in tracked:
+            out.append(f"    {_intent_text(entry.intent)}")
+            if file.looked_up or entry.state != TO_MAKE:
+                out.append(f"        ↳ {entry.describe()}")
     else:
-        out.append("  intents  none: the LMS already matches")
+        out.append(f"  intents  none: {_nothing_to_send(file)}")
     if file.problems:
         out.append("  problems")
         out.extend(f"    ! {problem.reason}" for problem in file.problems)
     return out
+
+
+def _lms_lines(file: FileExplanation) -> list[str]:
+    out = []
+    if file.looked_up:
+        lms = file.lms
+        if lms is None or not lms.has_account:
+            out.append(f"  LMS      no account confirmed in {file.target}")
+        else:
+            who = f"account {lms.lms_user_id}" if lms.lms_user_id else "an account"
+            state = "active" if lms.active else "suspended"
+            when = f", confirmed {lms.confirmed_at}" if lms.confirmed_at else ""
+            out.append(f"  LMS      {file.target} {who} ({state}){when}")
+    if file.waiting:
+        out.append(f"  target   {file.target}: waiting — {file.waiting}")
+    if file.blocked:
+        out.append(f"  blocked  {file.blocked}")
+    return out
+
+
+def _held(confirmed: Mapping[str, Any] | None) -> str:
+    if confirmed is None:
+        return "  · LMS: not held"
+    text = f"  · LMS: {confirmed.get('status', 'active')}"
+    if confirmed.get("at"):
+        text += f" (confirmed {confirmed['at']})"
+    if confirmed.get("due"):
+        text += f", due {confirmed['due']}"
+    return text
+
+
+def _nothing_to_send(file: FileExplanation) -> str:
+    if any(p.reason.startswith("missing required") for p in file.problems):
+        return "the problems below hold the account back"
+    if not file.looked_up:
+        return "nothing to change"
+    if file.lms is not None and file.lms.has_account:
+        at = file.lms.confirmed_at
+        return f"the LMS already matches (confirmed {at})" if at else "the LMS already matches"
+    return f"no account in {file.target}, and none wanted"
 
 
 def render_explanation(exp: Explanation) -> str:
@@ -418,6 +522,16 @@ def explanation_to_json(exp: Explanation) -> dict[str, Any]:
                 },
                 "in_scope": f.in_scope,
                 "active": f.active,
+                "lms": {
+                    "looked_up": f.looked_up,
+                    "lms_user_id": f.lms.lms_user_id if f.lms is not None else None,
+                    "has_account": f.lms.has_account if f.lms is not None else False,
+                    "account_at": f.lms.account_at if f.lms is not None else None,
+                    "confirmed_at": f.lms.confirmed_at if f.lms is not None else None,
+                    "active": f.lms.active if f.lms is not None else None,
+                },
+                "waiting": f.waiting,
+                "blocked": f.blocked,
                 "mapping": [
                     {
                         "attribute": m.attribute,
@@ -442,10 +556,14 @@ def explanation_to_json(exp: Explanation) -> dict[str, Any]:
                         "expanded_condition": a.expanded_condition,
                         "verdict": a.verdict,
                         "otherwise": a.otherwise,
+                        "confirmed": a.confirmed,
                     }
                     for a in f.assignments
                 ],
-                "intents": [intent.as_dict() for intent in f.intents],
+                "intents": [
+                    {**entry.intent.as_dict(), **entry.details()}
+                    for entry in (f.tracked or [Tracked(intent) for intent in f.intents])
+                ],
                 "problems": [
                     {"person": p.person, "rule": p.rule, "reason": p.reason} for p in f.problems
                 ],

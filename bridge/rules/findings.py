@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bridge.rules.loader import Node
 from bridge.rules.loader import read_yaml
 from bridge.rules.model import Mark
 from bridge.rules.model import RuleError
+from bridge.rules.model import Severity
+
+
+class Report(Protocol):
+    """How a check reports a problem (``Checker.add``): at an element's Mark, narrowed to
+    ``keys`` under it; a warning does not stop the rules from loading."""
+
+    def __call__(
+        self,
+        mark: Mark,
+        message: str,
+        *,
+        text: str = "",
+        hint: str = "",
+        keys: tuple[str, ...] = (),
+        source_text: bool = False,
+        severity: Severity = Severity.error,
+    ) -> None: ...
 
 
 @dataclass
@@ -60,5 +79,7 @@ def narrow(findings: list[Finding], paths: dict[str, Path]) -> list[RuleError]:
         text = error.text
         if finding.source_text and isinstance(node.value, str):
             text = node.value
-        out.append(RuleError(node.mark, error.message, text=text, hint=error.hint))
+        out.append(
+            RuleError(node.mark, error.message, text=text, hint=error.hint, severity=error.severity)
+        )
     return out

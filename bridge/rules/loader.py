@@ -201,24 +201,53 @@ class _Reader:
         return child.value
 
 
-def _duration_days(node: Node | None, errors: list[RuleError]) -> int | None:
+_DURATION_MEANING = {
+    "due": "a due date (kept by the bridge)",
+    "access_ends": "the end of the learner's access",
+}
+
+
+def _duration_days(node: Node | None, key: str, errors: list[RuleError]) -> int | None:
+    """``due:`` / ``access_ends:`` in days: a whole number or an ISO 8601 duration (P30D, P4W).
+
+    Access that ends the day it starts is refused (always a mistake); a due date may be today.
+    """
     if node is None or node.value is None:
         return None
+    least = 1 if key == "access_ends" else 0
+    days: int | None = None
     if isinstance(node.value, int) and not isinstance(node.value, bool):
-        return node.value
-    match = _DURATION.match(str(node.value))
-    if not match or not any(match.groups()):
+        days = node.value
+    elif (
+        isinstance(node.value, str)
+        and (match := _DURATION.match(node.value))
+        and any(match.groups())
+    ):
+        weeks, plain = (int(g) if g else 0 for g in match.groups())
+        days = weeks * 7 + plain
+    if days is None:
         errors.append(
             RuleError(
                 node.mark,
-                "a due date is days or an ISO 8601 duration",
-                text=str(node.value),
+                f"`{key}:` is {_DURATION_MEANING[key]}: days or an ISO 8601 duration",
+                text=node.text or str(node.value),
                 hint="e.g. 30 or P30D or P4W",
             )
         )
         return None
-    weeks, days = (int(g) if g else 0 for g in match.groups())
-    return weeks * 7 + days
+    if days < least:
+        errors.append(
+            RuleError(
+                node.mark,
+                f"`{key}:` must be {'a day or more' if least else 'zero days or more'}, not {days}",
+                text=node.text or str(node.value),
+                hint="e.g. P90D"
+                if key == "access_ends"
+                else "a number of days after the enrolment, e.g. P30D",
+            )
+        )
+        return None
+    return days
 
 
 def _check_filter(text: str, node: Node, errors: list[RuleError]) -> None:
@@ -339,9 +368,9 @@ def _mapping(
 
 
 _ASSIGNMENT_KEYS = {
-    AssignmentKind.enrolment: ("id", "when", "course", "role", "otherwise", "due"),
+    AssignmentKind.enrolment: ("id", "when", "course", "role", "otherwise", "due", "access_ends"),
     AssignmentKind.cohort: ("id", "when", "cohort", "otherwise"),
-    AssignmentKind.path: ("id", "when", "path", "otherwise", "due"),
+    AssignmentKind.path: ("id", "when", "path", "otherwise", "due", "access_ends"),
 }
 _REF_KEY = {
     AssignmentKind.enrolment: "course",
@@ -383,6 +412,8 @@ def _assignments(
             assert when_node is not None
             expanded = expand_filter(when, aliases)
             _check_filter(expanded, when_node, errors)
+        due_days = _duration_days(reader.get("due"), "due", errors)
+        access_end_days = _duration_days(reader.get("access_ends"), "access_ends", errors)
         if rule_id is None or when is None or ref is None:
             continue
         out.append(
@@ -393,7 +424,8 @@ def _assignments(
                 ref=str(ref),
                 role=reader.typed("role", str, default="student"),
                 otherwise=otherwise,
-                due_days=_duration_days(reader.get("due"), errors),
+                due_days=due_days,
+                access_end_days=access_end_days,
                 mark=child.mark,
             )
         )

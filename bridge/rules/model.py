@@ -26,18 +26,40 @@ class Mark:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+class Severity(StrEnum):
+    """An error stops a rule set from loading; a warning is shown by ``bridge rules check``
+    (a value the LMS may refuse, a plugin a stock site lacks) and loads."""
+
+    error = "error"
+    warning = "warning"
+
+
 class RuleError(Exception):
     """A problem in a rule file, with where it is, the offending text and a hint."""
 
-    def __init__(self, mark: Mark, message: str, *, text: str = "", hint: str = "") -> None:
+    def __init__(
+        self,
+        mark: Mark,
+        message: str,
+        *,
+        text: str = "",
+        hint: str = "",
+        severity: Severity = Severity.error,
+    ) -> None:
         super().__init__(message)
         self.mark = mark
         self.message = message
         self.text = text
         self.hint = hint
+        self.severity = severity
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == Severity.warning
 
     def __str__(self) -> str:
-        lines = [f"{self.mark}: {self.message}"]
+        label = "warning: " if self.is_warning else ""
+        lines = [f"{self.mark}: {label}{self.message}"]
         if self.text:
             lines.append(f"    {self.text}")
         if self.hint:
@@ -52,6 +74,7 @@ class RuleError(Exception):
             "message": self.message,
             "text": self.text,
             "hint": self.hint,
+            "severity": self.severity.value,
         }
 
 
@@ -123,7 +146,12 @@ class Otherwise(StrEnum):
 
 @dataclass(frozen=True)
 class Assignment:
-    """``when`` a SCIM filter matches, the person is on this course, cohort or learning path."""
+    """``when`` a SCIM filter matches, the person is on this course, cohort or learning path.
+
+    ``due_days`` (``due:``) is a deadline the bridge keeps: it never ends access in the LMS.
+    ``access_end_days`` (``access_ends:``) is the only setting that ends the learner's access
+    (Moodle's enrolment ``timeend``), that many days after the enrolment.
+    """
 
     kind: AssignmentKind
     id: str
@@ -132,6 +160,7 @@ class Assignment:
     role: str = "student"
     otherwise: Otherwise = Otherwise.suspend
     due_days: int | None = None
+    access_end_days: int | None = None
     mark: Mark = field(default=Mark(""), compare=False)
 
 

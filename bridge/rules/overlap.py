@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
 
 from bridge.rules.attributes import UserSchema
 from bridge.rules.conditions import disjuncts
 from bridge.rules.conditions import implies
 from bridge.rules.conditions import why_never
+from bridge.rules.findings import Report
 from bridge.rules.model import Assignment
 from bridge.rules.model import AssignmentKind
 from bridge.rules.model import FieldMapping
-from bridge.rules.model import Mark
 from bridge.rules.model import RuleFile
 
 REF_KEY = {
@@ -27,21 +26,6 @@ REF_KEY = {
     AssignmentKind.cohort: "cohort",
     AssignmentKind.path: "path",
 }
-
-
-class Report(Protocol):
-    """How a check reports a problem (``Checker.add``)."""
-
-    def __call__(
-        self,
-        mark: Mark,
-        message: str,
-        *,
-        text: str = "",
-        hint: str = "",
-        keys: tuple[str, ...] = (),
-        source_text: bool = False,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +80,8 @@ class Overlaps:
                 or "a person both conditions match gets the settings of whichever rule comes "
                 "first, and removals always use the first one's `otherwise`"
             )
-            + ": give both the same role, due and otherwise, or merge them with `or`",
+            + ": give both the same role, due, access_ends and otherwise, "
+            "or merge them with `or`",
             keys=(word,),
         )
         return True
@@ -171,6 +156,9 @@ def _differences(assignment: Assignment, other: Assignment) -> list[str]:
         found.append(f"role ({assignment.role} vs {other.role})")
     if assignment.due_days != other.due_days:
         found.append(f"due ({_days(assignment.due_days)} vs {_days(other.due_days)})")
+    if assignment.access_end_days != other.access_end_days:
+        ends, other_ends = _days(assignment.access_end_days), _days(other.access_end_days)
+        found.append(f"access_ends ({ends} vs {other_ends})")
     if assignment.otherwise != other.otherwise:
         found.append(f"otherwise ({assignment.otherwise.value} vs {other.otherwise.value})")
     return found

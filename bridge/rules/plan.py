@@ -3,7 +3,11 @@
 The caller (``bridge plan``, a nightly reconcile) runs the engine for every stored person and
 rule file and hands one :class:`PersonOutcome` per (person, rule file) to :func:`build_plan`,
 which counts, finds duplicate LMS identifiers and unknown role codes, and applies each rule
-file's safety thresholds. :func:`render_text` shows the plan terraform-style;
+file's safety thresholds. The caller diffs desired against what the LMS *confirmed* and hands
+each intent in with where it stands (``PersonOutcome.tracked``, from a
+:class:`~bridge.rules.plan_model.Ledger`): the plan's changes — what it counts, what makes it
+exit 2, what ``bridge apply`` enqueues — are the intents still to make and the failed ones;
+pending and waiting intents are shown, not sent again. :func:`render_text` shows the plan terraform-style;
 :func:`plan_to_json` / :func:`plan_from_json` are the plan file ``bridge apply PLANFILE`` reads.
 No database, no clock, no I/O: the timestamp is handed in.
 
@@ -32,14 +36,25 @@ from bridge.rules.plan_json import plan_from_json
 from bridge.rules.plan_json import plan_to_json
 from bridge.rules.plan_model import _ACTION_NAMES
 from bridge.rules.plan_model import ACTIONS
+from bridge.rules.plan_model import APPLIED
 from bridge.rules.plan_model import EXAMPLES
+from bridge.rules.plan_model import FAILED
+from bridge.rules.plan_model import PENDING
+from bridge.rules.plan_model import STATES
+from bridge.rules.plan_model import TO_MAKE
+from bridge.rules.plan_model import WAITING
 from bridge.rules.plan_model import ActionCount
 from bridge.rules.plan_model import AttentionItem
+from bridge.rules.plan_model import Confirmed
+from bridge.rules.plan_model import Ledger
 from bridge.rules.plan_model import PersonOutcome
 from bridge.rules.plan_model import Plan
+from bridge.rules.plan_model import QueuedRow
 from bridge.rules.plan_model import RuleCount
 from bridge.rules.plan_model import SafetyVerdict
+from bridge.rules.plan_model import Tracked
 from bridge.rules.plan_model import action_of
+from bridge.rules.plan_model import confirmed_view
 from bridge.rules.plan_render import ATTENTION_LINES
 from bridge.rules.plan_render import render_text
 from bridge.rules.plan_render import summary_line
@@ -50,18 +65,29 @@ from bridge.rules.rolecodes import known_role_codes
 __all__ = [
     "ACTIONS",
     "ATTENTION_LINES",
+    "APPLIED",
     "ActionCount",
     "AttentionItem",
+    "Confirmed",
     "DUPLICATE_ATTRIBUTES",
     "EXAMPLES",
+    "FAILED",
     "FORMAT",
+    "Ledger",
+    "PENDING",
     "PersonOutcome",
     "Plan",
+    "QueuedRow",
     "ROLE_CODES_ATTRIBUTE",
     "RuleCount",
+    "STATES",
     "SafetyVerdict",
+    "TO_MAKE",
+    "Tracked",
+    "WAITING",
     "action_of",
     "build_plan",
+    "confirmed_view",
     "kept_intents",
     "known_role_codes",
     "plan_from_json",
@@ -78,7 +104,7 @@ _FOLDED_ATTRIBUTES = frozenset({"username", "email"})
 
 
 _KIND_ORDER = {kind: index for index, kind in enumerate(IntentKind)}
-_ATTENTION_ORDER = {"problem": 0, "duplicate": 1, "unknown-role-code": 2}
+_ATTENTION_ORDER = {"problem": 0, "blocked": 1, "duplicate": 2, "unknown-role-code": 3}
 _REMOVAL_ACTIONS = frozenset(kind.value for kind in REMOVALS)
 _ADDITIONS = frozenset({IntentKind.enrol, IntentKind.add_cohort_member})
 
@@ -108,30 +134,38 @@ def _select(ruleset: RuleSet, only: set[str] | None) -> tuple[list[RuleFile], se
     return files, set(only)
 
 
-def _kept(outcome: PersonOutcome, rules: set[str] | None) -> list[Intent]:
+def _tracked(outcome: PersonOutcome) -> list[Tracked]:
+    """Each intent of an outcome with where it stands (still to make when not looked up)."""
+    if outcome.tracked:
+        return outcome.tracked
+    return [Tracked(intent, label=outcome.label) for intent in outcome.intents]
+
+
+def _kept(outcome: PersonOutcome, rules: set[str] | None) -> list[Tracked]:
     """The outcome's intents of the selected rules, plus the account creation they depend on.
 
     With ``only``, an enrolment into a new person's course still needs the account to exist:
     the account creation / reactivation of the same rule file is kept alongside it.
     """
+    every = _tracked(outcome)
     if rules is None or outcome.rule_file in rules:
-        return outcome.intents
-    kept = [intent for intent in outcome.intents if intent.rule in rules]
-    if not any(intent.kind in _ADDITIONS for intent in kept):
+        return every
+    kept = [entry for entry in every if entry.intent.rule in rules]
+    if not any(entry.intent.kind in _ADDITIONS for entry in kept):
         return kept
     needed = [
-        intent
-        for intent in outcome.intents
-        if intent.rule == outcome.rule_file
+        entry
+        for entry in every
+        if entry.intent.rule == outcome.rule_file
         and (
-            intent.kind == IntentKind.reactivate_account
-            or (intent.kind == IntentKind.upsert_account and intent.data.get("create"))
+            entry.intent.kind == IntentKind.reactivate_account
+            or (entry.intent.kind == IntentKind.upsert_account and entry.intent.data.get("create"))
         )
     ]
     if not needed:
         return kept
     kept.extend(needed)
-    kept.sort(key=lambda intent: _KIND_ORDER[intent.kind])
+    kept.sort(key=lambda entry: _KIND_ORDER[entry.intent.kind])
     return kept
 
 
@@ -156,14 +190,14 @@ def _duplicate_items(
             )
 
 
-def _in_order(chunks: list[tuple[str, list[Intent]]]) -> list[Intent]:
+def _in_order(chunks: list[tuple[str, list[Tracked]]]) -> list[Tracked]:
     """Intents by person, then kind (account before enrolments before removals), else as given.
 
     Sorting whole outcomes rather than single intents keeps this cheap; only a person with
     several rule files needs their intents merged.
     """
     chunks.sort(key=itemgetter(0))
-    planned: list[Intent] = []
+    planned: list[Tracked] = []
     index, total = 0, len(chunks)
     while index < total:
         person, intents = chunks[index]
@@ -173,7 +207,7 @@ def _in_order(chunks: list[tuple[str, list[Intent]]]) -> list[Intent]:
             while index < total and chunks[index][0] == person:
                 merged.extend(chunks[index][1])
                 index += 1
-            merged.sort(key=lambda intent: _KIND_ORDER[intent.kind])
+            merged.sort(key=lambda entry: _KIND_ORDER[entry.intent.kind])
             planned.extend(merged)
         else:
             planned.extend(intents)
@@ -244,6 +278,10 @@ def build_plan(
     and rule-file names (ValueError on a name the rules do not know): other rules' intents are
     dropped, except the account creation a kept enrolment needs, and rule files with no
     selected rule are left out entirely (attention and safety included).
+
+    Counts, examples, safety and the status cover the intents ``bridge apply`` would enqueue
+    (still to make, or failed); pending and waiting ones go to ``Plan.in_flight``. Each
+    ``PersonOutcome.blocked`` reason becomes an attention item of kind ``blocked``.
     """
     files, selected_rules = _select(ruleset, only)
     by_name = {f.name: f for f in files}
@@ -261,7 +299,9 @@ def build_plan(
     tally: dict[tuple[str, str, str], int] = {}  # (rule file, rule, action) → n
     examples: dict[str, list[tuple[str, str]]] = {action: [] for action in _ACTION_NAMES}
     attention: list[AttentionItem] = []
-    chunks: list[tuple[str, list[Intent]]] = []  # (person, that outcome's intents)
+    chunks: list[tuple[str, list[Tracked]]] = []  # (person, that outcome's intents to apply)
+    held: list[tuple[str, list[Tracked]]] = []  # (person, its pending and waiting intents)
+    blocked_seen: set[tuple[str, str]] = set()
     # (target, attribute, value) → the first in-scope person holding it, and when a second
     # person turns up, everyone holding it: person → (label, rule file, value as mapped)
     owners: dict[tuple[str, str, str], tuple[str, str, str, Any]] = {}
@@ -283,8 +323,19 @@ def build_plan(
             attention.append(
                 AttentionItem(person, label, rule_file_name, "problem", problem.reason)
             )
-        intents = outcome.intents if selected_rules is None else _kept(outcome, selected_rules)
-        for intent in intents:
+        for why in outcome.blocked:
+            if (person, why) not in blocked_seen:
+                blocked_seen.add((person, why))
+                attention.append(AttentionItem(person, label, rule_file_name, "blocked", why))
+        entries = _kept(outcome, selected_rules)
+        applied: list[Tracked] = []
+        waits: list[Tracked] = []
+        for entry in entries:
+            if entry.state not in APPLIED:
+                waits.append(entry)
+                continue
+            applied.append(entry)
+            intent = entry.intent
             kind = intent.kind
             if kind is upsert:
                 action = "create_account" if intent.data.get("create") else "update_account"
@@ -299,8 +350,10 @@ def build_plan(
             ):
                 insort(shown, (person, label))
                 del shown[EXAMPLES:]
-        if intents:
-            chunks.append((person, intents))
+        if applied:
+            chunks.append((person, applied))
+        if waits:
+            held.append((person, waits))
         if not outcome.in_scope:
             continue
         account = outcome.account
@@ -369,7 +422,8 @@ def build_plan(
         rules=rules,
         attention=attention,
         safety=safety,
-        intents=planned,
+        tracked=planned,
+        in_flight=_in_order(held),
     )
 
 
@@ -380,4 +434,4 @@ def select_rules(ruleset: RuleSet, only: set[str] | None) -> set[str] | None:
 
 def kept_intents(outcome: PersonOutcome, rules: set[str] | None) -> list[Intent]:
     """The intents of an outcome a plan restricted to ``rules`` keeps (see ``_kept``)."""
-    return _kept(outcome, rules)
+    return [entry.intent for entry in _kept(outcome, rules)]

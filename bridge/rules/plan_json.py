@@ -27,7 +27,12 @@ anything incompatible gets a new ``format``.
     safety threshold: the plan needs an admin's approval before it is applied).
 ``exit_code``
     What ``bridge plan`` exits with: ``0`` no changes, ``2`` changes (also when quarantined).
-    (``1``, an error, never appears in a plan.)
+    (``1``, an error, never appears in a plan.) Changes are the intents still to make and the
+    failed ones (what ``bridge apply`` enqueues); pending and waiting intents are not.
+``states``
+    How many intents are in each state (DESIGN §4: desired vs confirmed, and what is on its
+    way): ``{"to_make": n, "failed": n, "pending": n, "waiting": n}``, every key present.
+    ``to_make`` and ``failed`` count ``intents``, ``pending`` and ``waiting`` count ``in_flight``.
 ``counts``
     An object with one key per *action*, every action always present, in this order:
     ``create_account``, ``update_account`` (both count ``upsert_account`` intents, split on
@@ -46,7 +51,11 @@ anything incompatible gets a new ``format``.
 ``attention``
     A list of ``{"person", "label", "rule_file", "kind", "reason"}``, sorted by kind, reason,
     label, person. ``kind`` is ``"problem"`` (a missing required value, a transform that failed: the
-    engine's problems; such a person gets no intents), ``"duplicate"`` (two in-scope people
+    engine's problems; such a person gets no intents), ``"blocked"`` (a dead letter of the
+    person holds their later intents on that target back — the relay keeps per-person order;
+    reason e.g. ``2 later intents in moodle blocked behind dead letter #12 upsert_account
+    (data_quality: …); fix it, then `bridge apply` or `bridge errors retry 12```),
+    ``"duplicate"`` (two in-scope people
     map to the same ``idnumber`` / ``username`` / ``email`` of one target, usernames and
     emails compared case-insensitively; reason e.g. ``duplicate idnumber E123 also used by
     jane.smith``; everyone holding the value is listed, each naming the others; their intents
@@ -67,10 +76,31 @@ anything incompatible gets a new ``format``.
     max_removals_percent (at the limit is ``"ok"``), else ``"ok"``; ``reason`` says why, for
     people.
 ``intents``
-    Every intent to enqueue, each exactly ``Intent.as_dict()``: ``{"kind", "person",
-    "target", "rule", "ref"?, "data"?}``. Ordered by person id, then by intent kind (account
-    creation before enrolments before removals, the engine's order), then as the engine
-    produced them, so that the same inputs always give the same file.
+    Every intent to enqueue: ``Intent.as_dict()`` (``{"kind", "person", "target", "rule",
+    "ref"?, "data"?}``) plus where it stands. The plan diffs desired against what the LMS
+    confirmed (``links``), so an intent here is a change the LMS does not hold yet. Ordered by
+    person id, then by intent kind (account creation before enrolments before removals, the
+    engine's order), then as the engine produced them, so that the same inputs always give
+    the same file. Each entry also has:
+
+    ``state``
+        ``"to_make"`` (nothing in the outbox) or ``"failed"`` (its last delivery is a dead
+        letter: ``bridge apply`` requeues that row in place, same id, with this intent).
+    ``outbox``
+        Only when the intent matched an outbox row (same target, person, kind and ref):
+        ``{"id", "kind", "ref", "status", "attempts", "next_attempt_at" (ISO 8601 or null),
+        "last_error", "category" (``configuration`` / ``data_quality`` / ``transient`` or
+        null), "run_id"}``.
+    ``blocked_by``
+        Only when an earlier dead letter of the same person and target holds the row back:
+        that dead letter, as ``outbox``.
+    ``waiting``
+        Only in state ``waiting``: why the target's intents wait (its health is not ok).
+``in_flight``
+    The intents the plan does not enqueue, as ``intents`` (same order and keys), in state
+    ``"pending"`` (a row on its way: pending, retry, running, or quarantined until approved;
+    ``outbox`` says attempts, next try and last error) or ``"waiting"`` (the target is
+    unreachable or fails preflight; plan again once it is ok).
 """
 
 from __future__ import annotations
@@ -81,11 +111,17 @@ from typing import Any
 from bridge.rules.engine import Intent
 from bridge.rules.engine import IntentKind
 from bridge.rules.plan_model import _KIND_OF_ACTION
+from bridge.rules.plan_model import APPLIED
+from bridge.rules.plan_model import STATES
+from bridge.rules.plan_model import TO_MAKE
+from bridge.rules.plan_model import WAITING
 from bridge.rules.plan_model import ActionCount
 from bridge.rules.plan_model import AttentionItem
 from bridge.rules.plan_model import Plan
+from bridge.rules.plan_model import QueuedRow
 from bridge.rules.plan_model import RuleCount
 from bridge.rules.plan_model import SafetyVerdict
+from bridge.rules.plan_model import Tracked
 
 FORMAT = "bridge-plan/1"
 
@@ -100,6 +136,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "only": list(plan.only) if plan.only is not None else None,
         "status": plan.status,
         "exit_code": plan.exit_code,
+        "states": plan.state_counts(),
         "counts": {
             action: {
                 "kind": _KIND_OF_ACTION[action],
@@ -136,8 +173,15 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             }
             for v in plan.safety
         ],
-        "intents": [intent.as_dict() for intent in plan.intents],
+        "intents": [_entry(entry) for entry in plan.tracked],
+        "in_flight": [_entry(entry) for entry in plan.in_flight],
     }
+
+
+def _entry(entry: Tracked) -> dict[str, Any]:
+    out = entry.intent.as_dict()
+    out.update(entry.details())
+    return out
 
 
 class _Reader:
@@ -174,8 +218,8 @@ def _number(value: Any) -> float | None:
 _INTENT_KINDS = {kind.value: kind for kind in IntentKind}
 
 
-def _intent_error(index: int, raw: Any) -> ValueError:
-    where = f"intents[{index}]"
+def _intent_error(index: int, raw: Any, key: str = "intents") -> ValueError:
+    where = f"{key}[{index}]"
     entry = _Reader(raw, where)  # raises when not an object
     kind = entry.get("kind", str)
     if kind not in _INTENT_KINDS:
@@ -264,25 +308,10 @@ def plan_from_json(data: Any) -> Plan:
                 reason=entry.get("reason", str),
             )
         )
-    intents: list[Intent] = []
-    append = intents.append
-    for index, raw in enumerate(top.get("intents", list)):
-        # fast path (a plan file holds 100,000s of intents); _intent_error explains failures
-        try:
-            kind = _INTENT_KINDS[raw["kind"]]
-            person, target, rule = raw["person"], raw["target"], raw["rule"]
-            ref, data_value = raw.get("ref"), raw.get("data", {})
-        except (KeyError, TypeError, AttributeError):
-            raise _intent_error(index, raw) from None
-        if (
-            type(person) is not str
-            or type(target) is not str
-            or type(rule) is not str
-            or (ref is not None and type(ref) is not str)
-            or type(data_value) is not dict
-        ):
-            raise _intent_error(index, raw)
-        append(Intent(kind, person, target, rule, ref, data_value))
+    tracked = _entries(top, "intents", APPLIED)
+    in_flight = (
+        _entries(top, "in_flight", frozenset(STATES) - APPLIED) if "in_flight" in data else []
+    )
     exit_code = top.get("exit_code", int)
     if exit_code not in (0, 2):
         raise ValueError(f"plan file: exit_code must be 0 or 2, not {exit_code}")
@@ -297,5 +326,63 @@ def plan_from_json(data: Any) -> Plan:
         rules=rules,
         attention=attention,
         safety=safety,
-        intents=intents,
+        tracked=tracked,
+        in_flight=in_flight,
     )
+
+
+def _tracked(intent: Intent, raw: dict[str, Any], where: str, allowed: frozenset[str]) -> Tracked:
+    """One entry with its state and evidence (a plan file before states: still to make)."""
+    state = raw.get("state", TO_MAKE)
+    if state == TO_MAKE and state in allowed and "outbox" not in raw and "blocked_by" not in raw:
+        return Tracked(intent)
+    if state not in allowed:
+        raise ValueError(
+            f"plan file: {where} has state {state!r} (here: {', '.join(sorted(allowed))})"
+        )
+    person, target = raw["person"], raw["target"]
+    rows: dict[str, QueuedRow | None] = {}
+    for key in ("outbox", "blocked_by"):
+        found = raw.get(key)
+        if found is None:
+            rows[key] = None
+            continue
+        if not isinstance(found, dict):
+            raise ValueError(f"plan file: {where}.{key} must be an object")
+        try:
+            rows[key] = QueuedRow.from_dict(found, target, person)
+        except ValueError as exc:
+            raise ValueError(f"plan file: {where}.{key}: {exc}") from None
+    waiting = raw.get("waiting")
+    if waiting is not None and type(waiting) is not str:
+        raise ValueError(f"plan file: {where}.waiting must be text")
+    if state == WAITING and waiting is None:
+        raise ValueError(f"plan file: {where} is waiting without a reason")
+    return Tracked(intent, state, rows["outbox"], rows["blocked_by"], waiting)
+
+
+def _entries(top: _Reader, key: str, allowed: frozenset[str]) -> list[Tracked]:
+    entries: list[Tracked] = []
+    append = entries.append
+    for index, raw in enumerate(top.get(key, list)):
+        # fast path (a plan file holds 100,000s of intents); _intent_error explains failures
+        try:
+            kind = _INTENT_KINDS[raw["kind"]]
+            person, target, rule = raw["person"], raw["target"], raw["rule"]
+            ref, data_value = raw.get("ref"), raw.get("data", {})
+        except (KeyError, TypeError, AttributeError):
+            raise _intent_error(index, raw, key) from None
+        if (
+            type(person) is not str
+            or type(target) is not str
+            or type(rule) is not str
+            or (ref is not None and type(ref) is not str)
+            or type(data_value) is not dict
+        ):
+            raise _intent_error(index, raw, key)
+        append(
+            _tracked(
+                Intent(kind, person, target, rule, ref, data_value), raw, f"{key}[{index}]", allowed
+            )
+        )
+    return entries

@@ -1,15 +1,28 @@
-"""The plan for people (pure): ``bridge plan``'s terraform-style text and its summary line."""
+"""The plan for people (pure): ``bridge plan``'s terraform-style text and its summary line.
+
+Besides the changes to make, the text says where the other intents stand (DESIGN §4): the
+failed ones (dead letters, still to make), those pending in the outbox, and those waiting on
+a target whose health is not ok.
+"""
 
 from __future__ import annotations
 
 from bridge.rules.plan_model import _SYMBOL
 from bridge.rules.plan_model import ACTIONS
 from bridge.rules.plan_model import EXAMPLES
+from bridge.rules.plan_model import FAILED
+from bridge.rules.plan_model import PENDING
+from bridge.rules.plan_model import WAITING
 from bridge.rules.plan_model import ActionCount
 from bridge.rules.plan_model import AttentionItem
 from bridge.rules.plan_model import Plan
+from bridge.rules.plan_model import Tracked
+from bridge.rules.plan_model import action_of
 
 ATTENTION_LINES = 20
+DELIVERY_LINES = 10
+"""Lines per state in the delivery section (``--json`` lists every intent)."""
+_LABELS = {action: label for action, _, _, label in ACTIONS}
 
 
 _COLORS = {"+": "32", "~": "33", "-": "31", "bold": "1", "dim": "2", "red": "31", "green": "32"}
@@ -43,8 +56,21 @@ def summary_line(plan: Plan) -> str:
     )
     quarantined = [v.rule_file for v in plan.safety if v.quarantined]
     safety = f"safety: quarantined ({', '.join(quarantined)})" if quarantined else "safety: ok"
-    if not plan.intents:
-        return f"No changes. {attention}; {safety}."
+    states = plan.state_counts()
+    delivery = []
+    if states[FAILED]:
+        delivery.append(
+            f"{_plural(states[FAILED], 'change', 'changes')} failed before (apply sends "
+            + ("it" if states[FAILED] == 1 else "them")
+            + " again)"
+        )
+    if states[PENDING]:
+        delivery.append(f"{_plural(states[PENDING], 'intent', 'intents')} pending in the outbox")
+    if states[WAITING]:
+        delivery.append(f"{_plural(states[WAITING], 'intent', 'intents')} waiting on a target")
+    on_the_way = "".join(f"{part}; " for part in delivery)
+    if not plan.tracked:
+        return f"No changes. {on_the_way}{attention}; {safety}."
     count = plan.count
     parts = [
         _plural(count("create_account"), "account to create", "accounts to create"),
@@ -58,7 +84,7 @@ def summary_line(plan: Plan) -> str:
     suspensions = count("suspend_enrolment") + count("suspend_account")
     parts.append(_plural(suspensions, "suspension", "suspensions"))
     parts.append(_plural(count("unenrol") + count("remove_cohort_member"), "removal", "removals"))
-    return f"Plan: {', '.join(parts)}; {attention}; {safety}."
+    return f"Plan: {', '.join(parts)}; {on_the_way}{attention}; {safety}."
 
 
 def _attention_lines(plan: Plan) -> list[str]:
@@ -84,6 +110,63 @@ def _attention_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def _intent_label(entry: Tracked) -> str:
+    intent = entry.intent
+    text = _LABELS[action_of(intent)]
+    if intent.ref is not None:
+        text += f" {intent.ref}"
+    return f"{entry.label or intent.person}: {text} [{intent.rule}]"
+
+
+def _failed_line(entry: Tracked) -> str:
+    row = entry.row
+    if row is None:
+        return _intent_label(entry)
+    tries = f"{row.attempts} attempt" + ("" if row.attempts == 1 else "s")
+    return f"{_intent_label(entry)} — {row.failure()} (outbox #{row.id}, {tries})"
+
+
+def _capped(lines: list[str]) -> list[str]:
+    if len(lines) <= DELIVERY_LINES:
+        return lines
+    rest = len(lines) - DELIVERY_LINES + 1
+    return lines[: DELIVERY_LINES - 1] + [f"+{rest} more (bridge plan --json lists all)"]
+
+
+def delivery_lines(plan: Plan) -> list[str]:
+    """Where the intents that are not plain changes stand: failed, pending, waiting."""
+    failed = [entry for entry in plan.tracked if entry.state == FAILED]
+    pending = [entry for entry in plan.in_flight if entry.state == PENDING]
+    waiting: dict[str, list[Tracked]] = {}
+    for entry in plan.in_flight:
+        if entry.state == WAITING:
+            waiting.setdefault(entry.waiting or "", []).append(entry)
+    out = []
+    if failed:
+        out.append(f"  ! failed, still to make — apply sends them again in place ({len(failed)}):")
+        out.extend(f"      {line}" for line in _capped([_failed_line(e) for e in failed]))
+    if pending:
+        out.append(f"  … pending in the outbox, not sent again ({len(pending)}):")
+        out.extend(
+            f"      {line}"
+            for line in _capped([f"{_intent_label(e)} — {e.describe()}" for e in pending])
+        )
+    if waiting:
+        count = sum(len(entries) for entries in waiting.values())
+        out.append(f"  ‖ waiting on a target, not sent ({count}):")
+        lines = []
+        for reason, entries in waiting.items():
+            labels = list(dict.fromkeys(e.label or e.intent.person for e in entries))
+            shown = labels[:EXAMPLES] + (
+                [f"+{len(labels) - EXAMPLES} more"] if len(labels) > EXAMPLES else []
+            )
+            lines.append(
+                f"{reason}: {_plural(len(entries), 'intent', 'intents')} ({', '.join(shown)})"
+            )
+        out.extend(f"      {line}" for line in _capped(lines))
+    return out
+
+
 def render_text(plan: Plan, *, color: bool = False) -> str:
     """The plan for people, terraform-style; ANSI colours when ``color``."""
     out = [
@@ -102,8 +185,14 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
             f"  {symbol} {label:<{width}}  {tally.count:>7}{_examples(tally.examples, tally.count)}"
         )
         out.append(_paint(line, symbol, color))
-    if not plan.intents:
+    if not plan.tracked:
         out.append("  (nothing to do)")
+
+    delivery = delivery_lines(plan)
+    if delivery:
+        out.append("")
+        out.append(_paint("Delivery (desired vs what the LMS confirmed):", "bold", color))
+        out.extend(delivery)
 
     if plan.rules:
         out.append("")

@@ -1,9 +1,10 @@
-"""The named transforms of a mapping pipeline (pure): lower, upper, trim, split, join,
-default, map, template, replace."""
+"""The named transforms of a mapping pipeline (pure): lower, upper, trim, ascii, split, join,
+default, map, template, replace. ``rules/README.md`` shows each with an example."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,58 @@ def _upper(value: Any, _: Any) -> Any:
 
 def _trim(value: Any, _: Any) -> Any:
     return _each(value, str.strip, "trim")
+
+
+# Letters NFKD does not decompose, folded as a reader of the language would (ø → o, ß → ss).
+_LETTERS = str.maketrans(
+    {
+        "ø": "o",
+        "Ø": "O",
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "ı": "i",
+        "ħ": "h",
+        "Ħ": "H",
+        "ŧ": "t",
+        "Ŧ": "T",
+        "ŋ": "ng",
+        "Ŋ": "NG",
+        "ĸ": "q",
+        "\u2018": "'",  # ‘ ’ ʼ: O’Brien keeps its apostrophe
+        "\u2019": "'",
+        "\u02bc": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2010": "-",  # hyphen, non-breaking hyphen, en and em dashes
+        "\u2011": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+    }
+)
+
+
+def fold_ascii(text: str) -> str:
+    """``Józef Nowak-Øster`` → ``Jozef Nowak-Oster``: accents dropped (NFKD, then the combining
+    marks), ø ß æ œ ł đ ð þ ı… spelled in ASCII, and what has no ASCII spelling (Дмитрий,
+    李) dropped rather than kept: the result is always ASCII."""
+    decomposed = unicodedata.normalize("NFKD", text).translate(_LETTERS)
+    return decomposed.encode("ascii", "ignore").decode("ascii")
+
+
+def _ascii(value: Any, _: Any) -> Any:
+    return _each(value, fold_ascii, "ascii")
 
 
 def _split(value: Any, separator: Any) -> Any:
@@ -140,6 +193,7 @@ TRANSFORMS: dict[str, TransformSpec] = {
     "lower": TransformSpec(_lower, _no_argument, "- lower"),
     "upper": TransformSpec(_upper, _no_argument, "- upper"),
     "trim": TransformSpec(_trim, _no_argument, "- trim"),
+    "ascii": TransformSpec(_ascii, _no_argument, "- ascii"),
     "split": TransformSpec(_split, _optional_text, '- split: ","'),
     "join": TransformSpec(_join, _optional_text, '- join: ";"'),
     "default": TransformSpec(_default, _any, '- default: "n/a"'),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy import update
 
 from bridge.store.raw import read_object
+from bridge.store.raw import read_time
 from bridge.store.tables import LinkRow
 from bridge.store.tables import ProjectionRow
 
@@ -83,3 +85,24 @@ def all_of(conn: Connection, target: str | None = None) -> list[dict[str, Any]]:
         {**dict(row._mapping), "confirmed": read_object(row.confirmed)}
         for row in conn.execute(query)
     ]
+
+
+def confirmed_of(
+    conn: Connection, target: str, resource_ids: Collection[str]
+) -> dict[str, tuple[str | None, dict[str, Any], datetime]]:
+    """What one LMS confirmed holding for some people: id → (LMS account id, the confirmed
+    document with its assignments in the current shape (see ``assignments_of``), when the LMS
+    last confirmed anything for the person)."""
+    chosen = list(dict.fromkeys(resource_ids))
+    found: dict[str, tuple[str | None, dict[str, Any], datetime]] = {}
+    for start in range(0, len(chosen), 1000):
+        rows = conn.execute(
+            select(
+                LINKS.c.resource_id, LINKS.c.lms_user_id, LINKS.c.confirmed, LINKS.c.updated
+            ).where(LINKS.c.target == target, LINKS.c.resource_id.in_(chosen[start : start + 1000]))
+        )
+        for row in rows:
+            document = read_object(row.confirmed)
+            document["assignments"] = assignments_of(document)
+            found[row.resource_id] = (row.lms_user_id, document, read_time(row.updated))
+    return found

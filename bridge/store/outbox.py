@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import update
 
 from bridge.store.raw import Sql
 from bridge.store.raw import execute_many
+from bridge.store.raw import read_time
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
 from bridge.store.tables import OutboxRow
@@ -236,3 +239,149 @@ def of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """The rows an applied plan (a run) enqueued, in order."""
     rows = conn.execute(select(OUTBOX).where(OUTBOX.c.run_id == run_id).order_by(OUTBOX.c.id))
     return [_row(row) for row in rows]
+
+
+# -- read by ``plan``, ``explain`` and ``errors`` (DESIGN §4: pending is not confirmed) ----------
+
+UNSETTLED = (PENDING, RETRY, RUNNING, QUARANTINED)
+"""Rows not settled for good: the intents a plan shows as pending (quarantined: until approved)."""
+_HELD_BACK = (PENDING, RETRY)
+_CHUNK = 1000
+_LEDGER_COLUMNS = (
+    OUTBOX.c.id,
+    OUTBOX.c.target,
+    OUTBOX.c.ordering_key,
+    OUTBOX.c.intent,
+    OUTBOX.c.status,
+    OUTBOX.c.attempts,
+    OUTBOX.c.next_attempt_at,
+    OUTBOX.c.last_error,
+    OUTBOX.c.category,
+    OUTBOX.c.run_id,
+)
+
+
+def _ledger_row(row: Any) -> dict[str, Any]:
+    found = _row(row)
+    if found.get("next_attempt_at") is not None:
+        found["next_attempt_at"] = read_time(found["next_attempt_at"])
+    return found
+
+
+def unsettled(
+    conn: Connection,
+    *,
+    targets: Collection[str] | None = None,
+    people: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows not settled for good and dead letters, oldest first (of some people, or everyone).
+
+    Where ``plan`` and ``explain`` look an intent up: a row pending, retrying, running or
+    quarantined is the intent on its way; a dead letter is a change still to make.
+    """
+    query = select(*_LEDGER_COLUMNS).where(OUTBOX.c.status.in_((*UNSETTLED, DEAD)))
+    if targets is not None:
+        query = query.where(OUTBOX.c.target.in_(list(targets)))
+    if people is None:
+        return [_ledger_row(row) for row in conn.execute(query.order_by(OUTBOX.c.id))]
+    chosen = list(dict.fromkeys(people))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(chosen), _CHUNK):
+        part = query.where(OUTBOX.c.ordering_key.in_(chosen[start : start + _CHUNK]))
+        found.extend(_ledger_row(row) for row in conn.execute(part))
+    found.sort(key=lambda row: int(row["id"]))
+    return found
+
+
+def blocked_behind(
+    conn: Connection, dead: Sequence[Mapping[str, Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    """For each dead letter, the rows it holds back, oldest first.
+
+    The relay keeps per-person order: a dead row blocks the rows of the same target and
+    person with a later id that are not settled (pending, retry) until it is retried or
+    skipped (``bridge errors``).
+    """
+    found: dict[int, list[dict[str, Any]]] = {int(row["id"]): [] for row in dead}
+    by_target: dict[str, dict[str, list[int]]] = {}
+    for row in dead:
+        person = str(row.get("ordering_key") or row["intent"].get("person"))
+        by_target.setdefault(str(row["target"]), {}).setdefault(person, []).append(int(row["id"]))
+    for target, people in by_target.items():
+        keys = list(people)
+        for start in range(0, len(keys), _CHUNK):
+            query = (
+                select(*_LEDGER_COLUMNS)
+                .where(
+                    OUTBOX.c.target == target,
+                    OUTBOX.c.status.in_(_HELD_BACK),
+                    OUTBOX.c.ordering_key.in_(keys[start : start + _CHUNK]),
+                )
+                .order_by(OUTBOX.c.id)
+            )
+            for found_row in conn.execute(query):
+                waiting = _ledger_row(found_row)
+                for dead_id in people[waiting["ordering_key"]]:
+                    if dead_id < int(waiting["id"]):
+                        found[dead_id].append(waiting)
+    return found
+
+
+def open_by_target(conn: Connection) -> dict[str, int]:
+    """How many rows each target has not settled (pending, retry, running)."""
+    rows = conn.execute(
+        select(OUTBOX.c.target, func.count())
+        .where(OUTBOX.c.status.in_((PENDING, RETRY, RUNNING)))
+        .group_by(OUTBOX.c.target)
+    )
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def requeue_as(
+    conn: Connection,
+    row_id: int,
+    intent: dict[str, Any],
+    *,
+    now: datetime,
+    run_id: str | None = None,
+) -> bool:
+    """A dead letter made again in place (``bridge apply`` of a failed intent): the fresh
+    intent, a fresh attempt count, the same id — so the person's order holds. False when the
+    row is no longer dead (retried or skipped meanwhile)."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == row_id, OUTBOX.c.status == DEAD)
+        .values(
+            intent=intent,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            last_error=None,
+            category=None,
+            lease_until=None,
+            claimed_by=None,
+            run_id=run_id,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def hold_for_approval(conn: Connection, row_id: int, intent: dict[str, Any], run_id: str) -> bool:
+    """A dead letter takes a quarantined run's fresh intent and stays dead (still holding the
+    person's later rows back) until ``bridge approve`` sends it again (``release_held``)."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == row_id, OUTBOX.c.status == DEAD)
+        .values(intent=intent, run_id=run_id)
+    )
+    return bool(result.rowcount)
+
+
+def release_held(conn: Connection, run_id: str, now: datetime) -> int:
+    """The dead letters a quarantined run holds go again in place (``bridge approve RUN``)."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.run_id == run_id, OUTBOX.c.status == DEAD)
+        .values(status=PENDING, attempts=0, next_attempt_at=now, last_error=None, category=None)
+    )
+    return int(result.rowcount)

@@ -19,6 +19,7 @@ from bridge.rules.model import Target as TargetConfig
 from bridge.targets.base import Category
 from bridge.targets.base import Delivery
 from bridge.targets.base import Result
+from bridge.targets.base import Status
 from bridge.targets.canvas_api import CANVAS_KEYS
 from bridge.targets.canvas_api import MAX_PAGES
 from bridge.targets.canvas_api import NO_COHORTS
@@ -135,6 +136,24 @@ class CanvasTarget:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def probe(self) -> Result:
+        """Whether Canvas answers and takes the token: ``GET /api/v1/users/self``.
+
+        Retry: unreachable or throttled; dead: it answered but refused (401: the token);
+        done: it answered. ``detail``: ``http_status`` and, on 200, the token's ``user``.
+        """
+        try:
+            response = await self.client.get("/api/v1/users/self")
+        except httpx.TransportError as exc:
+            return Result.retry(f"Canvas unreachable: {type(exc).__name__}: {exc}")
+        failed = classify(response, bad_request=Category.configuration)
+        status = response.status_code
+        if failed is not None and (failed.status is Status.retry or status == 401):
+            return replace(failed, detail={"http_status": status})
+        body = json_body(response) if status == 200 else None
+        user = body.get("name") if isinstance(body, dict) else None
+        return Result.done(message=f"Canvas answered {status}", http_status=status, user=user)
 
 
 class _Attempt:

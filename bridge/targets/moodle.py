@@ -2,8 +2,10 @@
 
 ``MoodleTarget`` is the shell around the pure builders and parsers of
 ``bridge.targets.moodle_ws``: it looks up before it creates (idnumber is not unique in Moodle),
-resolves courses and cohorts by idnumber or shortname once per instance, chunks batches under
-``max_input_vars``, and journals every call it makes (LMS.md, DESIGN §7).
+checks every value against what Moodle accepts before sending it, reads an account back after
+writing it (Moodle drops unknown profile fields silently), resolves courses and cohorts by
+idnumber or shortname once per instance, chunks batches under ``max_input_vars``, and journals
+every call it makes (LMS.md, DESIGN §7). ``probe`` is the relay's circuit-breaker probe.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,35 +24,18 @@ from bridge.rules.model import Target as TargetConfig
 from bridge.targets.base import Category
 from bridge.targets.base import Delivery
 from bridge.targets.base import Result
+from bridge.targets.moodle_accounts import Accounts
 from bridge.targets.moodle_ws import PATH
+from bridge.targets.moodle_ws import PROBE_FUNCTIONS
 from bridge.targets.moodle_ws import SERVER_FIELDS
 from bridge.targets.moodle_ws import Course
 from bridge.targets.moodle_ws import MoodleError
-from bridge.targets.moodle_ws import changed_fields
+from bridge.targets.moodle_ws import Run
 from bridge.targets.moodle_ws import chunk
 from bridge.targets.moodle_ws import enrolment_row
 from bridge.targets.moodle_ws import flatten
 from bridge.targets.moodle_ws import parse_answer
-from bridge.targets.moodle_ws import pick_user
 from bridge.targets.moodle_ws import role_id
-from bridge.targets.moodle_ws import text
-from bridge.targets.moodle_ws import user_row
-
-
-@dataclass
-class _Run:
-    """One delivery's journal of calls and the account id once known."""
-
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    user_id: str | None = None
-
-    def result(self, error: MoodleError) -> Result:
-        calls = list(self.calls)
-        if error.category is None:
-            result = Result.retry(error.message, after=error.after, calls=calls)
-        else:
-            result = Result.dead(error.category, error.message, calls=calls)
-        return dataclasses.replace(result, lms_user_id=self.user_id)
 
 
 class MoodleTarget:
@@ -80,16 +63,17 @@ class MoodleTarget:
         )
         self._courses: dict[str, Course] = {}
         self._cohorts: dict[str, int] = {}
+        self.accounts = Accounts(self.call, self.options)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def deliver(self, delivery: Delivery) -> Result:
-        run = _Run(user_id=delivery.lms_user_id)
+        run = Run(user_id=delivery.lms_user_id)
         handlers = {
-            "upsert_account": self._upsert,
-            "suspend_account": self._set_suspended,
-            "reactivate_account": self._set_suspended,
+            "upsert_account": self.accounts.upsert,
+            "suspend_account": self.accounts.set_suspended,
+            "reactivate_account": self.accounts.set_suspended,
             "enrol": self._enrol,
             "suspend_enrolment": self._suspend_enrolment,
             "unenrol": self._unenrol,
@@ -105,9 +89,25 @@ class MoodleTarget:
             return run.result(error)
         except (KeyError, TypeError, ValueError) as exc:  # an answer not shaped as documented
             return run.result(MoodleError(f"unexpected answer from Moodle: {exc!r}"))
-        return Result.done(run.user_id, message, calls=run.calls)
+        return Result.done(run.user_id, message, **run.detail)
 
-    async def call(self, run: _Run, function: str, params: Mapping[str, Any]) -> Any:
+    async def probe(self) -> Result:
+        """One cheap call (core_webservice_get_site_info): done when the site answers and the
+        token works; retry (transient, with Retry-After) when it is down, slow or throttling;
+        dead (configuration) on a bad token, a function outside the service, REST disabled."""
+        run = Run()
+        try:
+            info = await self.call(run, PROBE_FUNCTIONS[0], {})
+            site = {k: info[k] for k in ("sitename", "release", "version", "userid")}
+            site["functions"] = sorted(str(f["name"]) for f in info.get("functions") or [])
+        except MoodleError as error:
+            return run.result(error)
+        except (KeyError, TypeError, ValueError) as exc:
+            return run.result(MoodleError(f"{PROBE_FUNCTIONS[0]}: unexpected answer: {exc!r}"))
+        message = f"Moodle {site['release']} at {self._client.base_url} answers"
+        return Result.done(None, message, site=site, **run.detail)
+
+    async def call(self, run: Run, function: str, params: Mapping[str, Any]) -> Any:
         """One web-service call; the token goes in the body, never in a URL or the journal."""
         fields = [
             ("wstoken", self._token),
@@ -145,113 +145,9 @@ class MoodleTarget:
             entry["warnings"] = [w.get("warningcode") for w in answer["warnings"]]
         return answer
 
-    # -- accounts ------------------------------------------------------------------------------
-
-    async def _users(self, run: _Run, field_: str, value: str) -> list[dict[str, Any]]:
-        answer = await self.call(
-            run, "core_user_get_users_by_field", {"field": field_, "values": [value]}
-        )
-        if not isinstance(answer, list):
-            raise MoodleError(f"core_user_get_users_by_field: unexpected answer {answer!r:.80}")
-        return answer
-
-    async def _find_user(self, run: _Run, delivery: Delivery) -> Mapping[str, Any] | None:
-        """The person's account: by the link's id, else by username, else by idnumber."""
-        attributes = delivery.data.get("attributes") or {}
-        if delivery.lms_user_id:
-            found = await self._users(run, "id", delivery.lms_user_id)
-            if found:
-                return found[0]
-        idnumbers = {
-            text(v) for v in (attributes.get("idnumber"), delivery.account.get("idnumber")) if v
-        }
-        given = (attributes.get("username"), delivery.account.get("username"))
-        usernames = list(dict.fromkeys(text(u).strip().lower() for u in given if u))
-        for username in usernames:
-            found = await self._users(run, "username", username)
-            if found:
-                user = found[0]
-                if user.get("idnumber") and idnumbers and user["idnumber"] not in idnumbers:
-                    raise MoodleError(
-                        f"username {username!r} belongs to Moodle user {user['id']} whose "
-                        f"idnumber is {user['idnumber']!r}, not {sorted(idnumbers)[0]!r}",
-                        category=Category.data_quality,
-                    )
-                return user
-        for idnumber in sorted(idnumbers):
-            found = await self._users(run, "idnumber", idnumber)
-            match = pick_user(found, usernames[0] if usernames else None, idnumber)
-            if match is not None:
-                return match
-        return None
-
-    async def _user_id(self, run: _Run, delivery: Delivery, *, required: bool) -> int | None:
-        if run.user_id is None:
-            user = await self._find_user(run, delivery)
-            run.user_id = str(user["id"]) if user else None
-        if run.user_id is None and required:
-            raise MoodleError("no Moodle account for this person (its upsert has not succeeded)")
-        return int(run.user_id) if run.user_id else None
-
-    async def _update(self, run: _Run, userid: int, row: Mapping[str, Any]) -> None:
-        answer = await self.call(run, "core_user_update_users", {"users": [{"id": userid, **row}]})
-        warnings = answer.get("warnings", []) if isinstance(answer, dict) else []
-        for warning in warnings:
-            if str(warning.get("itemid", userid)) == str(userid):
-                raise MoodleError(
-                    f"core_user_update_users: {warning.get('warningcode')}: {warning.get('message')}",
-                    category=Category.data_quality,
-                    errorcode=str(warning.get("warningcode", "")),
-                )
-
-    async def _upsert(self, run: _Run, delivery: Delivery) -> str:
-        attributes = dict(delivery.data.get("attributes") or {})
-        user = await self._find_user(run, delivery)
-        if user is None:
-            merged = {k: v for k, v in {**delivery.account, **attributes}.items() if v is not None}
-            row = user_row(merged, self.options, create=True)
-            missing = [k for k in ("username", "firstname", "lastname", "email") if not row.get(k)]
-            if missing:
-                raise MoodleError(
-                    f"cannot create: missing {', '.join(missing)}", category=Category.data_quality
-                )
-            try:
-                answer = await self.call(run, "core_user_create_users", {"users": [row]})
-            except MoodleError as error:
-                if error.errorcode != "invalidparameter":
-                    raise
-                # Perhaps "Username already exists" (only debug sites say so): made meanwhile.
-                user = await self._find_user(run, delivery)
-                if user is None:
-                    raise
-            else:
-                if not isinstance(answer, list) or len(answer) != 1 or "id" not in answer[0]:
-                    raise MoodleError(f"core_user_create_users: unexpected answer {answer!r:.80}")
-                run.user_id = str(answer[0]["id"])
-                return "created"
-        run.user_id = str(user["id"])
-        changes = changed_fields(user_row(attributes, self.options, create=False), user)
-        if not changes:
-            return "up to date"
-        await self._update(run, int(user["id"]), changes)
-        return "updated"
-
-    async def _set_suspended(self, run: _Run, delivery: Delivery) -> str:
-        suspend = delivery.kind == "suspend_account"
-        user = await self._find_user(run, delivery)
-        if user is None:
-            if suspend:
-                return "no account to suspend"
-            raise MoodleError("no Moodle account to reactivate")
-        run.user_id = str(user["id"])
-        if bool(user.get("suspended")) == suspend:
-            return "already suspended" if suspend else "already active"
-        await self._update(run, int(user["id"]), {"suspended": 1 if suspend else 0})
-        return "suspended" if suspend else "reactivated"
-
     # -- courses and cohorts -------------------------------------------------------------------
 
-    async def _course(self, run: _Run, ref: str | None) -> Course:
+    async def _course(self, run: Run, ref: str | None) -> Course:
         """The course an intent names by idnumber or shortname, cached for this target."""
         if not ref:
             raise MoodleError("no course reference", category=Category.configuration)
@@ -280,7 +176,7 @@ class MoodleTarget:
             )
         return course
 
-    async def _cohort(self, run: _Run, ref: str | None) -> int:
+    async def _cohort(self, run: Run, ref: str | None) -> int:
         if not ref:
             raise MoodleError("no cohort reference", category=Category.configuration)
         if ref not in self._cohorts:
@@ -316,8 +212,10 @@ class MoodleTarget:
                 "Moodle has no learning paths: use a course or a cohort",
                 category=Category.configuration,
             )
-        due = data.get("due_days")
-        timeend = int(self._clock()) + int(due) * 86400 if due else None
+        # due_days is the bridge's own deadline (kept in the confirmed state by the relay), never
+        # sent: Moodle's timeend ends the learner's access (LMS.md). Only access_ends sets it.
+        ends = data.get("access_end_days")
+        timeend = int(self._clock()) + int(ends) * 86400 if ends is not None else None
         return enrolment_row(
             userid,
             course.id,
@@ -325,8 +223,8 @@ class MoodleTarget:
             timeend=timeend,
         )
 
-    async def _enrol(self, run: _Run, delivery: Delivery) -> str:
-        userid = await self._user_id(run, delivery, required=True)
+    async def _enrol(self, run: Run, delivery: Delivery) -> str:
+        userid = await self.accounts.user_id(run, delivery, required=True)
         assert userid is not None
         course = await self._course(run, delivery.ref)
         try:
@@ -340,8 +238,8 @@ class MoodleTarget:
             raise
         return f"enrolled in {course.shortname}"
 
-    async def _suspend_enrolment(self, run: _Run, delivery: Delivery) -> str:
-        userid = await self._user_id(run, delivery, required=False)
+    async def _suspend_enrolment(self, run: Run, delivery: Delivery) -> str:
+        userid = await self.accounts.user_id(run, delivery, required=False)
         if userid is None:
             return "no account: nothing to suspend"
         course = await self._course(run, delivery.ref)
@@ -355,8 +253,8 @@ class MoodleTarget:
         await self.call(run, "enrol_manual_enrol_users", {"enrolments": [row]})
         return f"enrolment in {course.shortname} suspended"
 
-    async def _unenrol(self, run: _Run, delivery: Delivery) -> str:
-        userid = await self._user_id(run, delivery, required=False)
+    async def _unenrol(self, run: Run, delivery: Delivery) -> str:
+        userid = await self.accounts.user_id(run, delivery, required=False)
         if userid is None:
             return "no account: nothing to unenrol"
         course = await self._course(run, delivery.ref)
@@ -371,8 +269,8 @@ class MoodleTarget:
             raise
         return f"unenrolled from {course.shortname}"
 
-    async def _add_member(self, run: _Run, delivery: Delivery) -> str:
-        userid = await self._user_id(run, delivery, required=True)
+    async def _add_member(self, run: Run, delivery: Delivery) -> str:
+        userid = await self.accounts.user_id(run, delivery, required=True)
         member = {
             "cohorttype": {"type": "idnumber", "value": delivery.ref or ""},
             "usertype": {"type": "id", "value": userid},
@@ -382,16 +280,15 @@ class MoodleTarget:
             code, message = str(warning.get("warningcode")), str(warning.get("message", ""))
             if code == "3":
                 return f"already in cohort {delivery.ref}"
-            category = (
-                Category.configuration if message.startswith("cohort") else Category.configuration
-            )
+            # "2": the cohort (a rule's cohort idnumber) or the linked account does not exist
             raise MoodleError(
-                f"core_cohort_add_cohort_members: {code}: {message}", category=category
+                f"core_cohort_add_cohort_members: {code}: {message}",
+                category=Category.configuration,
             )
         return f"added to cohort {delivery.ref}"
 
-    async def _remove_member(self, run: _Run, delivery: Delivery) -> str:
-        userid = await self._user_id(run, delivery, required=False)
+    async def _remove_member(self, run: Run, delivery: Delivery) -> str:
+        userid = await self.accounts.user_id(run, delivery, required=False)
         if userid is None:
             return "no account: nothing to remove"
         cohortid = await self._cohort(run, delivery.ref)
@@ -430,7 +327,7 @@ class MoodleTarget:
     async def _enrol_batch(self, deliveries: Sequence[Delivery]) -> list[Result]:
         results: dict[int, Result] = {}
         rows: list[tuple[int, dict[str, Any]]] = []
-        run = _Run()
+        run = Run()
         for index, delivery in enumerate(deliveries):
             try:
                 course = await self._course(run, delivery.ref)

@@ -3,20 +3,29 @@
 ``flatten`` (nested parameters → PHP-style form keys), ``chunk`` (rows under PHP's
 ``max_input_vars``), ``user_row`` / ``changed_fields`` / ``enrolment_row`` / ``role_id``
 (request builders), ``parse_answer`` and ``classify`` (Moodle answers HTTP 200 even for errors:
-classify on ``errorcode``), ``pick_user`` (idnumber is not unique). Moodle's behaviour is
-documented in LMS.md; written by hand, as no maintained client library covers it.
+classify on ``errorcode`` and, where Moodle gives it, ``debuginfo``), ``pick_user`` (idnumber
+is not unique), ``dropped_fields`` and ``confirmed_account`` (what the read-back shows);
+``account_problems`` and ``valid_email`` (the values Moodle refuses) come from
+``bridge.targets.moodle_values``. ``FUNCTIONS_BY_INTENT`` names every function the target may
+call. Moodle's behaviour is documented in LMS.md; written by hand, as no maintained client
+library covers it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from bridge.targets.base import Category
+from bridge.targets.base import Result
+from bridge.targets.moodle_values import account_problems as account_problems
+from bridge.targets.moodle_values import valid_email as valid_email
 
 PATH = "/webservice/rest/server.php"
 SERVER_FIELDS = 3  # wstoken, wsfunction, moodlewsrestformat
@@ -28,11 +37,55 @@ USER_FIELDS = frozenset(
     + ("middlename", "alternatename", "firstnamephonetic", "lastnamephonetic", "interests")
     + ("maildisplay", "mailformat", "calendartype", "theme")
 )
-INTERNAL_AUTHS = frozenset({"manual", "email"})  # need a password or createpassword=1
+# is_internal() auth plugins need a password or createpassword=1 (observed on Moodle 4.3:
+# nologin, lti and none too, auth_plugin_base's default; oauth2, cas, ldap, shibboleth do not).
+INTERNAL_AUTHS = frozenset({"manual", "email", "nologin", "none", "lti"})
 DEFAULT_ROLE_IDS = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
 TRANSIENT_CODES = frozenset({"sitemaintenance"})
-MAPPING_CODES = frozenset({"wsnoinstance", "wsusercannotassign", "wscannotenrol", "invalidrecord"})
-DATA_CODES = frozenset({"invalidparameter", "useremailinvalid", "useremailduplicate"})
+# core_user_update_users warnings about the value sent (the HR record's to fix)
+DATA_CODES = frozenset({"useremailinvalid", "useremailduplicate"})
+# invalidparameter's debuginfo, where the site has debugging on: whose fix it is. Anything
+# else (and a bare "Invalid parameter value detected") is configuration until shown otherwise.
+DATA_DEBUGINFO = (
+    'the server was expecting "username" type',
+    "Username already exists",
+    "Email address is invalid",
+    "Email address already exists",
+    "cannot be blank",
+)
+AUTH_DEBUGINFO = ('the server was expecting "auth" type', "Invalid authentication type")
+LANG_DEBUGINFO = ('the server was expecting "lang" type', "Invalid language code")
+
+_LOOKUP = "core_user_get_users_by_field"
+_COURSE = "core_course_get_courses_by_field"
+FUNCTIONS_BY_INTENT: dict[str, tuple[str, ...]] = {
+    "upsert_account": (
+        _LOOKUP,
+        "core_user_create_users",
+        "core_user_update_users",
+        "core_user_get_users",  # who holds an email, when Moodle refuses an account bare
+    ),
+    "suspend_account": (_LOOKUP, "core_user_update_users"),
+    "reactivate_account": (_LOOKUP, "core_user_update_users"),
+    "enrol": (_LOOKUP, _COURSE, "enrol_manual_enrol_users"),
+    "suspend_enrolment": (
+        _LOOKUP,
+        _COURSE,
+        "core_enrol_get_users_courses",
+        "enrol_manual_enrol_users",
+    ),
+    "unenrol": (_LOOKUP, _COURSE, "enrol_manual_unenrol_users"),
+    "add_cohort_member": (_LOOKUP, "core_cohort_add_cohort_members"),
+    "remove_cohort_member": (
+        _LOOKUP,
+        "core_cohort_search_cohorts",
+        "core_cohort_delete_cohort_members",
+    ),
+}
+"""Every web-service function the target may call for an intent kind, lookups and the
+read-back included: the token's service must allow them all (``bridge targets check``)."""
+PROBE_FUNCTIONS = ("core_webservice_get_site_info",)
+"""What ``MoodleTarget.probe`` calls: the cheapest call that proves the token and the site."""
 
 
 class MoodleError(Exception):
@@ -45,12 +98,38 @@ class MoodleError(Exception):
         category: Category | None = Category.configuration,
         after: float | None = None,
         errorcode: str = "",
+        debuginfo: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.category = category
         self.after = after
         self.errorcode = errorcode
+        self.debuginfo = debuginfo
+
+
+@dataclass
+class Run:
+    """One delivery's journal of calls, the account id once known, and the account as Moodle
+    last answered it (``confirmed``: what the LMS holds, for the bridge to record)."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    user_id: str | None = None
+    confirmed: dict[str, Any] | None = None
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"calls": list(self.calls)}
+        if self.confirmed is not None:
+            detail["confirmed"] = self.confirmed
+        return detail
+
+    def result(self, error: MoodleError) -> Result:
+        if error.category is None:
+            result = Result.retry(error.message, after=error.after, **self.detail)
+        else:
+            result = Result.dead(error.category, error.message, **self.detail)
+        return dataclasses.replace(result, lms_user_id=self.user_id)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -102,17 +181,22 @@ def retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
-def classify(errorcode: str) -> Category | None:
+def classify(errorcode: str, debuginfo: str = "") -> Category | None:
     """The category of a Moodle exception's ``errorcode``; None: worth retrying.
 
-    Anything not known to be the data's fault is ``configuration``: bad token
-    (``invalidtoken``), function not in the service (``accessexception``), no capability…
+    Only what names a value of the person is ``data_quality``: the update warnings about an
+    email, and an ``invalidparameter`` whose ``debuginfo`` (debugging sites only) says the
+    username or email is refused or taken, or a name is blank. Everything else is
+    ``configuration``: bad token (``invalidtoken``), function not in the service
+    (``accessexception``), an auth plugin the site lacks, no manual enrolment instance
+    (``wsnoinstance``), a role that cannot be assigned, a missing course (``invalidrecord``), and
+    a bare "Invalid parameter value detected" — the caller isolates that one when it can.
     """
     if errorcode in TRANSIENT_CODES:
         return None
-    if errorcode in MAPPING_CODES:
-        return Category.configuration
     if errorcode in DATA_CODES:
+        return Category.data_quality
+    if errorcode == "invalidparameter" and any(m in debuginfo for m in DATA_DEBUGINFO):
         return Category.data_quality
     return Category.configuration
 
@@ -139,7 +223,12 @@ def parse_answer(
         debuginfo = str(answer.get("debuginfo") or "")
         if debuginfo and debuginfo not in message:
             message = f"{message} ({debuginfo})"
-        raise MoodleError(f"{function}: {code}: {message}", category=classify(code), errorcode=code)
+        raise MoodleError(
+            f"{function}: {code}: {message}",
+            category=classify(code, debuginfo),
+            errorcode=code,
+            debuginfo=debuginfo,
+        )
     return answer
 
 
@@ -181,6 +270,30 @@ def user_row(
         if row["auth"] in INTERNAL_AUTHS:
             row["createpassword"] = 1
     return row
+
+
+def dropped_fields(row: Mapping[str, Any], user: Mapping[str, Any]) -> list[str]:
+    """The custom profile fields ``row`` gave a value that the read-back ``user`` lacks: the
+    site defines no such field, and Moodle dropped them silently (LMS.md)."""
+    held = {str(c.get("shortname")) for c in user.get("customfields") or []}
+    return [
+        str(c["type"])
+        for c in row.get("customfields") or []
+        if str(c.get("value") or "") and str(c["type"]) not in held
+    ]
+
+
+def confirmed_account(user: Mapping[str, Any]) -> dict[str, Any]:
+    """The account as Moodle answered it: its user fields, custom fields by short name."""
+    kept = {
+        k: v
+        for k, v in user.items()
+        if k in USER_FIELDS or k in ("id", "auth", "suspended", "fullname")
+    }
+    custom = {str(c.get("shortname")): c.get("value") for c in user.get("customfields") or []}
+    if custom:
+        kept["customfields"] = custom
+    return kept
 
 
 def changed_fields(row: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,6 +338,8 @@ def role_id(role: str, options: Mapping[str, Any]) -> int:
 def enrolment_row(
     userid: int, courseid: int, roleid: int, *, suspend: bool = False, timeend: int | None = None
 ) -> dict[str, Any]:
+    """An ``enrolments[n]`` row. ``timeend`` ends the learner's access to the course (LMS.md):
+    only a rule's ``access_ends`` sets it, never a due date."""
     row: dict[str, Any] = {"roleid": roleid, "userid": userid, "courseid": courseid}
     row["suspend"] = 1 if suspend else 0
     if timeend:

@@ -258,6 +258,30 @@ class ScimTarget:
         if isinstance(self.auth, ClientCredentials):
             await self.auth.aclose()
 
+    async def probe(self) -> Result:
+        """Whether the LMS answers and takes the credentials: ``GET /ServiceProviderConfig``
+        (RFC 7644 §4) with them. Retry: unreachable or throttled; dead: refused or not a SCIM
+        service provider there; done: it answered (``detail.http_status``)."""
+        try:
+            response = await self._client.get("/ServiceProviderConfig")
+        except httpx.TimeoutException as exc:
+            return Result.retry(f"timed out: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return Result.retry(f"network error: {exc}")
+        except TokenError as exc:
+            if exc.retryable:
+                return Result.retry(str(exc))
+            return Result.dead(Category.configuration, str(exc), http_status=401)
+        result = classify(response.status_code, response.headers, response.content)
+        if result.status is Status.done and not isinstance(_json(response).get("schemas"), list):
+            return Result.dead(
+                Category.configuration,
+                f"GET /ServiceProviderConfig answered {response.status_code} without a SCIM "
+                "ServiceProviderConfig",
+                http_status=response.status_code,
+            )
+        return result
+
     async def deliver(self, delivery: Delivery) -> Result:
         calls: list[str] = []
         try:
