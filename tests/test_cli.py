@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,14 +15,19 @@ from sqlalchemy import inspect
 from starlette.applications import Starlette
 
 from bridge.cli import main
+from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.provision import Cause
 from bridge.provision import Provisioner
 from bridge.rules.book import RuleBook
 from bridge.schemas import Catalog
 from bridge.scim.auth import Authenticator
+from bridge.store import outbox
 from bridge.store.engine import Database
+from bridge.store.engine import connect
 from bridge.store.engine import normalize_url
 from tests.conftest import ROOT
+from tests.conftest import employee
+from tests.conftest import shipped_rules
 from tests.conftest import user_payload
 from tests.test_three_states import PREFLIGHT
 from tests.test_three_states import World
@@ -318,13 +324,10 @@ async def test_plan_explain_and_errors_after_a_refused_create(
     letter = json.loads(planned(database_url, rules_dir, "errors", "--json").stdout)
     assert letter["target_waiting"] == PREFLIGHT
     held = planned(database_url, rules_dir, "plan", "--json")
-    assert held.exit_code == 0
-    assert json.loads(held.stdout)["states"] == {
-        "to_make": 0,
-        "failed": 0,
-        "pending": 0,
-        "waiting": 3,
-    }
+    assert held.exit_code == 2  # the dead create is still a change to make, while the target waits
+    held_plan = json.loads(held.stdout)
+    assert held_plan["states"] == {"to_make": 0, "failed": 1, "pending": 0, "waiting": 2}
+    assert held_plan["intents"][0]["waiting"] == PREFLIGHT
     explained = planned(database_url, rules_dir, "explain", "E00030")
     assert f"target   moodle: waiting — {PREFLIGHT}" in explained.stdout
 
@@ -347,3 +350,41 @@ async def test_plan_shows_no_changes_once_delivered(
     }
     explained = planned(database_url, rules_dir, "explain", "E00031").stdout
     assert "intents  none: the LMS already matches (confirmed" in explained
+
+
+def test_apply_checks_the_targets_first_and_enqueues_nothing_when_one_fails(
+    database_url: str, tmp_path: Path, simulator_url: tuple[str, Any], catalog: Catalog
+) -> None:
+    url, app = simulator_url
+    rules = shipped_rules(tmp_path, url)
+    db = connect(database_url)
+    try:
+        db.upgrade()
+        loader = Provisioner(db, catalog, rules=lambda: None)  # people stored before the rules
+        loader.create(Cause("hris"), "User", employee(1, codes=["BEN_CHOICE_2026"]))
+    finally:
+        db.dispose()
+    env = {
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_RULES": str(rules),
+        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
+        "MOODLE_TOKEN": SIM_MOODLE_TOKEN,
+        "COLUMNS": "200",
+    }
+    plan_file = tmp_path / "plan.json"
+    made = CliRunner().invoke(main, ["plan", "--out", str(plan_file)], env=env)
+    assert made.exit_code == 2, made.output
+    app.state.moodle.service_functions.discard("enrol_manual_enrol_users")
+    refused = CliRunner().invoke(main, ["apply", str(plan_file)], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "enrol_manual_enrol_users" in refused.output and "nothing enqueued" in refused.output
+    db = connect(database_url)
+    try:
+        with db.read() as conn:
+            assert outbox.counts(conn) == {}
+    finally:
+        db.dispose()
+    app.state.moodle.service_functions.add("enrol_manual_enrol_users")  # the admin fixes it
+    applied = CliRunner().invoke(main, ["apply", str(plan_file)], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert "intent(s) applied" in applied.output

@@ -359,7 +359,14 @@ def test_a_waiting_target_is_named_with_its_reason() -> None:
     exp = evidence(doc, Ledger(waiting={"moodle": reason}), None, first_run(doc))
     text = render_explanation(exp)
     assert f"  target   moodle: waiting — {reason}" in text
-    assert text.count(f"↳ waiting — {reason}") == 3
+    # never sent: still changes to make, each shown with why its target waits
+    assert (
+        text.count(
+            f"↳ to make: the LMS has not confirmed it and nothing is on its way; "
+            f"its target waits — {reason}"
+        )
+        == 3
+    )
 
 
 def test_no_intents_because_of_a_problem_is_not_a_match() -> None:

@@ -833,15 +833,17 @@ def test_the_ledger_says_where_an_intent_stands() -> None:
     assert found == (dead, later)
     assert ledger.blocked("moodle", "p2") is None
 
-    waiting = Ledger([dead], waiting={"moodle": "target moodle is unreachable: 503"})
-    for intent in (upsert, enrol):
-        assert waiting.track(intent).state == "waiting"
+    waiting = Ledger([dead, later[1]], waiting={"moodle": "target moodle is unreachable: 503"})
+    assert waiting.track(enrol).state == "waiting"  # on its way: it waits on the target
+    assert waiting.track(upsert).state == "failed"  # still a change to make, with the reason
+    assert waiting.track(upsert).waiting == "target moodle is unreachable: 503"
     assert waiting.track(upsert).row == dead
     assert (
         waiting.track(upsert)
         .describe()
         .startswith(
-            "waiting — target moodle is unreachable: 503; its last delivery failed (data_quality: x)"
+            "failed — data_quality: x (outbox #1, 0 attempts); still to make: `bridge apply` "
+            "sends it again in place; its target waits — target moodle is unreachable: 503"
         )
     )
 
@@ -901,18 +903,17 @@ def test_the_plan_counts_only_what_apply_sends() -> None:
     assert "bo.lee: create account [benefits-2026] — pending: outbox #4, attempt 2 at" in text
 
 
-def test_pending_only_is_no_change_and_waiting_is_shown_by_reason() -> None:
+def test_intents_never_sent_to_a_waiting_target_are_still_changes_with_the_reason() -> None:
     docs = [person(f"u{n}", f"E{n}", ["BEN_CHOICE_2026"]) for n in range(4)]
     reason = "target moodle fails preflight: no token (rules/targets.yaml:7:7); fix: set it"
     ledger = Ledger(waiting={"moodle": reason})
     result = plan([tracked_outcome(f"p{n}", d, ledger, None) for n, d in enumerate(docs)])
-    assert result.tracked == [] and result.status == "no-changes" and result.exit_code == 0
-    assert result.state_counts()["waiting"] == 12
-    assert summary_line(result) == (
-        "No changes. 12 intents waiting on a target; 0 people need attention; safety: ok."
-    )
+    assert len(result.tracked) == 12 and result.exit_code == 2
+    assert {e.waiting for e in result.tracked} == {reason}
+    assert result.state_counts() == {"to_make": 12, "failed": 0, "pending": 0, "waiting": 0}
     text = render_text(result)
-    assert f"      {reason}: 12 intents (u0, u1, u2, +1 more)" in text
+    assert "  ‖ to make, but the target waits — apply enqueues them and they wait (12):" in text
+    assert f"      its target waits — {reason}: 12 intents (u0, u1, u2, +1 more)" in text
     assert plan_from_json(plan_to_json(result)) == result
 
 

@@ -408,44 +408,47 @@ def misconfigure(world: World) -> None:
 async def test_a_misconfigured_target_makes_its_intents_wait_with_the_reason(
     world: World,
 ) -> None:
+    """Queued intents wait with the preflight's reason; intents never sent stay changes to make
+    (shown with the reason): apply enqueues them, and they wait in the outbox until it passes."""
     never_sent = world.seed(5)
     misconfigure(world)
     queued = world.hire(6)  # the SCIM write path enqueues; the relay sends nothing to moodle
     assert await world.deliver() == 0
 
     plan = world.plan()
-    assert plan.exit_code == 0 and plan.tracked == []
-    assert plan.state_counts() == {"to_make": 0, "failed": 0, "pending": 0, "waiting": 6}
+    assert plan.exit_code == 2
+    assert plan.state_counts() == {"to_make": 3, "failed": 0, "pending": 0, "waiting": 3}
     assert {e.waiting for e in plan.in_flight} == {PREFLIGHT}
-    assert all(e.row is None for e in entries(plan, never_sent))
+    assert all(e.row is None and e.state == "to_make" for e in entries(plan, never_sent))
+    assert all(e.waiting == PREFLIGHT for e in entries(plan, never_sent))
     assert all(e.row is not None and e.row.status == "pending" for e in entries(plan, queued))
     document = plan_to_json(plan)
     assert {e["state"] for e in document["in_flight"]} == {"waiting"}
     assert document["in_flight"][0]["waiting"] == PREFLIGHT
+    assert {e["waiting"] for e in document["intents"]} == {PREFLIGHT}
     text = render_text(plan)
-    assert f"{PREFLIGHT}: 6 intents (" in text
-    assert "6 intents waiting on a target" in text
+    assert f"{PREFLIGHT}: 3 intents (" in text
+    assert "3 intents waiting on a target" in text
+    assert f"its target waits — {PREFLIGHT}" in text
 
     planner = world.planner
-    assert planner.apply(planner.plan_document(), actor="test")[2] == 0
-    assert world.rows(never_sent) == []
     for person in (never_sent, queued):
         explanation = planner.explain(person)
         assert evidence(explained(explanation)) == evidence(entries(plan, person))
         assert f"target   moodle: waiting — {PREFLIGHT}" in render_explanation(explanation)
         (file,) = explanation_to_json(explanation)["rule_files"]
         assert file["waiting"] == PREFLIGHT
-        assert {i["state"] for i in file["intents"]} == {"waiting"}
+    assert planner.apply(planner.plan_document(), actor="test")[2] == 3
+    assert {row["status"] for row in world.rows(never_sent)} == {"pending"}
+    after = world.plan()
+    assert after.exit_code == 0
+    assert {e.state for e in entries(after, never_sent)} == {"waiting"}
 
     with world.db.write() as conn:  # the preflight passes again
         health.save(conn, "moodle", health.OK, now=world.clock())
     again = world.plan()
-    assert again.exit_code == 2
-    assert states(entries(again, never_sent)) == [
-        ("add_cohort_member", "BEN2026", "to_make"),
-        ("enrol", "BEN-2026", "to_make"),
-        ("upsert_account", None, "to_make"),
-    ]
+    assert again.exit_code == 0
+    assert {e.state for e in entries(again, never_sent)} == {"pending"}
     assert {e.state for e in entries(again, queued)} == {"pending"}
 
 

@@ -3,17 +3,21 @@ run, ``explain`` says why one person gets what they get."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from bridge.cli.database import database
 from bridge.cli.rules import check_rules
 from bridge.cli.settings import load_settings
+from bridge.cli.targets import check_targets
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
@@ -90,17 +94,25 @@ def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: P
 
 @click.command(name="apply")
 @click.argument("planfile", type=click.Path(exists=True, path_type=Path))
-def apply_command(planfile: Path) -> None:
+@click.option(
+    "--skip-preflight",
+    is_flag=True,
+    help="Enqueue even if a target fails its preflight (its intents then wait until it passes).",
+)
+def apply_command(planfile: Path, skip_preflight: bool) -> None:
     """Enqueue a saved plan in one transaction (quarantined when over the safety threshold).
 
     A failed intent goes again in its dead letter's place (same outbox row, so the person's
-    order holds); pending and waiting intents are left alone.
+    order holds); pending and waiting intents are left alone. Every target the plan sends
+    to is checked first (``bridge targets check``): a failing one stops the apply.
     """
     try:
         document = json.loads(planfile.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{planfile}: not a plan file: {exc}") from exc
     with planner(load_settings()) as plans:
+        if not skip_preflight:
+            _preflight(plans, document)
         try:
             run_id, status, written = plans.apply(document, actor=actor())
         except PlanError as exc:
@@ -108,6 +120,40 @@ def apply_command(planfile: Path) -> None:
     click.echo(f"run {run_id}: {written} intent(s) {status}")
     if status == "quarantined":
         click.echo(f"over the safety threshold: review, then `bridge approve {run_id}`")
+
+
+def _preflight(plans: Planner, document: dict[str, Any]) -> None:
+    """Check the targets a plan sends to; exit 1 (nothing enqueued) when one fails."""
+    ruleset = plans.rules()
+    found = document.get("intents")
+    intents: list[Any] = found if isinstance(found, list) else []
+    names = sorted(
+        {str(i.get("target")) for i in intents if isinstance(i, dict) and i.get("target")}
+        & set(ruleset.targets if ruleset else ())
+    )
+    if ruleset is None or not names:
+        return
+    verdicts = asyncio.run(check_targets(plans.db, ruleset, names, os.environ))
+    unchecked = {
+        v.target for v in verdicts if any(f.check == "config" and not f.ok for f in v.findings)
+    }
+    for verdict in verdicts:
+        if verdict.target in unchecked:
+            click.echo(f"warning: {verdict.reason()} — not checked here; the relay checks it")
+        elif verdict.unreachable:
+            click.echo(f"warning: target {verdict.target} is unreachable; its intents will wait")
+    failing = [
+        v for v in verdicts if not v.unreachable and not v.passed and v.target not in unchecked
+    ]
+    if failing:
+        for verdict in failing:
+            click.echo(verdict.reason(), err=True)
+        click.echo(
+            "nothing enqueued: fix the target (see `bridge targets check`), or apply with "
+            "--skip-preflight to let its intents wait",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @click.command(name="approve")

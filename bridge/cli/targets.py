@@ -56,7 +56,7 @@ def _unbuilt(ruleset: RuleSet, name: str, error: TargetConfigError) -> Verdict:
     return Verdict(name, (finding,))
 
 
-async def _check(
+async def check_targets(
     db: Database, ruleset: RuleSet, names: list[str], env: Mapping[str, str]
 ) -> list[Verdict]:
     built: dict[str, Target] = {}
@@ -159,7 +159,7 @@ def check_command(name: str | None, rules_dir: Path | None, as_json: bool) -> No
         raise click.ClickException(f"no target {name!r} (the targets are: {known})")
     names = [name] if name is not None else sorted(ruleset.targets)
     with database(settings) as db:
-        verdicts = asyncio.run(_check(db, ruleset, names, os.environ))
+        verdicts = asyncio.run(check_targets(db, ruleset, names, os.environ))
     if as_json:
         document = {"targets": [verdict.as_dict() for verdict in verdicts]}
         click.echo(json.dumps(document, indent=2, default=str))

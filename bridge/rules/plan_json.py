@@ -95,7 +95,9 @@ anything incompatible gets a new ``format``.
         Only when an earlier dead letter of the same person and target holds the row back:
         that dead letter, as ``outbox``.
     ``waiting``
-        Only in state ``waiting``: why the target's intents wait (its health is not ok).
+        Why the target's intents wait (its health is not ok): in state ``waiting``, and on a
+        ``to_make`` or ``failed`` intent whose target waits (apply enqueues it; it then waits
+        in the outbox until the target passes its preflight or answers again).
 ``in_flight``
     The intents the plan does not enqueue, as ``intents`` (same order and keys), in state
     ``"pending"`` (a row on its way: pending, retry, running, or quarantined until approved;
@@ -334,7 +336,8 @@ def plan_from_json(data: Any) -> Plan:
 def _tracked(intent: Intent, raw: dict[str, Any], where: str, allowed: frozenset[str]) -> Tracked:
     """One entry with its state and evidence (a plan file before states: still to make)."""
     state = raw.get("state", TO_MAKE)
-    if state == TO_MAKE and state in allowed and "outbox" not in raw and "blocked_by" not in raw:
+    plain = not any(key in raw for key in ("outbox", "blocked_by", "waiting"))
+    if state == TO_MAKE and state in allowed and plain:
         return Tracked(intent)
     if state not in allowed:
         raise ValueError(

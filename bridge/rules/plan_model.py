@@ -275,10 +275,11 @@ class Tracked:
             elif row is not None:
                 text += f"; outbox #{row.id} ({row.status})"
             return text
+        held = f"; its target waits — {self.waiting}" if self.waiting else ""
         if self.state == FAILED and row is not None:
             return (
                 f"failed — {_failure(row)} (outbox #{row.id}, {_attempts(row.attempts)}); "
-                "still to make: `bridge apply` sends it again in place"
+                f"still to make: `bridge apply` sends it again in place{held}"
             )
         if self.state == PENDING and row is not None:
             if row.status == "quarantined":
@@ -297,7 +298,7 @@ class Tracked:
                     f"({_failure(self.blocked_by)})"
                 )
             return text
-        return "to make: the LMS has not confirmed it and nothing is on its way"
+        return f"to make: the LMS has not confirmed it and nothing is on its way{held}"
 
 
 def _short(text: str, width: int = 100) -> str:
@@ -338,8 +339,9 @@ class Ledger:
 
         A row on its way that no dead letter holds back → pending; else a dead letter of the
         intent → failed (requeued in place, the rows behind it follow); else a row held back
-        by another dead letter → pending, blocked; else to make. Whatever the row, while the
-        target's health is not ok the intent is waiting.
+        by another dead letter → pending, blocked; else to make. While the target's health
+        is not ok a row on its way is waiting; an intent still to make (or failed) stays a
+        change to make — apply enqueues it and it waits in the outbox — with the reason.
         """
         target, person = intent.target, intent.person
         rows = self._rows.get((target, person, intent.kind.value, intent.ref), [])
@@ -358,7 +360,7 @@ class Ledger:
         else:
             state, row = TO_MAKE, None
         waiting = self.waiting.get(target)
-        if waiting is not None:
+        if waiting is not None and state == PENDING:
             state = WAITING
         return Tracked(intent, state, row, blocked_by, waiting, label)
 

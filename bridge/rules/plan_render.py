@@ -141,7 +141,17 @@ def delivery_lines(plan: Plan) -> list[str]:
     for entry in plan.in_flight:
         if entry.state == WAITING:
             waiting.setdefault(entry.waiting or "", []).append(entry)
+    held: dict[str, list[Tracked]] = {}
+    for entry in plan.tracked:
+        if entry.waiting:
+            held.setdefault(entry.waiting, []).append(entry)
     out = []
+    if held:
+        count = sum(len(entries) for entries in held.values())
+        out.append(
+            f"  ‖ to make, but the target waits — apply enqueues them and they wait ({count}):"
+        )
+        out.extend(f"      its target waits — {line}" for line in _capped(_by_reason(held)))
     if failed:
         out.append(f"  ! failed, still to make — apply sends them again in place ({len(failed)}):")
         out.extend(f"      {line}" for line in _capped([_failed_line(e) for e in failed]))
@@ -154,17 +164,20 @@ def delivery_lines(plan: Plan) -> list[str]:
     if waiting:
         count = sum(len(entries) for entries in waiting.values())
         out.append(f"  ‖ waiting on a target, not sent ({count}):")
-        lines = []
-        for reason, entries in waiting.items():
-            labels = list(dict.fromkeys(e.label or e.intent.person for e in entries))
-            shown = labels[:EXAMPLES] + (
-                [f"+{len(labels) - EXAMPLES} more"] if len(labels) > EXAMPLES else []
-            )
-            lines.append(
-                f"{reason}: {_plural(len(entries), 'intent', 'intents')} ({', '.join(shown)})"
-            )
-        out.extend(f"      {line}" for line in _capped(lines))
+        out.extend(f"      {line}" for line in _capped(_by_reason(waiting)))
     return out
+
+
+def _by_reason(groups: dict[str, list[Tracked]]) -> list[str]:
+    """One line per reason a target waits: how many intents, whose (a few examples)."""
+    lines = []
+    for reason, entries in groups.items():
+        labels = list(dict.fromkeys(e.label or e.intent.person for e in entries))
+        shown = labels[:EXAMPLES] + (
+            [f"+{len(labels) - EXAMPLES} more"] if len(labels) > EXAMPLES else []
+        )
+        lines.append(f"{reason}: {_plural(len(entries), 'intent', 'intents')} ({', '.join(shown)})")
+    return lines
 
 
 def render_text(plan: Plan, *, color: bool = False) -> str:
