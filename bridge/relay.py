@@ -3,7 +3,8 @@
 At-least-once with per-person order: a person's rows go one at a time, oldest first; a row
 claimed by a relay that died is reclaimed when its lease expires; targets make redelivery
 harmless (look up before create, repeat-safe enrolment). Every outcome is journalled.
-The retry policy is a pure function (``RetryPolicy.decide``), tested without a clock.
+The retry policy (``bridge.retry``) and what a delivery confirms (``bridge.confirmed``) are
+pure functions, tested without a clock.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
+from bridge.confirmed import confirm
+from bridge.retry import Decision
+from bridge.retry import RetryPolicy
 from bridge.store import health
 from bridge.store import journal
 from bridge.store import links
@@ -31,125 +34,15 @@ from bridge.targets.base import Delivery
 from bridge.targets.base import Result
 from bridge.targets.base import Status
 from bridge.targets.base import Target
-from bridge.targets.circuit import RETRY_AFTER_CAP
 from bridge.targets.circuit import Breaker
-from bridge.targets.circuit import capped
 from bridge.targets.preflight import Verdict
+
+__all__ = ["Decision", "Preflight", "Relay", "RetryPolicy", "confirm"]
 
 log = logging.getLogger("bridge.relay")
 
 Preflight = Callable[[str], Awaitable[Verdict]]
 """Re-check one target's setup (``bridge.provision.preflight``), given by the composition root."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What becomes of a row after one attempt."""
-
-    status: str  # outbox.DONE | outbox.RETRY | outbox.DEAD
-    delay: float = 0.0  # seconds until the next attempt (RETRY)
-    category: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter, capped; ``Retry-After`` wins when the LMS gives one.
-
-    ``decide(result, attempts, jitter)`` is pure: ``jitter`` is a number in [0, 1) drawn by
-    the caller, so the policy is tested with plain values.
-    """
-
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 900.0
-    jitter: float = 0.25  # ± this share of the delay
-    max_attempts: int = 10
-
-    def delay(self, attempts: int, retry_after: float | None, jitter: float) -> float:
-        """Seconds until the next attempt; an absurd ``Retry-After`` (huge, ``inf``, NaN, a
-        date far ahead) is capped, so settling never fails on it."""
-        backoff = min(self.cap, self.base * self.factor ** min(max(attempts - 1, 0), 64))
-        backoff *= 1 + self.jitter * (2 * jitter - 1)
-        after = capped(retry_after, max(self.cap, RETRY_AFTER_CAP))
-        if after is not None:
-            return after
-        return max(backoff, 0.0)
-
-    def decide(self, result: Result, attempts: int, jitter: float) -> Decision:
-        if result.status == Status.done:
-            return Decision(outbox.DONE)
-        if result.status == Status.dead:
-            category = (result.category or Category.configuration).value
-            return Decision(outbox.DEAD, category=category, error=result.message)
-        if attempts >= self.max_attempts:
-            return Decision(
-                outbox.DEAD,
-                category=Category.transient.value,
-                error=f"gave up after {attempts} attempts: {result.message}",
-            )
-        return Decision(
-            outbox.RETRY, self.delay(attempts, result.retry_after, jitter), error=result.message
-        )
-
-
-def confirm(
-    state: Mapping[str, Any], intent: Mapping[str, Any], now: datetime | None = None
-) -> dict[str, Any]:
-    """The LMS state a delivered intent confirms (pure): the ``links.confirmed`` document.
-
-    Assignments are kept in the shape of a projection (``status``, ``rule``, ``kind``,
-    ``ref``) plus when the LMS confirmed them (``at``) and, for an enrolment whose rule has
-    ``due:``, the due date the bridge keeps (from the confirmed enrolment; never an LMS end).
-    """
-    confirmed: dict[str, Any] = {
-        "account": dict(state.get("account", {})),
-        "active": state.get("active", True),
-        "assignments": links.assignments_of(state),
-    }
-    if state.get("account_at"):
-        confirmed["account_at"] = state["account_at"]
-    kind, ref, data = intent["kind"], intent.get("ref"), intent.get("data") or {}
-    at = now.isoformat() if now is not None else None
-    key = None
-    if ref is not None:
-        prefix = (
-            "cohort"
-            if kind in ("add_cohort_member", "remove_cohort_member")
-            else data.get("kind", "course")
-        )
-        key = f"{'course' if prefix in ('enrolment', 'course') else prefix}:{ref}"
-    if kind == "upsert_account":
-        confirmed["account"].update(data.get("attributes", {}))
-        confirmed["account"] = {k: v for k, v in confirmed["account"].items() if v is not None}
-        confirmed["account_at"] = at
-    elif kind in ("suspend_account", "reactivate_account"):
-        confirmed["active"] = kind == "reactivate_account"
-    elif kind in ("enrol", "add_cohort_member") and key:
-        before = confirmed["assignments"].get(key) or {}
-        entry: dict[str, Any] = {
-            "status": "active",
-            "rule": intent.get("rule"),
-            "kind": "cohort" if kind == "add_cohort_member" else data.get("kind", "enrolment"),
-            "ref": ref,
-            "at": at,
-        }
-        due_days = data.get("due_days")
-        if before.get("status") == "active" and before.get("due"):
-            entry["due"] = before["due"]  # re-asserted: the first confirmed enrolment counts
-        elif due_days is not None and now is not None:
-            entry["due"] = (now + timedelta(days=int(due_days))).date().isoformat()
-        confirmed["assignments"][key] = entry
-    elif kind == "suspend_enrolment" and key:
-        before = confirmed["assignments"].get(key) or {
-            "rule": intent.get("rule"),
-            "kind": data.get("kind", "enrolment"),
-            "ref": ref,
-        }
-        confirmed["assignments"][key] = {**before, "status": "suspended", "at": at}
-    elif kind in ("unenrol", "remove_cohort_member") and key:
-        confirmed["assignments"].pop(key, None)
-    return confirmed
 
 
 class Relay:
@@ -194,6 +87,7 @@ class Relay:
         self.waiting: dict[str, str] = {}  # misconfigured target → why its intents wait
         self._rechecked: dict[str, datetime] = {}
         self._health_read: datetime | None = None
+        self._verified: set[str] = set()  # targets whose stored "unreachable" was checked
         self._recheck_all = preflight is not None  # every target is checked when the relay starts
 
     def recheck(self) -> None:
@@ -205,21 +99,25 @@ class Relay:
 
     # -- which targets may be sent to ------------------------------------------------------------
 
-    def _read_health(self) -> dict[str, str]:
+    def _read_health(self) -> tuple[dict[str, str], set[str]]:
+        """Misconfigured targets (→ why), and targets recorded unreachable."""
         with self.db.read() as conn:
             found = health.all_of(conn)
-        return {
-            name: h.waiting()
-            for name, h in found.items()
-            if name in self.targets and h.state == health.MISCONFIGURED
-        }
+        mine = {name: h for name, h in found.items() if name in self.targets}
+        waiting = {n: h.waiting() for n, h in mine.items() if h.state == health.MISCONFIGURED}
+        return waiting, {n for n, h in mine.items() if h.state == health.UNREACHABLE}
 
     async def sendable(self) -> list[str]:
         """The targets the relay may send to now; probes and re-checks the others when due."""
         now = self.clock()
         if self._health_read is None or now - self._health_read >= timedelta(seconds=1):
             self._health_read = now
-            waiting = await asyncio.to_thread(self._read_health)
+            waiting, unreachable = await asyncio.to_thread(self._read_health)
+            for name in unreachable - self._verified:
+                # Recorded unreachable by a relay that stopped meanwhile: ask the target once.
+                self._verified.add(name)
+                if not self.breakers[name].open and await self.probe(name):
+                    await asyncio.to_thread(self._save_reachable, name)
             for name in set(self.waiting) - set(waiting):
                 log.info(
                     "target %s passes preflight: its intents go again",

@@ -285,3 +285,19 @@ async def test_operators_get_one_line_per_dead_letter_outage_and_recovery(
         sum("unreachable" in r.getMessage() for r in records if r.levelno == logging.WARNING) == 1
     )
     assert sum("reachable again" in r.getMessage() for r in records) == 1
+
+
+async def test_an_unreachable_state_left_by_a_stopped_relay_is_cleared_once_the_target_answers(
+    db: Database,
+) -> None:
+    clock, lms = Clock(), FlakyLms()
+    with db.write() as conn:
+        health.save(conn, "lms", health.UNREACHABLE, now=clock(), reason="HTTP 503")
+    enqueue(db, clock, intent("a", "upsert_account"))
+    relay = Relay(db, {"lms": lms}, clock=clock)
+    await relay.run_once()
+    with db.read() as conn:
+        state = health.get(conn, "lms")
+    assert state is not None and state.state == health.OK
+    assert statuses(db) == [("a", "upsert_account", "done")]
+    assert lms.probes == 1

@@ -181,7 +181,7 @@ def test_explain_names_each_condition_and_its_verdict(
 ) -> None:
     _seed(db, catalog, 1, codes=["BEN_CHOICE_2026", "MANAGER"])
     explanation = _planner(db, ruled, catalog, book).explain("E00000")
-    from bridge.rules.explain import render_explanation
+    from bridge.rules.explain_render import render_explanation
 
     text = render_explanation(explanation)
     assert "benefits-2026-managers" in text

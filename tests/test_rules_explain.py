@@ -16,7 +16,7 @@ from bridge.rules.explain import Explanation
 from bridge.rules.explain import build_explanation
 from bridge.rules.explain import contract_filter
 from bridge.rules.explain import explanation_to_json
-from bridge.rules.explain import render_explanation
+from bridge.rules.explain_render import render_explanation
 from bridge.rules.loader import load_ruleset
 from bridge.rules.model import RuleFile
 from bridge.rules.plan_model import Confirmed

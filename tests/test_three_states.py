@@ -30,7 +30,7 @@ from bridge.relay import RetryPolicy
 from bridge.rules.book import RuleBook
 from bridge.rules.explain import Explanation
 from bridge.rules.explain import explanation_to_json
-from bridge.rules.explain import render_explanation
+from bridge.rules.explain_render import render_explanation
 from bridge.rules.plan import Plan
 from bridge.rules.plan import Tracked
 from bridge.rules.plan import plan_from_json

@@ -26,7 +26,7 @@ from bridge.provision.resources import now_utc
 from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.explain import explanation_to_json
-from bridge.rules.explain import render_explanation
+from bridge.rules.explain_render import render_explanation
 from bridge.rules.model import RuleErrors
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import render_text

@@ -25,6 +25,9 @@ from typing import Any
 
 from scim2_models import ScimFilter
 
+from bridge.provision.evidence import Evidence
+from bridge.provision.evidence import evidence
+from bridge.provision.evidence import waiting_targets
 from bridge.provision.projection import admission
 from bridge.provision.projection import person_document
 from bridge.provision.projection import uses_groups
@@ -40,11 +43,8 @@ from bridge.rules.explain import build_explanation
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
 from bridge.rules.plan import FAILED
-from bridge.rules.plan import Confirmed
-from bridge.rules.plan import Ledger
 from bridge.rules.plan import PersonOutcome
 from bridge.rules.plan import Plan
-from bridge.rules.plan import QueuedRow
 from bridge.rules.plan import Tracked
 from bridge.rules.plan import build_plan
 from bridge.rules.plan import confirmed_view
@@ -55,8 +55,6 @@ from bridge.rules.plan import select_rules
 from bridge.rules.verdicts import evaluate
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
-from bridge.store import health
-from bridge.store import links
 from bridge.store import outbox
 from bridge.store import projections
 from bridge.store import runs
@@ -106,56 +104,6 @@ class Computed:
 def intents_fingerprint(intents: list[dict[str, Any]]) -> str:
     text = json.dumps(intents, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-Evidence = tuple[Ledger, dict[str, dict[str, Confirmed]]]
-"""Where intents stand for some people: the outbox and targets' health, and per target what
-its LMS confirmed for each of them."""
-
-
-def queued_row(row: dict[str, Any]) -> QueuedRow:
-    """An outbox row (``outbox.unsettled``) as plans read it."""
-    intent = row["intent"]
-    at = row.get("next_attempt_at")
-    return QueuedRow(
-        id=int(row["id"]),
-        target=str(row["target"]),
-        person=str(row["ordering_key"]),
-        kind=str(intent.get("kind")),
-        ref=intent.get("ref"),
-        status=str(row["status"]),
-        attempts=int(row.get("attempts") or 0),
-        next_attempt_at=at.isoformat() if isinstance(at, datetime) else at,
-        last_error=row.get("last_error"),
-        category=row.get("category"),
-        run_id=row.get("run_id"),
-    )
-
-
-def waiting_targets(conn: Any) -> dict[str, str]:
-    """Targets whose health is not ok → why their intents wait."""
-    return {name: found.waiting() for name, found in health.all_of(conn).items() if not found.ok}
-
-
-def evidence(
-    conn: Any, targets: set[str], people: list[str], waiting: dict[str, str] | None = None
-) -> Evidence:
-    """The outbox rows, target health and links a plan or an explanation looks people up in."""
-    rows = outbox.unsettled(conn, targets=targets, people=people)
-    ledger = Ledger(
-        (queued_row(row) for row in rows),
-        waiting_targets(conn) if waiting is None else waiting,
-    )
-    confirmed = {
-        target: {
-            person: Confirmed(lms_user_id, document, updated.isoformat())
-            for person, (lms_user_id, document, updated) in links.confirmed_of(
-                conn, target, people
-            ).items()
-        }
-        for target in targets
-    }
-    return ledger, confirmed
 
 
 def _role_codes(doc: dict[str, Any]) -> list[str]:

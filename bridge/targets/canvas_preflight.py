@@ -19,11 +19,12 @@ from bridge.targets.canvas_api import classify
 from bridge.targets.canvas_api import course_ref
 from bridge.targets.canvas_api import describe
 from bridge.targets.canvas_api import json_body
-from bridge.targets.preflight import WARNING
 from bridge.targets.preflight import Finding
 from bridge.targets.preflight import Requirement
 from bridge.targets.preflight import Requirements
+from bridge.targets.preflight import Unreachable
 from bridge.targets.preflight import Verdict
+from bridge.targets.preflight import unreachable_verdict
 
 TOKENS = "Canvas: Account → Settings → Admins (an account admin), then the admin's Profile → "
 TOKENS += "Settings → New access token"
@@ -102,19 +103,15 @@ def cohort_findings(target: str, needs: Requirements) -> list[Finding]:
     ]
 
 
-class _Unreachable(Exception):
-    pass
-
-
 async def _course(target: CanvasTarget, requirement: Requirement) -> Finding:
     path = f"/api/v1/courses/{course_ref(requirement.subject)}/enrollments"
     try:
         response = await target.client.get(path, params={"per_page": 1})
     except httpx.TransportError as exc:
-        raise _Unreachable(f"Canvas unreachable: {type(exc).__name__}: {exc}") from exc
+        raise Unreachable(f"Canvas unreachable: {type(exc).__name__}: {exc}") from exc
     failed = classify(response)
     if failed is not None and failed.status is Status.retry:
-        raise _Unreachable(failed.message)
+        raise Unreachable(failed.message)
     said = describe(json_body(response)) or response.reason_phrase
     return course_finding(target.name, requirement, response.status_code, said)
 
@@ -125,23 +122,12 @@ async def check(target: CanvasTarget, needs: Requirements) -> Verdict:
     probe = await target.probe()
     try:
         if probe.status is Status.retry:
-            raise _Unreachable(probe.message)
+            raise Unreachable(probe.message)
         findings.append(credential_finding(target.name, needs, probe))
         if findings[-1].ok:
             for requirement in (*needs.courses, *needs.paths):
                 findings.append(await _course(target, requirement))
-    except _Unreachable as exc:
-        findings.append(
-            Finding(
-                target.name,
-                "reachable",
-                False,
-                f"Canvas did not answer: {exc}",
-                severity=WARNING,
-                where=needs.where,
-                fix="check that Canvas is up and base_url is right; the relay keeps probing",
-            )
-        )
-        return Verdict(target.name, tuple(findings), unreachable=True)
+    except Unreachable as exc:
+        return unreachable_verdict(target.name, "Canvas", exc, findings, needs.where)
     findings += cohort_findings(target.name, needs)
     return Verdict(target.name, tuple(findings))

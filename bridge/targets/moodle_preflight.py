@@ -39,15 +39,12 @@ from bridge.targets.moodle_findings import unverified
 from bridge.targets.moodle_findings import username_finding
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
-from bridge.targets.preflight import WARNING
 from bridge.targets.preflight import Finding
 from bridge.targets.preflight import Requirement
 from bridge.targets.preflight import Requirements
+from bridge.targets.preflight import Unreachable
 from bridge.targets.preflight import Verdict
-
-
-class _Unreachable(Exception):
-    """The site did not answer (timeout, connection error, 5xx, throttling)."""
+from bridge.targets.preflight import unreachable_verdict
 
 
 class _Site:
@@ -72,7 +69,7 @@ class _Site:
             return await self.target.call(self.run, function, params)
         except MoodleError as error:
             if error.category is None:
-                raise _Unreachable(error.message) from error
+                raise Unreachable(error.message) from error
             raise
 
 
@@ -82,19 +79,8 @@ async def check(target: MoodleTarget, needs: Requirements) -> Verdict:
     findings: list[Finding] = []
     try:
         await _check(site, needs, findings)
-    except _Unreachable as exc:
-        findings.append(
-            Finding(
-                target.name,
-                "reachable",
-                False,
-                f"Moodle did not answer: {exc}",
-                severity=WARNING,
-                where=needs.where,
-                fix="check that the site is up and base_url is right; the relay keeps probing",
-            )
-        )
-        return Verdict(target.name, tuple(findings), unreachable=True)
+    except Unreachable as exc:
+        return unreachable_verdict(target.name, "Moodle", exc, findings, needs.where)
     return Verdict(target.name, tuple(findings))
 
 

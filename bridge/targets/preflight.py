@@ -249,3 +249,24 @@ def requirements(ruleset: RuleSet, target_name: str) -> Requirements:
         credentials=dict(config.credentials) if config is not None else {},
         files=tuple(f.path for f in files),
     )
+
+
+class Unreachable(Exception):
+    """The LMS did not answer a preflight call (timeout, connection error, 5xx, throttling)."""
+
+
+def unreachable_verdict(
+    target: str, lms: str, error: Exception, findings: Iterable[Finding], where: str | None
+) -> Verdict:
+    """The verdict of a preflight the LMS stopped answering: what was found so far, plus a
+    non-blocking note (the relay's circuit breaker owns outages, not the preflight)."""
+    note = Finding(
+        target,
+        "reachable",
+        False,
+        f"{lms} did not answer: {error}",
+        severity=WARNING,
+        where=where,
+        fix=f"check that {lms} is up and base_url is right; the relay keeps probing",
+    )
+    return Verdict(target, (*findings, note), unreachable=True)
