@@ -9,12 +9,16 @@ import logging
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from bridge.cli.logs import JsonFormatter
 from bridge.relay import Relay
 from bridge.relay import RetryPolicy
+from bridge.rules.book import RuleBook
+from bridge.rules.check import check_directory
+from bridge.schemas import Catalog
 from bridge.store import health
 from bridge.store import outbox
 from bridge.store.engine import Database
@@ -301,3 +305,27 @@ async def test_an_unreachable_state_left_by_a_stopped_relay_is_cleared_once_the_
     assert state is not None and state.state == health.OK
     assert statuses(db) == [("a", "upsert_account", "done")]
     assert lms.probes == 1
+
+
+async def test_a_rules_reload_has_every_target_checked_again(
+    db: Database, rules_dir: Path, catalog: Catalog
+) -> None:
+    checked: list[str] = []
+
+    async def preflight(name: str) -> Verdict:
+        checked.append(name)
+        return Verdict(name, ())
+
+    book = RuleBook(rules_dir, lambda d: check_directory(d, catalog))
+    book.load()
+    relay = Relay(db, {"lms": ScriptedLms()}, clock=Clock(), preflight=preflight)
+    book.listeners.append(lambda _ruleset: relay.recheck())
+    await relay.run_once()
+    assert checked == ["lms"]  # when the relay starts
+    await relay.run_once()
+    assert checked == ["lms"]  # not again while nothing changed
+    rule_file = rules_dir / "benefits-2026.yaml"
+    rule_file.write_text(rule_file.read_text().replace("max_people: 200", "max_people: 250"))
+    assert book.reload()
+    await relay.run_once()
+    assert checked == ["lms", "lms"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from collections.abc import Mapping
 
@@ -98,4 +99,11 @@ def relay_command(once: bool) -> None:
                 loop.add_signal_handler(sig, stop.set)
             await relay.run(stop)
 
-        asyncio.run(run())
+        watching = threading.Event()
+        if not once:  # a rules reload is checked against the targets before it is relied on
+            book.listeners.append(lambda _ruleset: relay.recheck())
+            book.watch(settings.rules_reload_seconds, watching)
+        try:
+            asyncio.run(run())
+        finally:
+            watching.set()
