@@ -46,3 +46,6 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # httpx logs every request at INFO; the relay's own lines say what an operator needs
+    # (dead letters, retries, outages, recoveries, preflight verdicts).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
