@@ -5,6 +5,8 @@ uvicorn on a free 127.0.0.1 port in a background thread, with the relay deliveri
 — real HTTP on every hop, as in production. A deterministic HRIS sample of one department
 (Claims) is provisioned over SCIM the way an IdP would, with the guide's edge cases (missing
 emails, duplicate employee ids, non-standard role codes) and a few people of other departments;
+the push fills none of the capped pilot's seats: an admin then draws the pilot (``bridge plan``
++ ``bridge apply``: seats by stable hash, never by arrival order) and the relay delivers it;
 then a day-2 change (role codes added and removed, terminations) is sent as Entra-style PATCHes.
 
 Everything the report shows is read back — from the bridge's database (outbox, dead letters,
@@ -13,27 +15,21 @@ derived from the generated sample. ``run_demo`` returns it as a plain dict (``re
 it), so tests check the numbers against the simulator.
 
 This module runs the two days; the sample is :mod:`bridge.demo_sample`, the servers
-:mod:`bridge.demo_servers`, the reading back :mod:`bridge.demo_readback` and the report
+:mod:`bridge.demo_servers`, the phases and their progress bars :mod:`bridge.demo_phases`, the reading back :mod:`bridge.demo_readback` and the report
 :mod:`bridge.demo_report` (their names are re-exported here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterator
-from collections.abc import Sequence
-from contextlib import ExitStack
 from contextlib import contextmanager
-from dataclasses import dataclass
-from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
@@ -43,14 +39,11 @@ import click
 import httpx
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn
-from rich.progress import MofNCompleteColumn
-from rich.progress import Progress
-from rich.progress import TaskID
-from rich.progress import TextColumn
-from rich.progress import TimeElapsedColumn
 
 from bridge.config import Settings
+from bridge.demo_phases import Demo
+from bridge.demo_phases import Phase
+from bridge.demo_phases import phase_summary
 from bridge.demo_readback import CATEGORIES
 from bridge.demo_readback import SETTLED
 from bridge.demo_readback import TARGET
@@ -81,11 +74,14 @@ from bridge.demo_servers import DemoError
 from bridge.demo_servers import RelayThread
 from bridge.demo_servers import Served
 from bridge.provision import Provisioner
+from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
+from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
+from bridge.rules.model import RuleFile
+from bridge.schemas import Catalog
 from bridge.schemas import load_catalog
-from bridge.store import outbox
 from bridge.store.engine import Database
 
 __all__ = [
@@ -156,150 +152,6 @@ def demo_rules(source: Path, destination: Path, lms_url: str) -> Path:
     return destination
 
 
-@dataclass
-class Phase:
-    """One phase's progress: SCIM requests sent and outbox rows settled."""
-
-    label: str
-    requests: int
-    started: float = field(default_factory=time.monotonic)
-    answers: Counter[int] = field(default_factory=Counter)
-    rows: int = 0
-    settled: int = 0
-    timed_out: bool = False
-
-    @property
-    def seconds(self) -> float:
-        return round(time.monotonic() - self.started, 2)
-
-
-class Demo:
-    """The running pieces: bridge, relay, simulator, SCIM client; and the progress display."""
-
-    def __init__(
-        self,
-        db: Database,
-        bridge_url: str,
-        token: str,
-        *,
-        console: Console | None,
-        concurrency: int,
-        timeout: float,
-    ) -> None:
-        self.db = db
-        self.bridge_url = bridge_url
-        self.token = token
-        self.console = console
-        self.concurrency = concurrency
-        self.timeout = timeout
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=f"{self.bridge_url}/scim/v2",
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/scim+json",
-            },
-            timeout=30,
-            limits=httpx.Limits(max_connections=self.concurrency),
-        )
-
-    def run_phase(
-        self,
-        label: str,
-        calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]],
-        waves: Sequence[int] = (),
-    ) -> tuple[Phase, list[httpx.Response]]:
-        """Send the SCIM calls (``waves``: indexes where a new wave starts), then wait for the
-        relay to settle every outbox row they caused; a progress bar shows both."""
-        return asyncio.run(self._phase(label, calls, waves))
-
-    async def _phase(
-        self,
-        label: str,
-        calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]],
-        waves: Sequence[int],
-    ) -> tuple[Phase, list[httpx.Response]]:
-        before = await asyncio.to_thread(outbox_counts, self.db)
-        base_rows = sum(before.values())
-        base_settled = sum(before.get(s, 0) for s in SETTLED)
-        phase = Phase(label, len(calls))
-        responses: list[httpx.Response] = []
-        with ExitStack() as stack:
-            progress: Progress | None = None
-            scim_task = lms_task = TaskID(0)
-            if self.console is not None:
-                progress = stack.enter_context(
-                    Progress(
-                        TextColumn("{task.description:<34}"),
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeElapsedColumn(),
-                        console=self.console,
-                        transient=False,
-                    )
-                )
-                scim_task = progress.add_task(f"{label}: SCIM → bridge", total=len(calls))
-                lms_task = progress.add_task(f"{label}: outbox → Moodle", total=None)
-
-            async def watch() -> None:
-                while True:
-                    counts = await asyncio.to_thread(outbox_counts, self.db)
-                    phase.rows = sum(counts.values()) - base_rows
-                    phase.settled = sum(counts.get(s, 0) for s in SETTLED) - base_settled
-                    if progress is not None:
-                        progress.update(lms_task, total=phase.rows, completed=phase.settled)
-                    await asyncio.sleep(0.1)
-
-            watcher = asyncio.create_task(watch())
-            limit = asyncio.Semaphore(self.concurrency)
-            async with self.client() as client:
-
-                async def one(
-                    call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-                ) -> httpx.Response:
-                    async with limit:
-                        response = await call(client)
-                    phase.answers[response.status_code] += 1
-                    if progress is not None:
-                        progress.advance(scim_task)
-                    return response
-
-                bounds = [0, *waves, len(calls)]
-                for start, end in zip(bounds, bounds[1:], strict=False):
-                    responses += await asyncio.gather(*(one(c) for c in calls[start:end]))
-            deadline = time.monotonic() + self.timeout
-            while True:
-                backlog = await asyncio.to_thread(self._backlog)
-                if backlog == 0:
-                    break
-                if time.monotonic() > deadline:
-                    phase.timed_out = True
-                    break
-                await asyncio.sleep(0.05)
-            watcher.cancel()
-            counts = await asyncio.to_thread(outbox_counts, self.db)
-            phase.rows = sum(counts.values()) - base_rows
-            phase.settled = sum(counts.get(s, 0) for s in SETTLED) - base_settled
-            if progress is not None:
-                progress.update(lms_task, total=phase.rows, completed=phase.settled)
-        return phase, responses
-
-    def _backlog(self) -> int:
-        with self.db.read() as conn:
-            return outbox.backlog(conn)
-
-    def get(self, path: str, **params: str) -> Any:
-        response = httpx.get(
-            f"{self.bridge_url}/scim/v2{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-        )
-        response.raise_for_status()
-        return response.json()
-
-
 def _post(doc: dict[str, Any]) -> Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]:
     def call(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
         return client.post("/Users", content=json.dumps(doc))
@@ -314,17 +166,6 @@ def _patch(
         return client.patch(f"/Users/{scim_id}", content=json.dumps(body))
 
     return call
-
-
-def _phase_summary(phase: Phase) -> dict[str, Any]:
-    return {
-        "requests": phase.requests,
-        "answers": {str(k): v for k, v in sorted(phase.answers.items())},
-        "intents": phase.rows,
-        "settled": phase.settled,
-        "seconds": phase.seconds,
-        "timed_out": phase.timed_out,
-    }
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -427,13 +268,15 @@ def run_demo(
                     db, bridge.url, token, console=console, concurrency=concurrency, timeout=timeout
                 )
                 summary.update(_provision(demo, sample, console))
+                rule_file = next(f for f in ruleset.files if f.target == TARGET)
+                summary["draw"] = _draw(demo, provisioner, catalog, book, rule_file, console)
                 day_one_seq = last_seq(db)
                 summary.update(_day_two(demo, sample, summary["scim_ids"], console))
                 state = httpx.get(f"{lms.url}/_sim/state").json()
             summary["lms"] = lms_report(state, baseline)
             summary.update(_bridge_report(db, provisioner, catalog, book, day_one_seq))
-            pilot = next(f for f in ruleset.files if f.target == TARGET).scope.pilot
-            summary["rule_file"] = next(f.name for f in ruleset.files if f.target == TARGET)
+            pilot = rule_file.scope.pilot
+            summary["rule_file"] = rule_file.name
             summary["pilot"] = {
                 "max_people": pilot.max_people if pilot else None,
                 "ends": pilot.ends.isoformat() if pilot and pilot.ends else None,
@@ -484,9 +327,49 @@ def _provision(demo: Demo, sample: Sample, console: Console | None) -> dict[str,
         "hr_records": len(sample.records),
         "pilot_department_records": len(sample.pilot),
         "other_department_records": len(sample.others),
-        "day1": {**_phase_summary(phase), "created": len(scim_ids)},
+        "day1": {**phase_summary(phase), "created": len(scim_ids)},
         "rejected": rejected,
         "scim_ids": scim_ids,
+    }
+
+
+def _draw(
+    demo: Demo,
+    provisioner: Provisioner,
+    catalog: Catalog,
+    book: RuleBook,
+    rule_file: RuleFile,
+    console: Console | None,
+) -> dict[str, Any] | None:
+    """Day 1, after the push: an admin draws the capped pilot — ``bridge plan`` + ``bridge
+    apply`` over the stored population — and the relay delivers what the draw admitted.
+
+    The push filled no seat (a capped pilot is drawn by stable hash, never filled in arrival
+    order: bridge/rules/pilot.py). Without a cap every write admitted its person: no draw.
+    """
+    pilot = rule_file.scope.pilot
+    if pilot is None or pilot.max_people is None:
+        return None
+    planner = Planner(demo.db, provisioner.store, catalog, book.current, now_utc)
+    computed = planner.compute()
+    assert computed.standing is not None
+    seats = computed.standing.draws[rule_file.name]
+    applied: dict[str, Any] = {}
+
+    def plan_and_apply() -> None:
+        run_id, status, written = planner.apply(planner.plan_document(), actor="demo admin")
+        applied.update(run_id=run_id, status=status, enqueued=written)
+
+    if console is not None:
+        console.rule("Day 1: an admin draws the pilot (bridge plan + bridge apply)")
+    phase, _ = demo.run_phase("draw", [], work=("plan + apply", plan_and_apply))
+    return {
+        **phase_summary(phase),
+        **applied,
+        "max_people": pilot.max_people,
+        "candidates": seats.candidates,
+        "free_seats": seats.free_seats,
+        "drawn": seats.drawn,
     }
 
 
@@ -510,7 +393,7 @@ def _day_two(
     phase, _ = demo.run_phase("day 2", calls)
     return {
         "day2": {
-            **_phase_summary(phase),
+            **phase_summary(phase),
             "benefits_added": len(changes.add_benefits),
             "benefits_removed": len(changes.remove_benefits),
             "terminated": len(changes.terminate),

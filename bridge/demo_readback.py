@@ -109,15 +109,25 @@ def _bridge_report(
         "problems": [],
         "duplicates": [],
         "unknown_role_codes": [],
+        "refused_duplicates": [],
     }
     key = {
         "problem": "problems",
         "duplicate": "duplicates",
         "unknown-role-code": "unknown_role_codes",
+        "duplicate-refused": "refused_duplicates",
     }
     for item in plan.attention:
+        # an item about several people (one per unknown code, per refusal) has no label
+        count = len(item.people)
+        who = item.label or f"{count} {'person' if count == 1 else 'people'}"
         attention[key.get(item.kind, "problems")].append(
-            {"person": item.label, "rule_file": item.rule_file, "reason": item.reason}
+            {
+                "person": who,
+                "rule_file": item.rule_file,
+                "reason": item.reason,
+                "details": item.details,
+            }
         )
     return {
         "outbox": dict(sorted(counts.items())),

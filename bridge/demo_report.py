@@ -27,16 +27,27 @@ def render(summary: dict[str, Any], console: Console) -> None:
     overview = Table(title="Runs", title_justify="left")
     for column in ("", "SCIM calls", "answers", "LMS intents", "settled", "seconds"):
         overview.add_column(column, justify="right" if column else "left")
-    for label, phase in (("day 1: hires", day1), ("day 2: changes", day2)):
+    draw = summary.get("draw")
+    phases = [("day 1: hires", day1), ("day 1: draw the pilot", draw), ("day 2: changes", day2)]
+    for label, phase in phases:
+        if phase is None:
+            continue
         overview.add_row(
             label + (" [red](timed out)[/]" if phase["timed_out"] else ""),
-            str(phase["requests"]),
+            str(phase["requests"]) if phase["requests"] else "plan + apply",
             ", ".join(f"{n}×{code}" for code, n in phase["answers"].items()),
             str(phase["intents"]),
             str(phase["settled"]),
             f"{phase['seconds']:.1f}",
         )
     console.print(overview)
+    if draw is not None:
+        console.print(
+            f"The SCIM push filled none of the pilot's {draw['max_people']} seats (a capped pilot "
+            "is drawn, never filled in arrival order). Day 1's draw — `bridge plan` + `bridge "
+            f"apply`, run {draw['run_id']} — seated {draw['drawn']} of {draw['candidates']} "
+            f"eligible people by stable hash for {draw['free_seats']} free seats."
+        )
     console.print(
         f"HR sample: {summary['hr_records']} records: {summary['pilot_department_records']} in "
         f"{PILOT_DEPARTMENT} (the pilot), {summary['other_department_records']} in other "
@@ -99,6 +110,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
         "unknown_role_codes": "unknown role code",
     }
     for kind, items in summary["attention"].items():
+        if kind not in titles:
+            continue  # refused duplicates: the rows "refused by SCIM" above name them
         for item in items:
             attention.add_row(titles[kind], escape(item["person"]), escape(item["reason"]))
     console.print(attention)

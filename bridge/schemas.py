@@ -94,7 +94,8 @@ def _read_json(path: Path) -> Any:
 def load_catalog(directory: Path) -> Catalog:
     """Read every schema file of ``directory`` and the resource types binding them."""
     if not directory.is_dir():
-        raise SchemaError(f"{directory}: no such schemas directory")
+        where = directory if directory.is_absolute() else f"{directory} (in {Path.cwd()})"
+        raise SchemaError(f"no schemas directory at {where}")
     schemas: list[Schema] = []
     for path in sorted(directory.glob("*.json")):
         if path.name == RESOURCE_TYPES_FILE:

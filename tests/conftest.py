@@ -23,10 +23,13 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from click.testing import CliRunner
+from click.testing import Result
 from sqlalchemy import create_engine
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bridge.cli import main
 from bridge.config import Settings
 from bridge.lmssim.app import Knobs
 from bridge.lmssim.app import create_app as create_simulator
@@ -263,3 +266,16 @@ def shipped_rules(directory: Path, simulator_url: str | None = None) -> Path:
         targets = rules / "targets.yaml"
         targets.write_text(targets.read_text().replace("http://127.0.0.1:8100", simulator_url, 1))
     return rules
+
+
+def run_cli(database_url: str, rules_dir: Path, *args: str) -> Result:
+    """``bridge ARGS`` against a test database and rules directory (wide output, no token)."""
+    env = {
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_RULES": str(rules_dir),
+        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
+        "BRIDGE_SCIM_TOKEN": None,
+        "BRIDGE_LOG_FORMAT": None,
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)

@@ -27,8 +27,10 @@ from bridge.store.engine import connect
 from bridge.store.engine import normalize_url
 from tests.conftest import ROOT
 from tests.conftest import employee
+from tests.conftest import run_cli
 from tests.conftest import shipped_rules
 from tests.conftest import user_payload
+from tests.pilots import uncapped
 from tests.test_three_states import PREFLIGHT
 from tests.test_three_states import World
 from tests.test_three_states import make_world
@@ -249,21 +251,20 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(database_url:
 
 
 @pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """The shipped rules with the pilot's cap off: each SCIM write admits its person (these
+    tests are about plan, explain and errors; a capped pilot's draw is tests/test_pilot.py)."""
+    return uncapped(shipped_rules(tmp_path))
+
+
+@pytest.fixture
 def world(db: Database, catalog: Catalog, book: RuleBook) -> World:
     return make_world(db, catalog, book)
 
 
 def planned(database_url: str, rules_dir: Path, *args: str) -> Result:
     """``bridge ARGS`` with the rules of ``rules_dir`` (plan, explain, errors)."""
-    env = {
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_RULES": str(rules_dir),
-        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
-        "BRIDGE_SCIM_TOKEN": None,
-        "BRIDGE_LOG_FORMAT": None,
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return run_cli(database_url, rules_dir, *args)
 
 
 async def test_plan_explain_and_errors_after_a_refused_create(
@@ -388,3 +389,84 @@ def test_apply_checks_the_targets_first_and_enqueues_nothing_when_one_fails(
     applied = CliRunner().invoke(main, ["apply", str(plan_file)], env=env)
     assert applied.exit_code == 0, applied.output
     assert "intent(s) applied" in applied.output
+
+
+# -- bridge rules check / test: the data, and where the schemas are -------------------------------
+
+TYPO = """version: 1
+name: extra
+target: moodle
+aliases:
+  roleCodes: urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser:roleCodes
+enrolments:
+  - id: hyphenated
+    when: 'roleCodes eq "BEN-CHOICE-2026"'
+    course: BEN-2026-LEGACY
+  - id: typo
+    when: 'roleCodes eq "BEN_CHOCE_2026"'
+    course: BEN-2026-TYPO
+"""
+
+
+def test_rules_check_knows_the_role_codes_people_hold(
+    database_url: str, db: Database, catalog: Catalog, tmp_path: Path
+) -> None:
+    provisioner = Provisioner(db, catalog)
+    provisioner.create(Cause("hris"), "User", employee(1, codes=["BEN_CHOICE_2026", "MANAGER"]))
+    provisioner.create(Cause("hris"), "User", employee(2, codes=["BEN-CHOICE-2026"]))
+    rules = shipped_rules(tmp_path)  # no role-codes.yaml: what people hold is all there is
+    (rules / "extra.yaml").write_text(TYPO)
+    result = bridge(database_url, "rules", "check", str(rules))
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[0] == (
+        f"{rules}/extra.yaml:11:11: unknown role code BEN_CHOCE_2026 in the condition of "
+        "enrolment 'typo': did you mean BEN_CHOICE_2026?"
+    )
+    assert result.output.endswith("1 problem(s) in 1 file(s)\n"), "the held codes pass"
+
+
+def test_rules_check_without_a_database_cannot_tell_and_creates_none(tmp_path: Path) -> None:
+    rules = shipped_rules(tmp_path)
+    (rules / "extra.yaml").write_text(TYPO)
+    absent = tmp_path / "absent.db"
+    result = bridge(f"sqlite:///{absent}", "rules", "check", str(rules))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{rules}/extra.yaml:11:11: warning: cannot tell whether BEN_CHOCE_2026 in the "
+        "condition of enrolment 'typo' is a real role code: declare role_codes"
+    ) in result.output.splitlines()
+    assert not absent.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["rules check RULES", "rules test RULES", "plan --rules RULES", "targets check", "db reindex"],
+)
+def test_a_missing_schemas_directory_is_one_line_naming_it(tmp_path: Path, command: str) -> None:
+    rules = shipped_rules(tmp_path)
+    args = command.replace("RULES", str(rules)).split()
+    nowhere = tmp_path / "nowhere"
+    env = {"BRIDGE_SCHEMAS": str(nowhere), "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/b.db"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: no schemas directory at {nowhere}: set BRIDGE_SCHEMAS to the directory of the "
+        "SCIM schemas (schemas/*.json), or run where ./schemas is\n"
+    )
+
+
+def test_rules_test_fails_on_an_attribute_no_rule_reads(database_url: str, tmp_path: Path) -> None:
+    rules = shipped_rules(tmp_path)
+    (rules / "benefits-2026.test.yaml").write_text(
+        "rules: benefits-2026\n"
+        "tests:\n"
+        "  - name: a benefits employee\n"
+        "    given: {user: {userName: a, externalId: E1, roleCode: [BEN_CHOICE_2026]}}\n"
+        "    expect: {in_scope: false}\n"
+    )
+    result = bridge(database_url, "rules", "test", str(rules))
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[0] == (
+        f"{rules}/benefits-2026.test.yaml:4:59: unknown attribute 'roleCode' in given.user: "
+        "no condition or mapping reads it"
+    )

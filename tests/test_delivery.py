@@ -37,6 +37,7 @@ from bridge.targets.moodle import MoodleTarget
 from tests.conftest import ROOT
 from tests.conftest import employee
 from tests.conftest import shipped_rules
+from tests.pilots import draw
 
 CAUSE = Cause("hris")
 
@@ -50,8 +51,10 @@ def now() -> datetime:
 
 
 def seed(provisioner: Provisioner, people: int, codes: list[str] | None = None) -> None:
+    """People provisioned over SCIM, then the capped pilot drawn (plan + apply) as on day 0."""
     for number in range(people):
         provisioner.create(CAUSE, "User", employee(number, codes=codes or ["BEN_CHOICE_2026"]))
+    draw(provisioner)
 
 
 def backlog(db: Database) -> int:

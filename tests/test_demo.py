@@ -78,6 +78,20 @@ def test_the_sample_is_deterministic_and_holds_every_edge_case(sample: Sample) -
     assert len(changed) == len(set(changed)) > 0
 
 
+def test_the_push_fills_no_seat_and_the_draw_seats_the_pilot(
+    summary: dict[str, Any], sample: Sample
+) -> None:
+    # the capped pilot is never filled in arrival order: the SCIM push enqueues nothing
+    assert summary["day1"]["intents"] == 0
+    draw = summary["draw"]
+    assert not draw["timed_out"] and draw["status"] == "applied"
+    # everyone stored in the pilot department is eligible; fewer than the 200 seats
+    stored = [r for r in sample.pilot if r.edge != "duplicate_id"]
+    assert (draw["max_people"], draw["free_seats"]) == (200, 200)
+    assert draw["candidates"] == draw["drawn"] == len(stored)
+    assert draw["intents"] == draw["enqueued"] == draw["settled"] > 0
+
+
 def test_the_numbers_add_up_against_the_simulator(summary: dict[str, Any], sample: Sample) -> None:
     assert not summary["day1"]["timed_out"] and not summary["day2"]["timed_out"]
     provisioned = [r for r in sample.pilot if r.edge not in ("missing_email", "duplicate_id")]
@@ -108,7 +122,8 @@ def test_the_numbers_add_up_against_the_simulator(summary: dict[str, Any], sampl
     # nothing went wrong on the way
     assert summary["errors"] == {"configuration": 0, "data_quality": 0, "transient": 0}
     assert summary["pending_changes"] == 0
-    assert summary["outbox"] == {"done": summary["day1"]["intents"] + summary["day2"]["intents"]}
+    phases = (summary["day1"], summary["draw"], summary["day2"])
+    assert summary["outbox"] == {"done": sum(phase["intents"] for phase in phases)}
     day_two = sample.day_two
     changes = len(day_two.add_benefits) + len(day_two.remove_benefits) + len(terminated)
     assert summary["day2"]["answers"] == {"200": changes}
@@ -132,8 +147,17 @@ def test_the_people_needing_attention_are_reported(summary: dict[str, Any], samp
     missing = {r.user_name for r in sample.pilot if r.edge == "missing_email"}
     assert {i["person"] for i in attention["problems"]} == missing
     assert all("email" in i["reason"] for i in attention["problems"])
-    odd = {r for r in sample.pilot if r.edge == "non_standard_code"}
-    assert {i["person"] for i in attention["unknown_role_codes"]} == {r.user_name for r in odd}
+    # one item per unknown code: how many hold it, a few of them, the code they meant
+    held: dict[str, set[str]] = {}
+    for record in sample.pilot:
+        if record.edge == "non_standard_code":
+            held.setdefault(record.role_codes[0], set()).add(record.user_name)
+    found = {i["details"]["code"]: i["details"] for i in attention["unknown_role_codes"]}
+    assert set(found) == set(held)
+    for code, details in found.items():
+        assert details["count"] == len(held[code])
+        assert set(details["examples"]) <= held[code] and details["examples"]
+        assert details["suggestion"] == BENEFITS
     for item in attention["unknown_role_codes"]:
         assert f"did you mean {BENEFITS}" in item["reason"]
     assert attention["duplicates"] == []
@@ -144,6 +168,12 @@ def test_the_report_renders_and_the_kept_database_answers(summary: dict[str, Any
     render(summary, Console(file=out, width=160))
     text = out.getvalue()
     assert "BEN-2026" in text and "Errors by category" in text
+    assert "day 1: draw the pilot" in text
+    draw = summary["draw"]
+    assert (
+        f"seated {draw['drawn']} of {draw['candidates']} eligible people by stable hash "
+        f"for {draw['free_seats']} free seats" in " ".join(text.split())
+    )
     assert f"bridge journal --since {summary['journal']['day1_last_seq']}" in text
     result = CliRunner().invoke(
         main,

@@ -28,11 +28,14 @@ from tests.conftest import NOW
 from tests.conftest import PATCH
 from tests.conftest import employee
 from tests.conftest import queued
+from tests.pilots import draw
+from tests.pilots import uncapped
 
 
 async def test_a_scim_create_enqueues_the_rules_intents_in_its_transaction(
-    scim: httpx.AsyncClient, db: Database
+    scim: httpx.AsyncClient, db: Database, book: RuleBook, rules_dir: Path
 ) -> None:
+    assert uncapped(rules_dir) and book.reload()  # each write admits its person
     created = await scim.post("/Users", json=employee(1, codes=["BEN_CHOICE_2026"]))
     assert created.status_code == 201
     person = created.json()["id"]
@@ -47,10 +50,44 @@ async def test_a_scim_create_enqueues_the_rules_intents_in_its_transaction(
     assert projection is not None and projection.in_scope
 
 
+async def test_a_capped_pilot_is_drawn_by_apply_then_writes_project_live(
+    scim: httpx.AsyncClient, db: Database, ruled: Provisioner
+) -> None:
+    created = await scim.post("/Users", json=employee(1, codes=["BEN_CHOICE_2026"]))
+    assert created.status_code == 201
+    person = created.json()["id"]
+    assert queued(db) == []  # a newcomer waits for the draw: arrival order admits nobody
+    with db.read() as conn:
+        assert projections.get(conn, "benefits-2026", person) is None
+    assert draw(ruled) == 3
+    with db.read() as conn:
+        projection = projections.get(conn, "benefits-2026", person)
+    assert projection is not None and projection.in_scope
+    response = await scim.patch(
+        f"/Users/{person}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [
+                {
+                    "op": "replace",
+                    "path": f"{HR}:roleCodes",
+                    "value": ["BEN_CHOICE_2026", "MANAGER"],
+                }
+            ],
+        },
+    )
+    assert response.status_code == 200
+    assert [(i["kind"], i.get("ref")) for i in queued(db)[3:]] == [
+        ("upsert_account", None),
+        ("enrol", "BEN-2026-MGR"),
+    ]
+
+
 async def test_losing_the_role_code_suspends_the_enrolment(
-    scim: httpx.AsyncClient, db: Database
+    scim: httpx.AsyncClient, db: Database, ruled: Provisioner
 ) -> None:
     person = (await scim.post("/Users", json=employee(2, codes=["BEN_CHOICE_2026"]))).json()["id"]
+    draw(ruled)
     before = len(queued(db))
     response = await scim.patch(
         f"/Users/{person}",
@@ -67,21 +104,29 @@ async def test_losing_the_role_code_suspends_the_enrolment(
 
 
 async def test_deleting_a_person_suspends_the_account_never_deletes(
-    scim: httpx.AsyncClient, db: Database
+    scim: httpx.AsyncClient, db: Database, ruled: Provisioner
 ) -> None:
     person = (await scim.post("/Users", json=employee(3, codes=["BEN_CHOICE_2026"]))).json()["id"]
+    draw(ruled)
     before = len(queued(db))
     assert (await scim.delete(f"/Users/{person}")).status_code == 204
     assert [i["kind"] for i in queued(db)[before:]] == ["suspend_account"]
 
 
-async def test_a_person_out_of_scope_gets_nothing(scim: httpx.AsyncClient, db: Database) -> None:
+async def test_a_person_out_of_scope_gets_nothing(
+    scim: httpx.AsyncClient, db: Database, ruled: Provisioner
+) -> None:
     await scim.post("/Users", json=employee(4, codes=["BEN_CHOICE_2026"], department="Sales"))
+    assert draw(ruled) == 0
     assert queued(db) == []
 
 
-async def test_a_failed_write_enqueues_nothing(scim: httpx.AsyncClient, db: Database) -> None:
+async def test_a_failed_write_enqueues_nothing(
+    scim: httpx.AsyncClient, db: Database, book: RuleBook, rules_dir: Path
+) -> None:
+    assert uncapped(rules_dir) and book.reload()  # each write admits its person
     await scim.post("/Users", json=employee(5, codes=["BEN_CHOICE_2026"]))
+    assert len(queued(db)) == 3
     duplicate = employee(5, codes=["BEN_CHOICE_2026"])
     duplicate["externalId"] = "other"
     assert (await scim.post("/Users", json=duplicate)).status_code == 409

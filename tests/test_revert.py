@@ -21,6 +21,7 @@ from tests.conftest import HR
 from tests.conftest import NOW
 from tests.conftest import employee
 from tests.conftest import queued
+from tests.pilots import draw
 
 CAUSE = Cause("hr-admin")
 
@@ -33,6 +34,7 @@ def test_reverting_a_patch_restores_the_before_image_and_reaches_the_lms(
     ruled: Provisioner, db: Database
 ) -> None:
     person = ruled.create(CAUSE, "User", employee(1, codes=["BEN_CHOICE_2026"])).record.id
+    draw(ruled)  # the capped pilot admits them (a SCIM create alone waits for the draw)
     change = ruled.patch(
         CAUSE, "User", person, [{"op": "replace", "path": f"{HR}:roleCodes", "value": ["EMPLOYEE"]}]
     )
@@ -48,6 +50,7 @@ def test_reverting_a_patch_restores_the_before_image_and_reaches_the_lms(
 
 def test_reverting_a_create_deactivates_never_deletes(ruled: Provisioner, db: Database) -> None:
     created = ruled.create(CAUSE, "User", employee(2, codes=["BEN_CHOICE_2026"]))
+    draw(ruled)  # the capped pilot admits them (a SCIM create alone waits for the draw)
     reverter = Reverter(ruled)
     plan = reverter.plan(seq=created.seq)
     assert [s.action for s in plan.steps] == ["deactivate"]

@@ -910,3 +910,265 @@ def test_bad_lms_catalogue(tmp_path: Path) -> None:
         (f"{bad_yaml}:4:5", "an entry of 'paths' must be an idnumber or shortname"),
     ]
     assert caught.value.errors[0].hint == "did you mean 'courses'?"
+
+
+# --- role codes: the declared catalogue and the codes people hold ------------------------------
+
+CODES = "role_codes: [BEN_CHOICE_2026, MANAGER, EMPLOYEE]\n"
+
+
+def declare(directory: Path, body: str) -> None:
+    (directory / "role-codes.yaml").write_text(textwrap.dedent(body).lstrip("\n"))
+
+
+def test_role_codes_are_declared_in_role_codes_yaml_and_in_rule_files(rules: Path) -> None:
+    declare(
+        rules,
+        """
+        role_codes:
+          - BEN_CHOICE_2026
+          - {code: MANAGER, note: "people managers: the manager module"}
+        """,
+    )
+    write(rules, "a.yaml", "role_codes: [EMPLOYEE]\n")
+    ruleset = load_ruleset(rules, relative_to=rules)
+    assert ruleset.role_codes == {"BEN_CHOICE_2026", "MANAGER", "EMPLOYEE"}
+    assert [f.name for f in ruleset.files] == ["a"], "role-codes.yaml is not a rule file"
+    declare(rules, CODES)  # the catalogue is part of the rules: a new version
+    assert load_ruleset(rules, relative_to=rules).version != ruleset.version
+
+
+def test_a_malformed_catalogue_points_at_file_line_col(rules: Path, catalog: Catalog) -> None:
+    declare(
+        rules,
+        """
+        role_codes:
+          - BEN_CHOICE_2026
+          - 2026
+          - {code: MANAGER, notes: x}
+          - {note: no code}
+          - " EMPLOYEE"
+          - BEN_CHOICE_2026
+        """,
+    )
+    write(rules, "a.yaml", "role_codes: MANAGER\n")
+    ruleset, errors = check_directory(rules, catalog, relative_to=rules, with_warnings=True)
+    assert ruleset is None
+    assert [(str(e.mark), e.message, e.severity.value) for e in errors] == [
+        ("a.yaml:4:13", "role_codes must be a list of role codes", "error"),
+        ("role-codes.yaml:3:5", "a role code is text", "error"),
+        ("role-codes.yaml:4:28", "unknown key 'notes' in a role code", "error"),
+        ("role-codes.yaml:5:5", "a role code needs `code:`", "error"),
+        ("role-codes.yaml:6:5", "role code ' EMPLOYEE' is empty or has spaces around it", "error"),
+        (
+            "role-codes.yaml:7:5",
+            "role code BEN_CHOICE_2026 is declared twice (also at role-codes.yaml:2:5)",
+            "warning",
+        ),
+    ]
+    assert errors[1].hint == 'quote it: `- "2026"`'
+
+
+def test_a_code_declared_twice_is_only_a_warning(rules: Path, catalog: Catalog) -> None:
+    declare(rules, CODES)
+    write(rules, "a.yaml", "role_codes: [MANAGER]\n")
+    ruleset, errors = check_directory(rules, catalog, relative_to=rules, with_warnings=True)
+    assert ruleset is not None and ruleset.role_codes == {"BEN_CHOICE_2026", "MANAGER", "EMPLOYEE"}
+    warning = only(errors)
+    assert (str(warning.mark), warning.message) == (
+        "role-codes.yaml:1:31",
+        "role code MANAGER is declared twice (also at a.yaml:4:14)",
+    )
+    assert check(rules, catalog) == []
+
+
+def test_role_codes_yaml_declares_role_codes_only(rules: Path, catalog: Catalog) -> None:
+    declare(rules, "role_codez: [MANAGER]\n")
+    error = only(check(rules, catalog))
+    assert (str(error.mark), error.message) == (
+        "role-codes.yaml:1:1",
+        "role-codes.yaml declares role codes: it needs a `role_codes:` list",
+    )
+
+
+CONDITIONS = f"""
+aliases:
+  roleCodes: {HR}:roleCodes
+scope: 'roleCodes eq "EMPLOYE"'
+enrolments:
+  - id: benefits
+    when: 'roleCodes eq "BEN_CHOCE_2026"'
+    course: BEN-2026
+  - id: managers
+    when: 'roleCodes eq "MANAGR" and not (roleCodes ne "BEN_CHOICE_2026")'
+    course: BEN-2026-MGR
+  - id: any-benefits
+    when: 'roleCodes sw "BEN_CHOICE_"'
+    course: BEN-ANY
+"""
+
+
+def test_a_role_code_nobody_declared_or_holds_is_an_error_with_the_code_it_means(
+    rules: Path, catalog: Catalog
+) -> None:
+    declare(rules, CODES)
+    write(rules, "codes.yaml", CONDITIONS)
+    errors = check(rules, catalog)
+    assert [(str(e.mark), e.message) for e in errors] == [
+        (
+            "codes.yaml:6:8",
+            "unknown role code EMPLOYE in the scope filter: did you mean EMPLOYEE?",
+        ),
+        (
+            "codes.yaml:9:11",
+            "unknown role code BEN_CHOCE_2026 in the condition of enrolment 'benefits': "
+            "did you mean BEN_CHOICE_2026?",
+        ),
+        (
+            "codes.yaml:12:11",
+            "unknown role code MANAGR in the condition of enrolment 'managers': "
+            "did you mean MANAGER?",
+        ),
+    ]
+    assert errors[1].text == 'roleCodes eq "BEN_CHOCE_2026"', "as the file spells it"
+    assert "known: the 3 declared in role_codes" in errors[1].hint
+    assert "declare it in role-codes.yaml" in errors[1].hint
+
+
+def test_codes_held_by_people_stored_are_real_ones(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "codes.yaml",
+        f"""
+        aliases:
+          roleCodes: {HR}:roleCodes
+        enrolments:
+          - {{id: hyphens, when: 'roleCodes eq "BEN-CHOICE-2026"', course: A}}
+          - {{id: underscores, when: 'roleCodes eq "BEN_CHOICE_2026"', course: B}}
+          - {{id: managers, when: 'roleCodes eq "MANAGER"', course: C}}
+        """,
+    )
+    held = frozenset({"BEN-CHOICE-2026", "EMPLOYEE"})
+    _, errors = check_directory(rules, catalog, relative_to=rules, held_role_codes=held)
+    assert [(str(e.mark), e.message) for e in errors] == [
+        (
+            "codes.yaml:8:29",
+            "unknown role code BEN_CHOICE_2026 in the condition of enrolment 'underscores': "
+            "did you mean BEN-CHOICE-2026?",
+        ),
+        ("codes.yaml:9:26", "unknown role code MANAGER in the condition of enrolment 'managers'"),
+    ]
+    assert "known: the 2 held by people stored" in errors[1].hint
+    declare(rules, "role_codes: [MANAGER]\n")  # the catalogue and the people together
+    _, errors = check_directory(rules, catalog, relative_to=rules, held_role_codes=held)
+    assert [e.message for e in errors] == [
+        "unknown role code BEN_CHOICE_2026 in the condition of enrolment 'underscores': "
+        "did you mean BEN-CHOICE-2026?"
+    ]
+    assert "known: the 1 declared in role_codes and the 2 held by people stored" in errors[0].hint
+
+
+def test_with_neither_a_catalogue_nor_people_the_check_cannot_tell(
+    rules: Path, catalog: Catalog
+) -> None:
+    write(rules, "codes.yaml", CONDITIONS)
+    assert check(rules, catalog) == [], "warnings only: the rules load"
+    _, warnings = check_directory(rules, catalog, relative_to=rules, with_warnings=True)
+    assert [(str(w.mark), w.message, w.severity.value) for w in warnings] == [
+        (
+            "codes.yaml:6:8",
+            "cannot tell whether EMPLOYE in the scope filter is a real role code: "
+            "declare role_codes",
+            "warning",
+        ),
+        (
+            "codes.yaml:9:11",
+            "cannot tell whether BEN_CHOCE_2026 in the condition of enrolment 'benefits' is a "
+            "real role code: declare role_codes",
+            "warning",
+        ),
+        (
+            "codes.yaml:12:11",
+            "cannot tell whether MANAGR in the condition of enrolment 'managers' is a real role "
+            "code: declare role_codes",
+            "warning",
+        ),
+        (
+            "codes.yaml:12:11",
+            "cannot tell whether BEN_CHOICE_2026 in the condition of enrolment 'managers' is a "
+            "real role code: declare role_codes",
+            "warning",
+        ),
+    ]
+    assert "role-codes.yaml" in warnings[0].hint and "BRIDGE_DATABASE_URL" in warnings[0].hint
+
+
+def test_a_rule_book_loads_what_rules_check_judges_with_the_data(
+    rules: Path, catalog: Catalog
+) -> None:
+    # serve, relay and plan load rules without reading who holds which code: they leave the
+    # role codes to `bridge rules check`, rather than refuse a code only the people stored hold.
+    from bridge.cli.rules import check_rules
+
+    declare(rules, CODES)
+    write(rules, "codes.yaml", CONDITIONS)
+    ruleset, errors = check_rules(rules, catalog)
+    assert ruleset is not None and errors == []
+    ruleset, errors = check_rules(rules, catalog, role_codes=True)
+    assert ruleset is None
+    assert [e.message.split(" in ")[0] for e in errors] == [
+        "unknown role code EMPLOYE",
+        "unknown role code BEN_CHOCE_2026",
+        "unknown role code MANAGR",
+    ]
+
+
+def test_the_shipped_catalogue_declares_the_sample_codes_not_its_misspellings() -> None:
+    from bridge.demo_sample import BENEFITS
+    from bridge.demo_sample import MANAGER
+    from bridge.demo_sample import NON_STANDARD
+
+    codes = load_ruleset(ROOT / "rules", relative_to=ROOT).role_codes
+    assert {BENEFITS, MANAGER, "EMPLOYEE"} <= codes
+    assert not codes & set(NON_STANDARD)
+
+
+# --- mapping keys: the fields of the target kind ------------------------------------------------
+
+
+def test_canvas_takes_the_fields_its_profile_reads(rules: Path, catalog: Catalog) -> None:
+    write(
+        rules,
+        "canvas.yaml",
+        """
+        mapping:
+          idnumber: {from: externalId}
+          name: {from: displayName}
+          sis_user_id: {from: externalId}
+          title: {from: title}
+        """,
+        target="canvas",
+    )
+    errors = check(rules, catalog)
+    assert [(str(e.mark), e.message) for e in errors] == [
+        ("canvas.yaml:7:16", "canvas has no user field sis_user_id: did you mean idnumber?"),
+        ("canvas.yaml:8:10", "canvas has no user field title"),
+    ]
+    assert "nothing would be sent" in errors[1].hint
+
+
+def test_rest_and_scim_targets_template_any_attribute(tmp_path: Path, catalog: Catalog) -> None:
+    shutil.copytree(ROOT / "rules" / "examples" / "docebo", tmp_path / "docebo")
+    mapping = "mapping:\n  firstName: {from: name.givenName}\n"
+    write(tmp_path / "docebo", "extra.yaml", mapping, target="docebo")
+    assert check(tmp_path / "docebo", catalog) == []
+
+
+def test_the_target_adapters_take_the_fields_the_checker_knows() -> None:
+    from bridge.rules.target_fields import CANVAS_USER_FIELDS
+    from bridge.rules.target_fields import MOODLE_USER_FIELDS
+    from bridge.targets.canvas_api import CANVAS_KEYS
+    from bridge.targets.moodle_ws import USER_FIELDS
+
+    assert USER_FIELDS is MOODLE_USER_FIELDS
+    assert CANVAS_KEYS == CANVAS_USER_FIELDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from bridge.rules.explain import explanation_to_json
 from bridge.rules.explain_render import render_explanation
 from bridge.rules.loader import load_ruleset
 from bridge.rules.model import RuleFile
+from bridge.rules.pilot import Draw
+from bridge.rules.pilot import admission
 from bridge.rules.plan_model import Confirmed
 from bridge.rules.plan_model import Ledger
 from bridge.rules.plan_model import QueuedRow
 from bridge.rules.plan_model import confirmed_view
 
 ROOT = Path(__file__).resolve().parent.parent
+TODAY = date(2026, 11, 1)
 RULES = load_ruleset(ROOT / "rules", relative_to=ROOT)
 
 
@@ -58,10 +62,12 @@ def explain(
     doc: dict[str, Any],
     *,
     in_claims: bool = True,
-    admitted: bool = True,
-    reason: str = "rank 12 of 200",
+    already: bool = True,
+    draw: Draw | None = None,
     projected: dict[str, Any] | None = None,
 ) -> tuple[Explanation, list[Intent]]:
+    """The explanation of ``doc`` under the shipped rules; the pilot's verdict is
+    ``pilot.admission`` (``already``: projected in scope before; ``draw``: a plan's draw)."""
     codes = set(doc[HR]["roleCodes"])
     assert BENEFITS.scope.filter is not None
     verdicts = {
@@ -69,13 +75,22 @@ def explain(
         COURSE.when: "BEN_CHOICE_2026" in codes,
         MANAGERS.when: {"BEN_CHOICE_2026", "MANAGER"} <= codes,
     }
-    desired = engine.desired_state("p1", doc, BENEFITS, verdicts, admitted=admitted)
+    seat = admission(
+        BENEFITS.scope.pilot,
+        "p1",
+        "E123",
+        admitted=already,
+        in_filter=in_claims,
+        today=TODAY,
+        draw=draw,
+    )
+    desired = engine.desired_state("p1", doc, BENEFITS, verdicts, admitted=seat.admitted)
     intents, _ = engine.diff("p1", desired, projected, BENEFITS)
     exp = build_explanation(
         "p1",
         "jane.smith (E123)",
         RULES,
-        {BENEFITS.name: (verdicts, admitted, reason, desired, intents)},
+        {BENEFITS.name: (verdicts, seat.admitted, seat.reason, desired, intents)},
     )
     return exp, intents
 
@@ -163,16 +178,53 @@ def test_out_of_scope() -> None:
     assert not file.in_scope and file.scope_verdict is False
 
 
+LIMITS = "(max 200 people, ends 2027-06-30)"
+
+
 def test_pilot_admission() -> None:
-    exp, _ = explain(person(["BEN_CHOICE_2026"]), admitted=False, reason="pilot cap of 200 reached")
+    staying, _ = explain(person(["BEN_CHOICE_2026"]))
+    assert f"pilot    ✓ admitted to the pilot {LIMITS}" in render_explanation(staying)
+
+    full = Draw({"p0": 1, "p1": 2}, free_seats=1)
+    exp, intents = explain(person(["BEN_CHOICE_2026"]), already=False, draw=full)
     text = render_explanation(exp)
     assert (
-        "pilot    ✗ not admitted: pilot cap of 200 reached (max 200 people, ends 2027-06-30)"
-        in text
+        "pilot    ✗ not drawn: rank 2 of 2 for 1 free seat: the pilot is full (200 people) "
+        + LIMITS
+    ) in text
+    assert "→ not in scope" in text and intents == []
+
+    drawn, intents = explain(person(["BEN_CHOICE_2026"]), already=False, draw=Draw({"p1": 1}, 3))
+    assert (
+        "pilot    ✓ drawn: rank 1 of 1 for 3 free seats (admitted by the next `bridge apply`) "
+        + LIMITS
+    ) in render_explanation(drawn)
+    assert [i.kind.value for i in intents] == ["upsert_account", "enrol", "add_cohort_member"]
+
+
+def test_a_live_write_leaves_a_newcomer_to_the_draw() -> None:
+    exp, intents = explain(person(["BEN_CHOICE_2026"]), already=False, draw=None)
+    text = render_explanation(exp)
+    assert (
+        f"pilot    ✗ not admitted: waiting for the draw (the next `bridge apply`) {LIMITS}" in text
     )
-    assert "→ not in scope" in text
-    admitted, _ = explain(person(["BEN_CHOICE_2026"]))
-    assert "pilot    ✓ admitted: rank 12 of 200" in render_explanation(admitted)
+    assert intents == []
+
+
+def test_the_pilot_is_never_ticked_outside_the_scope_filter() -> None:
+    for already in (True, False):
+        exp, _ = explain(person(["BEN_CHOICE_2026"]), in_claims=False, already=already)
+        text = render_explanation(exp)
+        assert f"pilot    ✗ not admitted: outside the scope filter {LIMITS}" in text
+        (file,) = explanation_to_json(exp)["rule_files"]
+        assert file["pilot"]["admitted"] is False
+    assert BENEFITS.scope.filter is not None
+    verdicts = {BENEFITS.scope.filter: False}
+    desired = engine.desired_state("p1", person([]), BENEFITS, verdicts)
+    with pytest.raises(ValueError, match="outside the scope filter"):
+        build_explanation(
+            "p1", "p1", RULES, {BENEFITS.name: (verdicts, True, "admitted", desired, [])}
+        )
 
 
 def test_suspensions_are_explained() -> None:

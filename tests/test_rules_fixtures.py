@@ -351,6 +351,76 @@ def test_structural_problems(
     assert any(error.startswith(expected) for error in errors), errors
 
 
+def test_a_misspelt_attribute_of_the_person_fails_the_file_instead_of_testing_nothing(
+    ruleset: RuleSet, catalog: Catalog, tmp_path: Path
+) -> None:
+    # Each of these would be read by no condition and no mapping: the test would pass while
+    # the person it describes holds no role code, no department, no first name.
+    errors = errors_of(
+        ruleset,
+        catalog,
+        tmp_path,
+        f"""rules: benefits-2026
+anchors:
+  base: &base
+    userName: jsmith
+    roleCode: [BEN_CHOICE_2026]
+tests:
+  - name: typos
+    given:
+      user:
+        <<: *base
+        costCenter: "4130"
+        name: {{givenNme: Jane}}
+        emails: [{{type: work, vale: j@x}}]
+        {ENTERPRISE}: {{departement: Claims}}
+    expect: {{in_scope: true}}
+  - name: the same anchor again
+    given: {{user: {{<<: *base}}}}
+    expect: {{in_scope: true}}
+""",
+    )
+    assert errors == [
+        "case.test.yaml:5:15: unknown attribute 'roleCode' in given.user: no condition or "
+        "mapping reads it\n    roleCode\n  hint: did you mean 'roleCodes'?",
+        "case.test.yaml:11:21: unknown attribute 'costCenter' in given.user: no condition or "
+        "mapping reads it\n    costCenter\n  hint: costCenter belongs to the extension "
+        f"{ENTERPRISE}: write it under `{ENTERPRISE}: {{costCenter: …}}`, or add the alias "
+        f"`costCenter: {ENTERPRISE}:costCenter` to the rule file's aliases",
+        "case.test.yaml:12:26: name has no sub-attribute 'givenNme'\n    name.givenNme\n"
+        "  hint: did you mean name.givenName?",
+        "case.test.yaml:13:37: emails has no sub-attribute 'vale'\n    emails.vale\n"
+        "  hint: did you mean emails.value?",
+        f"case.test.yaml:14:{len(ENTERPRISE) + 25}: the extension {ENTERPRISE} has no attribute "
+        f"'departement'\n    {ENTERPRISE}:departement\n  hint: did you mean 'department'?",
+    ], "each once, though two tests merge the anchor"
+
+
+def test_a_misspelt_account_attribute_of_the_lms_state_fails(
+    ruleset: RuleSet, catalog: Catalog, tmp_path: Path
+) -> None:
+    errors = errors_of(
+        ruleset,
+        catalog,
+        tmp_path,
+        f"""rules: benefits-2026
+tests:
+  - name: prior state
+    given:
+{JANE}
+      lms:
+        account: {{idnumber: E12345, firstName: Jane, costcentre: "4130"}}
+    expect: {{in_scope: true}}
+""",
+    )
+    assert errors == [
+        "case.test.yaml:14:48: given.lms.account has 'firstName', which the rule file does "
+        "not map: did you mean 'firstname'?\n    firstName\n  hint: the account holds the LMS "
+        "attributes of the mapping: idnumber, username, email, firstname, lastname, title, "
+        "department, roles, auth"
+    ], "costcentre is no misspelling: an attribute a mapping no longer sends"
+
+
 def test_every_file_is_checked_before_any_test_runs(
     ruleset: RuleSet, catalog: Catalog, tmp_path: Path
 ) -> None:

@@ -241,9 +241,15 @@ def test_the_auth_kind_is_set_in_one_place(tmp_path: Path, catalog: Catalog) -> 
     assert "set the auth kind in one place" in warning.hint
 
 
-def test_auth_of_other_targets_is_not_checked(rules: Path, catalog: Catalog) -> None:
+def test_auth_of_other_targets_is_not_checked_against_moodle_plugins(
+    rules: Path, catalog: Catalog
+) -> None:
     write(rules, "canvas.yaml", "auth: {value: saml2}", target="canvas")
-    assert check_all(rules, catalog) == []
+    # Canvas takes its login provider from a target option: the key goes nowhere there, but
+    # saml2 is not measured against Moodle's auth plugins.
+    error = only(check_all(rules, catalog))
+    assert (str(error.mark), error.message) == ("canvas.yaml:5:9", "canvas has no user field auth")
+    assert "authentication_provider_id" in error.hint
 
 
 # --- emails are never folded -----------------------------------------------------------------------
@@ -304,3 +310,97 @@ def test_the_rule_book_loads_rules_with_warnings_and_logs_them(
     assert [e.message.split(":")[0] for e in refused.value.errors] == [
         "Moodle usernames must be lowercase"
     ]
+
+
+# --- mapping keys: Moodle's user fields and the custom profile fields the target declares --------
+
+
+def test_a_key_moodle_has_no_field_for_is_an_error_with_the_field_it_means(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    targets(tmp_path, "custom_profile_fields: [title, roles]\n")
+    write(
+        tmp_path,
+        "keys.yaml",
+        """
+        firstName: {from: name.givenName}
+        titel: {from: title}
+        roles: {from: title}
+        lastname: {from: name.familyName}
+        """,
+    )
+    found = check_all(tmp_path, catalog)
+    assert [(str(e.mark), e.message, e.severity) for e in found] == [
+        ("keys.yaml:5:14", "moodle has no user field firstName: did you mean firstname?", "error"),
+        ("keys.yaml:6:10", "moodle has no user field titel: did you mean title?", "error"),
+    ]
+    assert "custom_profile_fields (roles, title)" in found[0].hint
+
+
+def test_without_declared_profile_fields_a_custom_one_is_a_warning(
+    rules: Path, catalog: Catalog
+) -> None:
+    write(rules, "keys.yaml", "firstName: {from: name.givenName}\ncostcentre: {from: title}")
+    error, warning = check_all(rules, catalog)
+    assert (str(error.mark), error.message) == (
+        "keys.yaml:5:14",
+        "moodle has no user field firstName: did you mean firstname?",
+    )
+    assert (str(warning.mark), warning.message, warning.severity) == (
+        "keys.yaml:6:15",
+        "mapping 'costcentre' goes to a custom profile field 'costcentre', which target "
+        "'moodle' does not declare",
+        Severity.warning,
+    )
+    assert "custom_profile_fields: [costcentre]" in warning.hint
+
+
+def test_renamed_profile_fields_must_be_declared(tmp_path: Path, catalog: Catalog) -> None:
+    targets(
+        tmp_path,
+        """
+        custom_profile_fields: [jobtitle]
+        profile_fields: {title: jobtitle, costcentre: cost_centre, legacy: ""}
+        """,
+    )
+    write(
+        tmp_path,
+        "renamed.yaml",
+        "title: {from: title}\ncostcentre: {from: title}\nlegacy: {from: title}",
+    )
+    error = only(check_all(tmp_path, catalog))
+    assert (str(error.mark), error.message) == (
+        "renamed.yaml:6:15",
+        "mapping 'costcentre' goes to the custom profile field 'cost_centre' (option "
+        "profile_fields), which target 'moodle' does not declare",
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [("password", "never sends a password"), ("suspended", "leaves the scope")],
+)
+def test_keys_the_moodle_target_never_sends(
+    rules: Path, catalog: Catalog, key: str, why: str
+) -> None:
+    write(rules, "never.yaml", f"{key}: {{from: externalId}}")
+    error = only(check_all(rules, catalog))
+    assert error.message == f"moodle has no user field {key} a mapping can set"
+    assert why in error.hint
+
+
+def test_custom_profile_fields_is_a_list_of_short_names(tmp_path: Path, catalog: Catalog) -> None:
+    targets(tmp_path, "custom_profile_fields: title\n")
+    error = only(check_all(tmp_path, catalog))
+    assert (str(error.mark), error.message) == (
+        "targets.yaml:7:30",
+        "option 'custom_profile_fields' of target 'moodle' must be a list of profile field "
+        "short names",
+    )
+    targets(tmp_path, "custom_profile_fields: [title, job-title]\n")
+    error = only(check_all(tmp_path, catalog))
+    assert (str(error.mark), error.message) == (
+        "targets.yaml:7:30",
+        "option 'custom_profile_fields' of target 'moodle' lists 'job-title', which cannot be "
+        "a profile field short name",
+    )

@@ -32,6 +32,7 @@ from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import render_text
 from bridge.rules.plan import summary_line
+from bridge.rules.plan import unknown_role_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = load_ruleset(ROOT / "rules", relative_to=ROOT)
@@ -321,18 +322,35 @@ def test_duplicates_are_per_target() -> None:
     assert result.attention == []
 
 
+def with_catalogue(*codes: str) -> RuleSet:
+    """The shipped rules with this role-code catalogue (none: the conditions' codes only)."""
+    return dataclasses.replace(RULES, role_codes=frozenset(codes))
+
+
 def test_unknown_role_codes_with_a_suggestion() -> None:
     typo = outcome("p1", person("bo.lee", "E1", ["ben_choice_2026"]))
     close = outcome("p2", person("ann.ko", "E2", ["BEN_CHOICE_2025", "MANAGER"]))
     unrelated = outcome("p3", person("li.wu", "E3", ["BEN_CHOICE_2026", "EMPLOYEE"]))
-    result = plan([typo, close, unrelated])
-    found = {(a.person, a.reason) for a in result.attention}
+    result = plan([typo, close, unrelated], ruleset=with_catalogue())
+    found = {(a.people, a.reason) for a in result.attention}
     assert found == {
-        ("p1", "unknown role code ben_choice_2026 (did you mean BEN_CHOICE_2026?)"),
-        ("p2", "unknown role code BEN_CHOICE_2025 (did you mean BEN_CHOICE_2026?)"),
-        ("p3", "unknown role code EMPLOYEE"),
+        (
+            ("p1",),
+            "unknown role code ben_choice_2026 held by 1 person (bo.lee): "
+            "did you mean BEN_CHOICE_2026?",
+        ),
+        (
+            ("p2",),
+            "unknown role code BEN_CHOICE_2025 held by 1 person (ann.ko): "
+            "did you mean BEN_CHOICE_2026?",
+        ),
+        (("p3",), "unknown role code EMPLOYEE held by 1 person (li.wu)"),
     }
-    assert all(a.kind == "unknown-role-code" and a.rule_file is None for a in result.attention)
+    assert all(
+        a.kind == "unknown-role-code" and a.rule_file is None and a.person is None
+        for a in result.attention
+    )
+    assert result.people_needing_attention == 3
 
 
 def test_unknown_role_codes_of_people_out_of_scope_are_not_reported() -> None:
@@ -340,7 +358,7 @@ def test_unknown_role_codes_of_people_out_of_scope_are_not_reported() -> None:
     assert plan([outside]).attention == []
 
 
-def test_unknown_role_codes_are_reported_once_per_person() -> None:
+def test_a_person_under_two_rule_files_is_counted_once_per_unknown_code() -> None:
     second = dataclasses.replace(BENEFITS, name="benefits-extra")
     ruleset = RuleSet((BENEFITS, second), RULES.targets, RULES.version)
     doc = person("bo.lee", "E1", ["ben_choice_2026"])
@@ -353,7 +371,76 @@ def test_unknown_role_codes_are_reported_once_per_person() -> None:
         rules_version="v",
     )
     assert [a.reason for a in result.attention] == [
-        "unknown role code ben_choice_2026 (did you mean BEN_CHOICE_2026?)"
+        "unknown role code ben_choice_2026 held by 1 person (bo.lee): did you mean BEN_CHOICE_2026?"
+    ]
+    assert result.attention[0].details["count"] == 1
+
+
+# The issue "Plans that tell the truth": 10,000 HRIS people, 200 of 209 attention items
+# "unknown role code EMPLOYEE", the one real problem (BEN-CHOICE-2026) hidden among them.
+
+
+def test_a_code_in_the_catalogue_that_drives_nothing_needs_no_attention() -> None:
+    outcomes = [
+        outcome(f"p{i}", person(f"user{i}", f"E{i}", ["BEN_CHOICE_2026", "EMPLOYEE"]))
+        for i in range(200)
+    ]
+    outcomes += [
+        outcome(f"q{i}", person(name, f"F{i}", ["BEN-CHOICE-2026", "EMPLOYEE"]))
+        for i, name in enumerate(["ann.ko", "bo.lee", "cy.dunn"])
+    ]
+    without = plan(outcomes, ruleset=with_catalogue())
+    assert {a.details["code"] for a in without.attention} == {"EMPLOYEE", "BEN-CHOICE-2026"}
+    result = plan(outcomes, ruleset=with_catalogue("EMPLOYEE", "BEN_CHOICE_2026", "MANAGER"))
+    (item,) = result.attention
+    assert item.kind == "unknown-role-code"
+    assert (item.person, item.label, item.rule_file) == (None, None, None)
+    assert item.people == ("q0", "q1", "q2")
+    assert item.details == {
+        "code": "BEN-CHOICE-2026",
+        "count": 3,
+        "examples": ["ann.ko", "bo.lee", "cy.dunn"],
+        "suggestion": "BEN_CHOICE_2026",
+    }
+    assert item.reason == (
+        "unknown role code BEN-CHOICE-2026 held by 3 people (ann.ko, bo.lee, cy.dunn): "
+        "did you mean BEN_CHOICE_2026?"
+    )
+    text = render_text(result)
+    assert (
+        "  ! unknown role code BEN-CHOICE-2026 held by 3 people (ann.ko, bo.lee, cy.dunn): "
+        "did you mean BEN_CHOICE_2026?"
+    ) in text.splitlines()
+    assert "Attention (3 people):" in text
+    assert "3 people need attention" in summary_line(result)
+
+
+def test_an_unknown_code_held_by_many_is_one_item_with_a_few_examples() -> None:
+    outcomes = [
+        outcome(f"p{i:02d}", person(f"user{i:02d}", f"E{i}", ["BEN_CHOICE_2026", "EMPLOYEE"]))
+        for i in range(40)
+    ]
+    result = plan(outcomes[::-1], ruleset=with_catalogue("BEN_CHOICE_2026"))
+    (item,) = result.attention
+    assert item.reason == (
+        "unknown role code EMPLOYEE held by 40 people (user00, user01, user02, +37 more)"
+    )
+    assert len(item.people) == 40 and item.details["suggestion"] is None
+    assert result.people_needing_attention == 40
+
+
+def test_the_catalogue_and_the_conditions_are_both_known() -> None:
+    known = known_role_codes(with_catalogue("EMPLOYEE", "CONTRACTOR"))
+    assert known.exact == {"EMPLOYEE", "CONTRACTOR", "BEN_CHOICE_2026", "MANAGER"}
+    # a suggestion may come from the catalogue; spelling (case, - . space for _) first
+    found = unknown_role_codes(
+        with_catalogue("EMPLOYEE", "CONTRACTOR"),
+        [("p1", "bo.lee", ["contractor ", "Ben Choice 2026"]), ("p2", "ann.ko", ["employe"])],
+    )
+    assert [(f.code, f.count, f.examples, f.suggestion) for f in found] == [
+        ("Ben Choice 2026", 1, ("bo.lee",), "BEN_CHOICE_2026"),
+        ("contractor ", 1, ("bo.lee",), "CONTRACTOR"),
+        ("employe", 1, ("ann.ko",), "EMPLOYEE"),
     ]
 
 
@@ -371,7 +458,7 @@ def test_known_role_codes_come_from_every_condition_and_any_urn() -> None:
     assert known.knows("SAFETY_2026")
     assert not known.knows("NOT_A_CODE")
     full = known_role_codes(RULES)
-    assert full.exact == {"BEN_CHOICE_2026", "MANAGER"}
+    assert full.exact == {"BEN_CHOICE_2026", "MANAGER"} | RULES.role_codes
 
 
 def test_attention_text_is_grouped_by_reason_and_capped() -> None:
@@ -380,9 +467,9 @@ def test_attention_text_is_grouped_by_reason_and_capped() -> None:
         for i in range(5)
     ]
     outcomes += [outcome(f"q{i}", person(f"odd{i}", f"F{i}", [f"ODD_{i}"])) for i in range(30)]
-    result = plan(outcomes)
+    result = plan(outcomes, ruleset=with_catalogue())
     text = render_text(result)
-    assert "unknown role code EMPLOYEE: 5 people (user0, user1, user2, +2 more)" in text
+    assert "  ! unknown role code EMPLOYEE held by 5 people (user0, user1, user2, +2 more)" in text
     attention_lines = [line for line in text.splitlines() if line.startswith("  ! ")]
     assert len(attention_lines) == 20
     assert attention_lines[-1] == "  ! +12 more (bridge plan --json lists all)"
@@ -599,7 +686,15 @@ def test_json_fields() -> None:
     }
     kinds = {entry["kind"] for entry in data["attention"]}
     assert kinds == {"problem", "duplicate", "unknown-role-code"}
-    assert set(data["attention"][0]) == {"person", "label", "rule_file", "kind", "reason"}
+    assert set(data["attention"][0]) == {
+        "person",
+        "label",
+        "rule_file",
+        "kind",
+        "reason",
+        "people",
+        "details",
+    }
     first = next(i for i in data["intents"] if i["kind"] == "enrol")
     assert first == {
         "kind": "enrol",

@@ -13,6 +13,7 @@ import dataclasses
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +47,8 @@ from bridge.targets.base import Result
 from bridge.targets.moodle import MoodleTarget
 from tests.conftest import HR
 from tests.conftest import employee
+from tests.conftest import shipped_rules
+from tests.pilots import uncapped
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PREFLIGHT = (
@@ -175,6 +178,13 @@ class World:
 
 def make_world(db: Database, catalog: Catalog, book: RuleBook) -> World:
     return World(db, catalog, book, Clock(), create_simulator(Knobs(seed=5)))
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """The shipped rules with the pilot's cap off: each SCIM write admits its person, so
+    ``hire`` fills the outbox (a capped pilot waits for the draw: tests/test_pilot.py)."""
+    return uncapped(shipped_rules(tmp_path))
 
 
 @pytest.fixture

@@ -26,7 +26,11 @@ from typing import BinaryIO
 import httpx
 import pytest
 
+from bridge.cli.rules import check_rules
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
+from bridge.provision import Provisioner
+from bridge.rules.book import RuleBook
+from bridge.schemas import Catalog
 from bridge.store import journal
 from bridge.store import outbox
 from bridge.store.engine import connect
@@ -37,6 +41,7 @@ from tests.conftest import employee
 from tests.conftest import free_port
 from tests.conftest import shipped_rules
 from tests.conftest import user_payload
+from tests.pilots import draw
 from tests.test_delivery import assert_effectively_once
 
 WORKERS = 2
@@ -330,6 +335,7 @@ def test_the_relay_runs_once_and_creates_each_account_once(
     tmp_path: Path,
     database_url: str,
     simulator_url: tuple[str, Any],
+    catalog: Catalog,
 ) -> None:
     url, app = simulator_url
     rules = shipped_rules(tmp_path, url)
@@ -354,6 +360,11 @@ def test_the_relay_runs_once_and_creates_each_account_once(
     asyncio.run(create_all())
     db = connect(database_url)
     try:
+        book = RuleBook(rules, lambda d: check_rules(d, catalog))
+        book.load()
+        # day 0: the capped pilot is drawn (plan + apply), as an admin would; the relay in
+        # the supervisor delivers what the draw enqueued
+        assert draw(Provisioner(db, catalog, rules=book.current)) >= 3 * people
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with db.read() as conn:

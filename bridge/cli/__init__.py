@@ -16,6 +16,7 @@ from bridge.cli.plans import apply_command
 from bridge.cli.plans import approve_command
 from bridge.cli.plans import explain_command
 from bridge.cli.plans import plan_command
+from bridge.cli.quality import quality_command
 from bridge.cli.relay import relay_command
 from bridge.cli.revert import revert_command
 from bridge.cli.rules import rules_group
@@ -46,3 +47,4 @@ main.add_command(lmssim_command)
 main.add_command(revert_command)
 main.add_command(demo_command)
 main.add_command(targets_group)
+main.add_command(quality_command)

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 
 import click
 
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
 from bridge.provision import Provisioner
-from bridge.schemas import load_catalog
 from bridge.store.engine import Database
 from bridge.store.engine import connect
 
@@ -49,7 +49,7 @@ def db_upgrade() -> None:
 def db_reindex() -> None:
     """Rebuild the index that filters on multi-valued attributes use (run after a schema edit)."""
     settings = load_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     with database(settings) as db:
         store = Provisioner(db, catalog).store
         resources = rows = 0

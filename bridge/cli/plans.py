@@ -16,6 +16,7 @@ import click
 
 from bridge.cli.database import database
 from bridge.cli.rules import check_rules
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.cli.targets import check_targets
 from bridge.config import Settings
@@ -30,7 +31,6 @@ from bridge.rules.explain_render import render_explanation
 from bridge.rules.model import RuleErrors
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import render_text
-from bridge.schemas import load_catalog
 
 
 def actor() -> str:
@@ -42,7 +42,7 @@ def actor() -> str:
 
 @contextmanager
 def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Planner]:
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_rules(d, catalog))
     try:
         book.load()

@@ -13,15 +13,17 @@ import click
 from bridge.cli.database import database
 from bridge.cli.logs import configure_logging
 from bridge.cli.rules import rule_book
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
+from bridge.provision import Provisioner
 from bridge.provision.preflight import preflight_for
+from bridge.provision.reload_guard import ReloadGuard
 from bridge.provision.resources import now_utc
 from bridge.relay import Relay
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
-from bridge.schemas import load_catalog
 from bridge.store.engine import Database
 from bridge.targets.base import TargetConfigError
 from bridge.targets.registry import make_target
@@ -76,12 +78,13 @@ def relay_command(once: bool) -> None:
 
     settings = load_settings()
     configure_logging(settings)
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     try:
         book = rule_book(settings, catalog)
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
     with database(settings) as db:
+        book.gate = ReloadGuard(db, Provisioner(db, catalog).store, catalog)
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is None:
             raise click.ClickException(

@@ -11,11 +11,11 @@ import click
 from bridge.cli.database import database
 from bridge.cli.plans import actor
 from bridge.cli.rules import rule_book
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.provision import Provisioner
 from bridge.provision.revert import Reverter
 from bridge.provision.revert import RevertError
-from bridge.schemas import load_catalog
 
 
 @click.command(name="revert")
@@ -46,7 +46,7 @@ def revert_command(
             raise click.BadParameter(f"not an ISO time: {since}", param_hint="--since") from exc
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     book = rule_book(settings, catalog)
     with database(settings) as db:
         reverter = Reverter(Provisioner(db, catalog, rules=book.current))

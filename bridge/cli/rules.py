@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
 from bridge.rules.book import RuleBook
@@ -26,15 +27,33 @@ from bridge.rules.model import RuleError
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
 from bridge.schemas import Catalog
-from bridge.schemas import load_catalog
+from bridge.store.population import stored_role_codes
 
 
 def check_rules(
-    directory: Path, catalog: Catalog, lms: Any = None, *, with_warnings: bool = False
+    directory: Path,
+    catalog: Catalog,
+    lms: Any = None,
+    *,
+    with_warnings: bool = False,
+    role_codes: bool = False,
+    held_role_codes: frozenset[str] | None = None,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """``check_directory`` plus the checks only the target adapters know (rest, scim options);
-    warnings too with ``with_warnings`` (they never make the rule set None)."""
-    ruleset, errors = check_directory(directory, catalog, lms, with_warnings=with_warnings)
+    warnings too with ``with_warnings`` (they never make the rule set None).
+
+    The role codes of the conditions are checked only when asked (``role_codes``, as
+    ``bridge rules check`` does, with the codes people stored hold): a rule book loading has
+    read no database to tell a real code from a typo, and loads what ``rules check`` passes.
+    """
+    ruleset, errors = check_directory(
+        directory,
+        catalog,
+        lms,
+        with_warnings=with_warnings,
+        role_codes=role_codes,
+        held_role_codes=held_role_codes,
+    )
     if ruleset is not None:
         from bridge.targets import rest
         from bridge.targets import scim
@@ -81,14 +100,27 @@ def rules_group() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Problems as a JSON list.")
 def rules_check(path: Path | None, catalogue: Path | None, as_json: bool) -> None:
-    """Report every problem of the rule files at once (file:line:col, text, hint); exit 1 on any."""
+    """Report every problem of the rule files at once (file:line:col, text, hint); exit 1 on any.
+
+    Role codes in conditions are checked against the declared catalogue (role_codes) and the
+    codes held by the people of BRIDGE_DATABASE_URL, when that database exists (it is only
+    read, never created).
+    """
     settings = load_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     try:
         lms = load_lms_catalogue(catalogue) if catalogue else None
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
-    ruleset, errors = check_rules(path or settings.rules_dir, catalog, lms, with_warnings=True)
+    held = stored_role_codes(settings.database_url, catalog.user)
+    ruleset, errors = check_rules(
+        path or settings.rules_dir,
+        catalog,
+        lms,
+        with_warnings=True,
+        role_codes=True,
+        held_role_codes=held,
+    )
     failed = bool(blocking(errors))
     if as_json:
         click.echo(json.dumps(errors_as_json(errors), indent=2))
@@ -111,7 +143,7 @@ def rules_check(path: Path | None, catalogue: Path | None, as_json: bool) -> Non
 def rules_test(path: Path | None, verbose: bool, coverage_threshold: float | None) -> None:
     """Run the rules' fixture files (*.test.yaml): PASS/FAIL per test, and rule coverage."""
     settings = load_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     directory = path or settings.rules_dir
     ruleset, errors = check_rules(directory, catalog)
     if errors or ruleset is None:

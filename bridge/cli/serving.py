@@ -12,14 +12,15 @@ from bridge.cli.database import open_database
 from bridge.cli.logs import configure_logging
 from bridge.cli.relay import build_relay
 from bridge.cli.rules import rule_book
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.reload_guard import ReloadGuard
 from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.schemas import SchemaError
-from bridge.schemas import load_catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 
@@ -29,9 +30,11 @@ def build_app(
 ) -> Starlette:
     """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
     db = open_database(settings, serving=True)
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     book = book or rule_book(settings, catalog)
     provisioner = Provisioner(db, catalog, rules=book.current)
+    if book.gate is None:  # every process of a serve follows one decision per reload
+        book.gate = ReloadGuard(db, provisioner.store, catalog)
     background = []
     if relay_in_process:
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
@@ -80,7 +83,7 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
     settings = load_settings()
     configure_logging(settings)
     try:
-        catalog = load_catalog(settings.schemas_dir)
+        catalog = load_schemas(settings)
         book = rule_book(settings, catalog)
         app = build_app(settings, book, relay_in_process=not no_relay and workers == 1)
     except RuleErrors as exc:
@@ -153,7 +156,8 @@ def worker_app() -> Starlette:
     """One process of ``bridge serve --workers N``: the SCIM server without the relay."""
     settings = load_settings()
     configure_logging(settings)
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     book = rule_book(settings, catalog)
+    app = build_app(settings, book, relay_in_process=False)  # gives the book its reload guard
     book.watch(settings.rules_reload_seconds, threading.Event())
-    return build_app(settings, book, relay_in_process=False)
+    return app

@@ -5,6 +5,14 @@ from __future__ import annotations
 import click
 
 from bridge.config import Settings
+from bridge.schemas import Catalog
+from bridge.schemas import SchemaError
+from bridge.schemas import load_catalog
+
+MISSING_SCHEMAS_FIX = (
+    ": set BRIDGE_SCHEMAS to the directory of the SCIM schemas (schemas/*.json), "
+    "or run where ./schemas is"
+)
 
 
 def load_settings() -> Settings:
@@ -13,3 +21,14 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def load_schemas(settings: Settings) -> Catalog:
+    """The SCIM schemas of ``BRIDGE_SCHEMAS``; a missing or broken directory is a one-line
+    error naming it (exit 1), not a traceback."""
+    try:
+        return load_catalog(settings.schemas_dir)
+    except SchemaError as exc:
+        missing = not settings.schemas_dir.is_dir()
+        fix = MISSING_SCHEMAS_FIX if missing else ""
+        raise click.ClickException(f"{exc}{fix}") from exc

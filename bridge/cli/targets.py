@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bridge.cli.database import database
 from bridge.cli.rules import check_rules
+from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.provision.preflight import run_preflight
 from bridge.provision.resources import now_utc
@@ -22,7 +23,6 @@ from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
-from bridge.schemas import load_catalog
 from bridge.store.engine import Database
 from bridge.targets.base import Target
 from bridge.targets.base import TargetConfigError
@@ -145,7 +145,7 @@ def check_command(name: str | None, rules_dir: Path | None, as_json: bool) -> No
     one is unreachable and none fails.
     """
     settings = load_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = load_schemas(settings)
     book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_rules(d, catalog))
     try:
         ruleset = book.load()

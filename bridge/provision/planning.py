@@ -1,7 +1,10 @@
 """Plans over the whole stored population: plan, apply (one transaction), approve, explain.
 
 Conditions are evaluated in SQL (the same translator as SCIM filters: one query per
-condition, never a Python scan of every row); mappings and diffs run in the pure engine.
+condition, never a Python scan of every row) and each capped pilot is drawn over the
+population (:mod:`bridge.provision.standing`); mappings and diffs run in the pure engine.
+``apply`` is where a capped pilot's newcomers are admitted (live writes never fill one), and
+``explain`` is the plan restricted to one person: the same standing, desired state and evidence.
 
 The three states are never confused (DESIGN §4): ``plan`` and ``explain`` diff *desired*
 against what the LMS *confirmed* (``links``; a dead letter is a change still to make, not a
@@ -13,6 +16,7 @@ them as before. Links and outbox rows are read per batch of people, so memory st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -20,23 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
-from functools import partial
 from typing import Any
-
-from scim2_models import ScimFilter
 
 from bridge.provision.evidence import Evidence
 from bridge.provision.evidence import evidence
 from bridge.provision.evidence import waiting_targets
-from bridge.provision.projection import admission
 from bridge.provision.projection import person_document
 from bridge.provision.projection import uses_groups
+from bridge.provision.standing import Standing
+from bridge.provision.standing import read_standing
 from bridge.rules.engine import Desired
 from bridge.rules.engine import Intent
 from bridge.rules.engine import IntentKind
 from bridge.rules.engine import desired_state
 from bridge.rules.engine import diff
-from bridge.rules.engine import sample_rank
 from bridge.rules.engine import state_key
 from bridge.rules.explain import Explanation
 from bridge.rules.explain import build_explanation
@@ -52,14 +53,14 @@ from bridge.rules.plan import kept_intents
 from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import select_rules
-from bridge.rules.verdicts import evaluate
-from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
 from bridge.store import outbox
 from bridge.store import projections
+from bridge.store import refusals
 from bridge.store import runs
 from bridge.store.engine import Database
 from bridge.store.projections import Projection
+from bridge.store.resources import Record
 from bridge.store.resources import ResourceStore
 
 HR_ROLE_CODES = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
@@ -74,6 +75,8 @@ class Computed:
     """A plan plus what applying it writes: the new projections."""
 
     plan: Plan
+    standing: Standing | None = None
+    """The conditions' matches, the projections and the pilot draws the plan was made from."""
     projections: list[tuple[Projection, bool]] = field(default_factory=list)
     tracked: list[Tracked] = field(default_factory=list)
     """The intents apply enqueues (still to make) or requeues in place (failed)."""
@@ -112,15 +115,6 @@ def _role_codes(doc: dict[str, Any]) -> list[str]:
     return [str(c) for c in codes] if isinstance(codes, list) else []
 
 
-def _conditions(ruleset: RuleSet) -> set[str]:
-    texts: set[str] = set()
-    for rule_file in ruleset.files:
-        if rule_file.scope.filter:
-            texts.add(rule_file.scope.filter)
-        texts.update(a.when for a in rule_file.assignments)
-    return texts
-
-
 class Planner:
     """Plans over every stored person, for every rule file."""
 
@@ -154,20 +148,14 @@ class Planner:
             raise PlanError(str(exc)) from exc
         now = self.clock()
         with self.db.read() as conn:
-            matches = {
-                text: self.store.ids_matching(conn, "User", ScimFilter(text).ast)
-                for text in _conditions(ruleset)
-            }
-            projected = {f.name: projections.of_rule_file(conn, f.name) for f in ruleset.files}
-            admitted = {
-                f.name: self._admitted(conn, f, matches, projected[f.name], now)
-                for f in ruleset.files
-            }
+            standing = read_standing(conn, self.store, ruleset, now.date())
+            projected = standing.projected
             follow_groups = uses_groups(ruleset)
             targets = {f.target for f in ruleset.files}
             waiting = waiting_targets(conn)
+            unresolved = refusals.unresolved(conn)
             outcomes: list[PersonOutcome] = []
-            computed = Computed(plan=None)  # type: ignore[arg-type]
+            computed = Computed(plan=None, standing=standing)  # type: ignore[arg-type]
             population = 0
             seen: set[str] = set()
             for batch in self.store.scan(conn, "User"):
@@ -182,11 +170,12 @@ class Planner:
                         relevant := [
                             f
                             for f in ruleset.files
-                            if record.id in admitted[f.name] or record.id in projected[f.name]
+                            if standing.admitted(f, record.id) or record.id in projected[f.name]
                         ]
                     )
                 ]
                 known = evidence(conn, targets, [record.id for record, _ in planned], waiting)
+                self._unseated(outcomes, standing, ruleset, batch, groups)
                 for record, relevant in planned:
                     doc = person_document(
                         record,
@@ -195,26 +184,10 @@ class Planner:
                             for g in groups.get(record.id, [])
                         ],
                     )
-                    verdicts = {text: record.id in found for text, found in matches.items()}
+                    verdicts = standing.verdicts(record.id)
                     for rule_file in relevant:
-                        previous = projected[rule_file.name].get(record.id)
-                        desired = desired_state(
-                            record.id,
-                            doc,
-                            rule_file,
-                            verdicts,
-                            admitted=record.id in admitted[rule_file.name],
-                        )
-                        self._settle(
-                            computed,
-                            outcomes,
-                            rule_file,
-                            record.id,
-                            record.name,
-                            doc,
-                            desired,
-                            previous,
-                            known,
+                        self._entry(
+                            computed, outcomes, standing, rule_file, record, doc, verdicts, known
                         )
             gone = sorted({pid for found in projected.values() for pid in found if pid not in seen})
             for start in range(0, len(gone), 2000):  # people deleted since they were projected
@@ -247,42 +220,80 @@ class Planner:
             generated_at=now.isoformat(),
             only=only,
             rules_version=ruleset.version,
+            refusals=unresolved,
         )
         computed.tracked = list(computed.plan.tracked)
         return computed
 
-    def _admitted(
+    def _unseated(
         self,
-        conn: Any,
+        outcomes: list[PersonOutcome],
+        standing: Standing,
+        ruleset: RuleSet,
+        batch: list[Record],
+        groups: dict[str, Any],
+    ) -> None:
+        """Eligible people the draw did not seat still need their missing values fixed: each
+        missing required value is an attention item, whether or not a seat was free."""
+        for rule_file in ruleset.files:
+            draw = standing.draws[rule_file.name]
+            for record in batch:
+                rank = draw.ranked.get(record.id)
+                if rank is None or record.id in draw.admitted:
+                    continue
+                doc = person_document(
+                    record,
+                    [
+                        {"value": g.value, "display": g.display, "type": "direct"}
+                        for g in groups.get(record.id, [])
+                    ],
+                )
+                desired = desired_state(
+                    record.id, doc, rule_file, standing.verdicts(record.id), admitted=True
+                )
+                missing = [p for p in desired.problems if p.reason.startswith("missing required")]
+                if not missing:
+                    continue
+                seat = f"eligible, not drawn (rank {rank} of {draw.candidates})"
+                outcomes.append(
+                    PersonOutcome(
+                        person_id=record.id,
+                        label=record.name,
+                        rule_file=rule_file.name,
+                        target=rule_file.target,
+                        in_scope=False,
+                        intents=[],
+                        problems=[
+                            dataclasses.replace(p, reason=f"{p.reason} — {seat}") for p in missing
+                        ],
+                    )
+                )
+
+    def _entry(
+        self,
+        computed: Computed,
+        outcomes: list[PersonOutcome],
+        standing: Standing,
         rule_file: RuleFile,
-        matches: dict[str, set[str]],
-        projected: dict[str, Projection],
-        now: datetime,
-    ) -> set[str]:
-        """Who a rule file's scope (and pilot) takes: stable, capped, by hash rank."""
-        in_filter = matches[rule_file.scope.filter] if rule_file.scope.filter else None
-        keys = self.store.keys(conn, "User")
-        pilot = rule_file.scope.pilot
-        if pilot is None:
-            return {pid for pid, _ in keys if in_filter is None or pid in in_filter}
-        staying = {
-            pid
-            for pid, p in projected.items()
-            if p.in_scope and (in_filter is None or pid in in_filter)
-        }
-        candidates = []
-        for pid, external_id in keys:
-            if pid in staying or (in_filter is not None and pid not in in_filter):
-                continue
-            ok, _ = admission(
-                rule_file, None, key=external_id or pid, today=now.date(), admitted_count=lambda: 0
-            )
-            if ok:
-                candidates.append((sample_rank(pilot, external_id or pid), pid))
-        room = (
-            len(candidates) if pilot.max_people is None else max(pilot.max_people - len(staying), 0)
+        record: Record,
+        doc: dict[str, Any],
+        verdicts: dict[str, bool],
+        known: Evidence,
+    ) -> tuple[Desired, PersonOutcome]:
+        """One stored person under one rule file: desired (the scope after the draw) and the
+        plan's entry — for ``plan`` and ``explain`` alike."""
+        desired = desired_state(
+            record.id,
+            doc,
+            rule_file,
+            verdicts,
+            admitted=standing.admitted(rule_file, record.id),
         )
-        return staying | {pid for _, pid in sorted(candidates)[:room]}
+        previous = standing.projected[rule_file.name].get(record.id)
+        outcome = self._settle(
+            computed, outcomes, rule_file, record.id, record.name, doc, desired, previous, known
+        )
+        return desired, outcome
 
     def _settle(
         self,
@@ -295,7 +306,8 @@ class Planner:
         desired: Any,
         previous: Projection | None,
         known: Evidence,
-    ) -> None:
+    ) -> PersonOutcome:
+        """The plan's entry for one person under one rule file (``explain`` reads the same)."""
         ledger, confirmed = known
         before = previous.state if previous else None
         lms = confirmed[rule_file.target].get(person_id)
@@ -335,6 +347,7 @@ class Planner:
                     previous is not None,
                 )
             )
+        return outcome
 
     def plan_document(self, *, only: set[str] | None = None) -> dict[str, Any]:
         computed = self.compute(only=only)
@@ -422,41 +435,43 @@ class Planner:
         return released
 
     def explain(self, key: str) -> Explanation:
-        """Why a person gets what they get: scope, mappings, each condition, the intents —
-        desired against what the LMS confirmed, each looked up as ``plan`` does."""
+        """Why a person gets what they get: the plan restricted to one person.
+
+        The same standing (the conditions' SQL matches, the projections, each pilot's draw
+        over the population), the same desired state and the same evidence as ``plan``, for
+        one person: scope, pilot, mappings, each condition and each intent with where it
+        stands, desired against what the LMS confirmed.
+        """
         ruleset = self._ruleset()
-        now = self.clock()
+        today = self.clock().date()
         with self.db.read() as conn:
             record = self.store.find_person(conn, key)
             if record is None:
                 raise PlanError(f"no person with id, externalId or userName {key!r}")
+            standing = read_standing(conn, self.store, ruleset, today)
             groups = [
                 {"value": g.value, "display": g.display, "type": "direct"}
                 for g in self.store.groups_of(conn, [record.id])[record.id]
             ]
             doc = person_document(record, groups)
-            model = person_model(self.catalog, doc)
             targets = {f.target for f in ruleset.files}
-            ledger, confirmed = evidence(conn, targets, [record.id])
-            per_file = {}
-            for rule_file in ruleset.files:
-                verdicts = evaluate(rule_file, model, self.catalog.user)
-                previous = projections.get(conn, rule_file.name, record.id)
-                ok, why = admission(
-                    rule_file,
-                    previous,
-                    key=str(record.external_id or record.id),
-                    today=now.date(),
-                    admitted_count=partial(projections.count_in_scope, conn, rule_file.name),
-                )
-                desired = desired_state(record.id, doc, rule_file, verdicts, admitted=ok)
-                before = confirmed_view(
-                    rule_file,
-                    previous.state if previous else None,
-                    confirmed[rule_file.target].get(record.id),
-                )
-                intents, _ = diff(record.id, desired, before, rule_file)
-                per_file[rule_file.name] = (verdicts, ok, why, desired, intents)
+            known = evidence(conn, targets, [record.id])
+        ledger, confirmed = known
+        verdicts = standing.verdicts(record.id)
+        scratch = Computed(plan=None, standing=standing)  # type: ignore[arg-type]
+        per_file = {}
+        for rule_file in ruleset.files:
+            desired, outcome = self._entry(
+                scratch, [], standing, rule_file, record, doc, verdicts, known
+            )
+            seat = standing.admission(rule_file, record.id, record.external_id or record.id)
+            per_file[rule_file.name] = (
+                verdicts,
+                seat.admitted,
+                seat.reason,
+                desired,
+                outcome.intents,
+            )
         return build_explanation(
             record.id,
             record.name,

@@ -4,22 +4,23 @@ For each person and rule file: evaluate the conditions on the person (ScimFilter
 the server's in-memory filters), compute the desired LMS state, diff it against the last
 projection, store the new projection and enqueue the intents in the outbox — all in the
 transaction of the SCIM write, so a crash loses neither the change nor the LMS calls.
+Whether a pilot takes the person is :func:`bridge.rules.pilot.admission` with no draw: people
+already admitted project as usual, a capped pilot's newcomers wait for ``bridge apply``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterable
-from datetime import date
 from datetime import datetime
 from typing import Any
 
 from bridge.rules.engine import Desired
 from bridge.rules.engine import desired_state
 from bridge.rules.engine import diff
-from bridge.rules.engine import in_sample
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.pilot import admission
 from bridge.rules.verdicts import evaluate
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
@@ -39,33 +40,6 @@ def person_document(record: Record, groups: list[dict[str, Any]]) -> dict[str, A
     if groups:
         doc["groups"] = groups
     return doc
-
-
-def admission(
-    rule_file: RuleFile,
-    projection: Projection | None,
-    *,
-    key: str,
-    today: date,
-    admitted_count: Callable[[], int],
-) -> tuple[bool, str]:
-    """Whether a capped, sampled pilot takes this person, and why.
-
-    Admission is stable: someone already projected in scope stays. After the pilot's end
-    date nobody new is admitted (widen the scope in the rule file to roll out).
-    """
-    pilot = rule_file.scope.pilot
-    if pilot is None:
-        return True, "no pilot"
-    if projection is not None and projection.in_scope:
-        return True, "already in the pilot"
-    if pilot.ends is not None and today > pilot.ends:
-        return False, f"the pilot ended on {pilot.ends.isoformat()}"
-    if not in_sample(pilot, key):
-        return False, f"outside the {pilot.sample_percent:g}% sample"
-    if pilot.max_people is not None and admitted_count() >= pilot.max_people:
-        return False, f"the pilot is full ({pilot.max_people} people)"
-    return True, "admitted to the pilot"
 
 
 def uses_groups(ruleset: RuleSet) -> bool:
@@ -153,13 +127,17 @@ class Projector:
             desired = Desired(in_scope=False)  # deleted: suspended in the LMS, never hard-deleted
         else:
             verdicts = evaluate(rule_file, model, self.catalog.user)
-            admitted, _ = admission(
-                rule_file,
-                projection,
-                key=str(doc.get("externalId") or person_id),
+            scope = rule_file.scope
+            # A live write never fills a capped pilot: a newcomer waits for the draw (the
+            # next `bridge apply`, bridge.rules.pilot), so arrival order picks nobody.
+            admitted = admission(
+                scope.pilot,
+                person_id,
+                str(doc.get("externalId") or person_id),
+                admitted=projection is not None and projection.in_scope,
+                in_filter=scope.filter is None or verdicts.get(scope.filter, False),
                 today=now.date(),
-                admitted_count=lambda: projections.count_in_scope(conn, rule_file.name),
-            )
+            ).admitted
             desired = desired_state(person_id, doc, rule_file, verdicts, admitted=admitted)
         intents, state = diff(
             person_id, desired, projection.state if projection else None, rule_file

@@ -1,11 +1,16 @@
 """The Provisioner: the SCIM surface's use cases — each write one transaction that applies the
 change, journals it and projects the rules onto the people it touched (DESIGN §2). Its reads
 are ``Reader``'s; documents, PATCH, members and preconditions have modules of their own.
+
+A write refused because another record holds its externalId or userName (409 ``uniqueness``)
+is kept (``bridge.store.refusals``) once the refused transaction has rolled back, so that the
+duplicate is reported (``bridge plan``, ``bridge quality``) instead of forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -34,11 +39,14 @@ from bridge.provision.reader import Reader
 from bridge.rules.model import RuleSet
 from bridge.schemas import Catalog
 from bridge.store import journal
+from bridge.store import refusals
 from bridge.store.engine import Database
 from bridge.store.resources import Member
 from bridge.store.resources import Record
 from bridge.store.resources import ResourceStore
 from bridge.store.resources import UniquenessError
+
+log = logging.getLogger("bridge.provision")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,14 @@ class Outcome:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+class DuplicateRefused(UniquenessException):
+    """409 ``uniqueness`` (RFC 7644 §3.3) with what was refused, kept after the rollback."""
+
+    def __init__(self, detail: str, refused: refusals.Refused) -> None:
+        super().__init__(detail=detail)
+        self.refused = refused
 
 
 class Provisioner(Reader):
@@ -114,6 +130,54 @@ class Provisioner(Reader):
 
     # -- writes ----------------------------------------------------------------------------
 
+    def _refusal(
+        self,
+        cause: Cause,
+        op: str,
+        record: Record,
+        exc: UniquenessError,
+        resource_id: str | None = None,
+    ) -> UniquenessException:
+        """The 409 for a write whose identifier another record holds (what to keep of it)."""
+        detail = f"{exc.attribute} is already taken"
+        value = record.external_id if exc.attribute == "externalId" else record.name
+        if exc.attribute not in refusals.ATTRIBUTES or not value:
+            return UniquenessException(detail=detail)
+        return DuplicateRefused(
+            detail,
+            refusals.Refused(
+                resource_type=record.type,
+                attribute=exc.attribute,
+                value=value,
+                user_name=record.name,
+                external_id=record.external_id,
+                resource_id=resource_id,
+                op=op,
+                actor=cause.actor,
+                request_id=cause.request_id,
+                at=self.clock(),
+            ),
+        )
+
+    def _keep(self, refused: DuplicateRefused, conn: Any = None) -> None:
+        """Keep a refusal after the refused write rolled back (it is never half-written): a
+        short write of its own, or a savepoint of the Bulk transaction the write ran in.
+        Failing to keep it leaves the 409 as it is (the client's answer), and is logged."""
+        try:
+            if conn is not None:
+                with conn.begin_nested():
+                    refusals.record(conn, refused.refused)
+            else:
+                self.db.run(lambda tx: refusals.record(tx, refused.refused))
+        except Exception:
+            log.exception(
+                "could not keep the refusal of %s %s %s",
+                refused.refused.resource_type,
+                refused.refused.attribute,
+                refused.refused.value,
+                extra={"request_id": refused.refused.request_id},
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """One write transaction; Bulk runs several operations in it, one savepoint each."""
@@ -143,7 +207,12 @@ class Provisioner(Reader):
         database's writer (one thread handoff, not two: see ``Database.run_async``)."""
         if resource_type != "User":  # a group may carry thousands of members: off the loop
             return await asyncio.to_thread(self.create, cause, resource_type, payload, tolerances)
-        return await self.db.run_async(self._creation(cause, resource_type, payload, tolerances))
+        work = self._creation(cause, resource_type, payload, tolerances)
+        try:
+            return await self.db.run_async(work)
+        except DuplicateRefused as exc:
+            await asyncio.to_thread(self._keep, exc)
+            raise
 
     def _creation(
         self,
@@ -183,7 +252,7 @@ class Provisioner(Reader):
             try:
                 self.store.insert(tx, record)
             except UniquenessError as exc:
-                raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+                raise self._refusal(cause, "create", record, exc) from exc
             added = membership.add_members(self.store, tx, record.id, members) if members else []
             entry = journal.Entry(
                 at=now,
@@ -204,11 +273,20 @@ class Provisioner(Reader):
         return work
 
     def _write(self, conn: Any, work: Callable[[Any], Outcome]) -> Outcome:
-        """Run a write in its own (group-committed) transaction, or in a savepoint of ``conn``."""
+        """Run a write in its own (group-committed) transaction, or in a savepoint of ``conn``;
+        a refused duplicate is kept once the write has rolled back."""
         if conn is not None:
-            with conn.begin_nested():
-                return work(conn)
-        return self.db.run(work)
+            try:
+                with conn.begin_nested():
+                    return work(conn)
+            except DuplicateRefused as exc:
+                self._keep(exc, conn)
+                raise
+        try:
+            return self.db.run(work)
+        except DuplicateRefused as exc:
+            self._keep(exc)
+            raise
 
     def _locked(
         self, conn: Any, resource_type: str, resource_id: str, if_match: str | None
@@ -257,7 +335,7 @@ class Provisioner(Reader):
             try:
                 self.store.replace(tx, record)
             except UniquenessError as exc:
-                raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+                raise self._refusal(cause, "replace", record, exc, record.id) from exc
             seq = journal.append(
                 tx,
                 journal.Entry(
@@ -317,7 +395,7 @@ class Provisioner(Reader):
                 try:
                     self.store.replace(tx, record)
                 except UniquenessError as exc:
-                    raise UniquenessException(detail=f"{exc.attribute} is already taken") from exc
+                    raise self._refusal(cause, "patch", record, exc, record.id) from exc
             else:
                 record.version = self.store.touch(tx, record.id, now)
                 record.last_modified = now

@@ -1,6 +1,12 @@
 """The rule set a running bridge uses, reloaded atomically: a set that fails its checks is
 never half-applied — the last good one stays, and the refusal is logged with every problem.
-Warnings a check returns (``RuleError.is_warning``) are logged and do not refuse a set."""
+Warnings a check returns (``RuleError.is_warning``) are logged and do not refuse a set.
+
+A set that checks clean still passes a *gate* before it is taken (the reload guard of
+``bridge.provision.reload_guard``: removals over the safety threshold). A set the gate refuses
+is quarantined: the last good one stays, and the gate is asked again at every poll while the
+files stay as they are (an approval is noticed), the refusal logged once.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ from bridge.rules.model import RuleSet
 log = logging.getLogger("bridge.rules")
 
 Check = Callable[[Path], tuple[RuleSet | None, list[RuleError]]]
+Gate = Callable[[RuleSet | None, RuleSet], str | None]
+"""(the rules in force, a new set that checks clean) → None to take it, or why it is refused."""
 
 
 def _split(errors: list[RuleError]) -> tuple[list[RuleError], list[RuleError]]:
@@ -41,14 +49,19 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class RuleBook:
-    """Holds the current RuleSet; ``reload`` swaps it only when the new one checks clean."""
+    """Holds the current RuleSet; ``reload`` swaps it only when the new one checks clean and
+    the gate (if any) takes it."""
 
-    def __init__(self, directory: Path, check: Check) -> None:
+    def __init__(self, directory: Path, check: Check, gate: Gate | None = None) -> None:
         self.directory = directory
         self.check = check
+        self.gate = gate
         self._current: RuleSet | None = None
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self.last_refusal: list[RuleError] = []
+        self.quarantined: RuleSet | None = None
+        """The set on disk the gate refused (None: none held back)."""
+        self.quarantine_reason: str | None = None
         self.listeners: list[Callable[[RuleSet], None]] = []  # told of each new rule set
         self._lock = threading.Lock()
 
@@ -66,29 +79,64 @@ class RuleBook:
         return ruleset
 
     def reload(self) -> bool:
-        """Re-read the rules if the files changed; True when a new set was taken."""
+        """Re-read the rules if the files changed (or ask the gate again about a quarantined
+        set whose files did not); True when a new set was taken."""
         with self._lock:
             seen = _fingerprint(self.directory)
             if seen == self._seen:
+                if self.quarantined is None:
+                    return False
+                ruleset = self.quarantined
+            else:
+                self._seen, self.quarantined, self.quarantine_reason = seen, None, None
+                candidate, found = self.check(self.directory)
+                errors, warnings = _split(found)
+                if errors or candidate is None:
+                    self.last_refusal = errors
+                    log.error(
+                        "refused the new rules; keeping version %s:\n%s",
+                        self._version(),
+                        "\n".join(str(e) for e in errors),
+                    )
+                    return False
+                _warn(candidate, warnings)
+                ruleset = candidate
+            if not self._passes_gate(ruleset):
                 return False
-            self._seen = seen
-            ruleset, found = self.check(self.directory)
-            errors, warnings = _split(found)
-            if errors or ruleset is None:
-                self.last_refusal = errors
-                log.error(
-                    "refused the new rules; keeping version %s:\n%s",
-                    self._current.version if self._current else "none",
-                    "\n".join(str(e) for e in errors),
-                )
-                return False
-            _warn(ruleset, warnings)
-            previous = self._current.version if self._current else "none"
+            previous = self._version()
             self._current, self.last_refusal = ruleset, []
+            self.quarantined, self.quarantine_reason = None, None
             log.info("rules reloaded: version %s (was %s)", ruleset.version, previous)
         for listener in self.listeners:
             listener(ruleset)
         return True
+
+    def _version(self) -> str:
+        return self._current.version if self._current else "none"
+
+    def _passes_gate(self, ruleset: RuleSet) -> bool:
+        """Whether the gate takes the set; a refusal is logged once per set of files (and
+        again only if its reason changes, e.g. from a failed check to a verdict)."""
+        if self.gate is None:
+            return True
+        failure = None
+        try:
+            reason = self.gate(self._current, ruleset)
+        except Exception as exc:  # fail closed: the rules in force stay until the gate answers
+            failure = exc
+            reason = f"the reload guard failed ({type(exc).__name__}: {exc}); asking again"
+        if reason is None:
+            return True
+        if reason != self.quarantine_reason:
+            log.error(
+                "quarantined rules version %s; keeping version %s: %s",
+                ruleset.version,
+                self._version(),
+                reason,
+                exc_info=failure,
+            )
+        self.quarantined, self.quarantine_reason = ruleset, reason
+        return False
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
         """Poll the rules directory in a daemon thread until ``stop`` is set."""

@@ -1,8 +1,10 @@
 """The checker: one pass over a rule set, each file on its own, then the files of each target.
 
 Targets, aliases, scopes, mappings, safety limits, assignment references, duplicate ids,
-shadowed and conflicting assignments, values a Moodle site refuses (``bridge.rules.moodle_site``);
-each problem a Finding at the element at fault, an error or a warning (loads, but is shown).
+shadowed and conflicting assignments, values a Moodle site refuses (``bridge.rules.moodle_site``),
+mapping keys the target has no field for (``bridge.rules.target_fields``), role codes nobody
+declared or holds (``bridge.rules.role_conditions``); each problem a Finding at the element at
+fault, an error or a warning (loads, but is shown).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from bridge.rules.model import Target
 from bridge.rules.moodle_site import MoodleSite
 from bridge.rules.overlap import REF_KEY
 from bridge.rules.overlap import Overlaps
+from bridge.rules.role_conditions import RoleCodes
+from bridge.rules.role_conditions import compared_codes
+from bridge.rules.target_fields import target_fields
 from bridge.schemas import USER_SCHEMA
 
 # What each target kind can hold (shared/LMS.md): Moodle has enrolments and cohorts but no
@@ -56,12 +61,16 @@ class Checker:
     schema: UserSchema
     lms: LmsCatalogue | None
     check_targets: bool = True
+    held_role_codes: frozenset[str] | None = None  # by people stored; None: no database read
+    check_role_codes: bool = True  # the conditions' role codes against those that exist
     found: list[Finding] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # of the file at hand, for messages
     overlaps: Overlaps = field(init=False)
+    role_codes: RoleCodes = field(init=False)
 
     def __post_init__(self) -> None:
         self.overlaps = Overlaps(self.schema, self.add)
+        self.role_codes = RoleCodes(self.ruleset.role_codes, self.held_role_codes)
 
     def add(
         self,
@@ -144,6 +153,8 @@ class Checker:
                     keys=("filter",),
                     source_text=True,
                 )
+            if scope_ok:
+                self.codes(scope.filter, scope.mark, "the scope filter", ("filter",))
             reason = why_never(disjuncts(self.schema, scope.filter)) if scope_ok else None
             if reason:
                 self.add(
@@ -263,6 +274,16 @@ class Checker:
                 "problem to fix in the HR system or the IdP",
                 keys=("transforms",),
             )
+        fields = target_fields(target) if target is not None else None
+        unknown = fields.problem(mapping.attribute) if fields is not None else None
+        if unknown is not None:
+            self.add(
+                mapping.mark,
+                unknown.message,
+                text=mapping.attribute,
+                hint=unknown.hint,
+                severity=unknown.severity,
+            )
         if target is not None and target.kind == "moodle":
             MoodleSite(target, self.add).mapping(mapping)
 
@@ -334,6 +355,7 @@ class Checker:
             )
         if problems:
             return
+        self.codes(assignment.when, assignment.mark, where, ("when",))
         when = disjuncts(self.schema, assignment.when)
         message, reason = f"{where} can never match", why_never(when)
         hint = f"{reason}; did you mean `or`?"
@@ -351,6 +373,23 @@ class Checker:
                 keys=("when",),
                 source_text=True,
             )
+
+    def codes(self, condition: str, mark: Mark, where: str, keys: tuple[str, ...]) -> None:
+        """Each role code a condition compares ``roleCodes`` with, against the known codes."""
+        if not self.check_role_codes:
+            return
+        for code in compared_codes(condition):
+            problem = self.role_codes.problem(code, where)
+            if problem is not None:
+                self.add(
+                    mark,
+                    problem.message,
+                    text=condition,
+                    hint=problem.hint,
+                    keys=keys,
+                    source_text=True,
+                    severity=problem.severity,
+                )
 
     def reference(self, assignment: Assignment, target: Target | None) -> None:
         word = REF_KEY[assignment.kind]

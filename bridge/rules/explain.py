@@ -6,8 +6,9 @@ file:line, condition, verdict, and what the LMS confirmed), and the resulting in
 diff of desired against what the LMS *confirmed*, each with where it stands (still to make,
 failed, pending in the outbox, waiting on its target: the same :class:`Ledger` as ``bridge
 plan``, so the two always agree). The caller evaluates the conditions (the verdicts), admits
-or not (the pilot), reads the links and the outbox, and runs the engine; this module only
-lines the evidence up. Conditions are shown with the rule file's aliases put back
+or not (:func:`bridge.rules.pilot.admission`, with the plan's draw), reads the links and the
+outbox, and runs the engine — ``Planner.explain`` is the plan restricted to one person; this
+module only lines the evidence up. Conditions are shown with the rule file's aliases put back
 (``roleCodes eq "X"`` rather than the full URN path); the JSON carries both forms.
 
 JSON (``explanation_to_json``, format ``bridge-explain/1``): ``{"format", "person", "label",
@@ -205,6 +206,11 @@ def _explain_file(
 ) -> FileExplanation:
     aliases = rule_file.aliases
     scope_text = rule_file.scope.filter
+    if admitted and scope_text and verdicts.get(scope_text) is False:
+        raise ValueError(
+            f"{rule_file.name}: admitted by the pilot but outside the scope filter "
+            "(bridge.rules.pilot.admission never says so)"
+        )
     explained = FileExplanation(
         rule_file=rule_file.name,
         path=rule_file.path,
@@ -278,9 +284,10 @@ def build_explanation(
 ) -> Explanation:
     """Line up the evidence for one person, per rule file (in rule-set order).
 
-    ``per_file[rule_file_name]`` = (the verdicts of the file's conditions, whether the pilot
-    admitted the person, why or why not, the engine's Desired, the intents of ``diff``
-    against what the LMS confirmed). ``ledger``: the person's outbox rows and the targets'
+    ``per_file[rule_file_name]`` = (the verdicts of the file's conditions, whether the scope
+    admitted the person and why or why not — :func:`bridge.rules.pilot.admission`, so never
+    someone outside the scope filter (a ValueError) — the engine's Desired, the intents of
+    ``diff`` against what the LMS confirmed). ``ledger``: the person's outbox rows and the targets'
     health, where each intent is looked up (without it every intent is still to make);
     ``confirmed``: target → what its LMS confirmed for the person (None: no link), when the
     caller read the links. Rule files missing from ``per_file`` are left out; a name the

@@ -86,9 +86,7 @@ def _render_file(file: FileExplanation) -> list[str]:
             limits.append(f"{file.pilot['sample_percent']:g}% sample")
         if file.pilot.get("ends") is not None:
             limits.append(f"ends {file.pilot['ends']}")
-        state = "admitted" if file.admitted else "not admitted"
-        reason = f": {file.admission_reason}" if file.admission_reason else ""
-        out.append(f"  pilot    {_mark(file.admitted)} {state}{reason} ({', '.join(limits)})")
+        out.append(f"  pilot    {_mark(file.admitted)} {_admission(file)} ({', '.join(limits)})")
     if file.in_scope:
         active = "" if file.active else " (inactive: the account is suspended)"
         out.append(f"  → in scope{active}")
@@ -146,6 +144,16 @@ def _render_file(file: FileExplanation) -> list[str]:
         out.append("  problems")
         out.extend(f"    ! {problem.reason}" for problem in file.problems)
     return out
+
+
+def _admission(file: FileExplanation) -> str:
+    """``admitted to the pilot``, ``drawn: rank 3 of 9…``, ``not admitted: waiting for…``."""
+    reason = file.admission_reason
+    if not reason:
+        return "admitted" if file.admitted else "not admitted"
+    if file.admitted or reason.startswith("not "):
+        return reason
+    return f"not admitted: {reason}"
 
 
 def _lms_lines(file: FileExplanation) -> list[str]:

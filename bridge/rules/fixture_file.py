@@ -49,9 +49,14 @@ Decisions:
 - ``user`` top-level keys that name an alias of the rule file (``roleCodes``,
   ``department``; case-insensitive) are expanded to the attribute they stand for, as in
   conditions. Next to a merge key, an alias or an extension block (URN key) sets only the
-  attributes it names (the base's other extension attributes stay); other keys replace. Giving an attribute both ways is an error. Attributes the
-  schemas do not declare are ignored by conditions (tolerant policy) but visible to
-  mappings, as in production.
+  attributes it names (the base's other extension attributes stay); other keys replace.
+  Giving an attribute both ways is an error. So is a key that is neither an attribute of the
+  schemas (a sub-attribute, in a complex value; an extension's attribute, in its block), nor
+  an extension's URN, nor an alias (``bridge.rules.user_keys``): no condition or mapping
+  would read it, and the test would pass without testing what it says.
+- ``lms.account`` keys are the LMS attributes the rule file maps; one that misspells a
+  mapping attribute (``firstName`` for ``firstname``) is an error. Other keys are kept: an
+  attribute a mapping no longer sends (the engine clears it).
 - ``groups`` are appended to the user's ``groups`` as ``{value, display, type: direct}``,
   as ``bridge.provision.projection.person_document`` does; a bare displayName is also used
   as the value.
@@ -86,6 +91,7 @@ from scim2_models import Path as ScimPath
 from scim2_models import SCIMException
 from scim2_models.path import AttrPath
 
+from bridge.rules.attributes import UserSchema
 from bridge.rules.engine import Intent
 from bridge.rules.engine import IntentKind
 from bridge.rules.engine import state_key
@@ -96,6 +102,8 @@ from bridge.rules.model import Mark
 from bridge.rules.model import RuleError
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.user_keys import UserKeys
+from bridge.rules.user_keys import near_miss
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
 from bridge.schemas import scim_exception
@@ -402,24 +410,28 @@ def _key(holder: dict[str, Any], name: str) -> str:
     return next((key for key in holder if key.lower() == name.lower()), name)
 
 
-def _user(node: Node, rule_file: RuleFile, errors: list[RuleError]) -> dict[str, Any] | None:
+def _user(
+    node: Node, rule_file: RuleFile, keys: UserKeys, errors: list[RuleError]
+) -> dict[str, Any] | None:
     """The person's SCIM JSON, with the rule file's aliases expanded in its top-level keys.
 
     Merge keys (``<<: *base``) are shallow, as in YAML, except for extensions: an extension
     block (URN key) or an alias written next to them sets only the attributes it names
-    (``roleCodes: [X]`` keeps the base's other HR attributes).
+    (``roleCodes: [X]`` keeps the base's other HR attributes). Every key written is checked
+    (``keys``): an attribute of the schemas, an extension's URN or an alias.
     """
     if not isinstance(node.value, dict):
         errors.append(
             RuleError(node.mark, "given.user must be a mapping (SCIM JSON)", text=node.text)
         )
         return None
+    keys.check(node, rule_file.aliases, errors)
     doc: dict[str, Any] = {}
     merge = node.value.get(MERGE_KEY)
     if merge is not None:
         sources = merge.value if isinstance(merge.value, list) else [merge]
         for source in reversed(sources):  # the first source wins, as in YAML
-            base = _user(source, rule_file, errors)
+            base = _user(source, rule_file, keys, errors)
             if base is not None:
                 for key, value in base.items():
                     doc[_key(doc, key)] = value
@@ -497,6 +509,24 @@ def _groups(node: Node | None, errors: list[RuleError]) -> list[dict[str, Any]]:
     return out
 
 
+def _account_keys(node: Node, rule_file: RuleFile, errors: list[RuleError]) -> None:
+    """A key of ``given.lms.account`` that misspells an attribute the rule file maps."""
+    mapped = [mapping.attribute for mapping in rule_file.mapping]
+    for key, child in _fields(node, []).items():
+        meant = near_miss(key, mapped)
+        if meant is not None:
+            errors.append(
+                RuleError(
+                    child.mark,
+                    f"given.lms.account has {key!r}, which the rule file does not map: "
+                    f"did you mean {meant!r}?",
+                    text=key,
+                    hint=f"the account holds the LMS attributes of the mapping: "
+                    f"{', '.join(mapped)}",
+                )
+            )
+
+
 def _projection(
     node: Node | None, rule_file: RuleFile, errors: list[RuleError]
 ) -> dict[str, Any] | None:
@@ -511,6 +541,7 @@ def _projection(
         if not isinstance(account, dict):
             errors.append(RuleError(fields["account"].mark, "given.lms.account must be a mapping"))
             account = {}
+        _account_keys(fields["account"], rule_file, errors)
     assignments: dict[str, Any] = {}
     raw_node = fields.get("assignments")
     if raw_node is not None and raw_node.value is not None:
@@ -564,6 +595,7 @@ def _fixture(
     rule_file: RuleFile,
     catalog: Catalog,
     names: set[str],
+    keys: UserKeys,
     errors: list[RuleError],
 ) -> Fixture | None:
     where = f"test #{index + 1}"
@@ -597,7 +629,7 @@ def _fixture(
     if user_node is None:
         errors.append(RuleError(given_node.mark, "given needs `user:` (the person's SCIM JSON)"))
         return None
-    user = _user(user_node, rule_file, errors)
+    user = _user(user_node, rule_file, keys, errors)
     groups = _groups(given.get("groups"), errors)
     projected = _projection(given.get("lms"), rule_file, errors)
     admitted = _bool(given.get("admitted"), "given.admitted", True, errors)
@@ -673,8 +705,10 @@ def parse_fixture_file(
             )
         return []
     names: set[str] = set()
+    keys = UserKeys(UserSchema(catalog))
     found = [
-        _fixture(item, index, rule_file, catalog, names, errors) for index, item in enumerate(items)
+        _fixture(item, index, rule_file, catalog, names, keys, errors)
+        for index, item in enumerate(items)
     ]
     return [fixture for fixture in found if fixture is not None]
 

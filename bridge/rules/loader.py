@@ -34,8 +34,14 @@ from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
 from bridge.rules.model import Safety
 from bridge.rules.model import Scope
+from bridge.rules.model import Severity
 from bridge.rules.model import Target
 from bridge.rules.model import Transform
+from bridge.rules.role_catalogue import ROLE_CODES_FILE
+from bridge.rules.role_catalogue import ROLE_CODES_KEY
+from bridge.rules.role_catalogue import DeclaredCode
+from bridge.rules.role_catalogue import catalogue
+from bridge.rules.role_catalogue import declared_in
 from bridge.rules.transforms import TRANSFORMS
 
 TARGETS_FILE = "targets.yaml"
@@ -484,6 +490,7 @@ _FILE_KEYS = (
     "paths",
     "safety",
     "schedule",
+    ROLE_CODES_KEY,  # read by bridge.rules.role_catalogue: the rule set's catalogue
 )
 
 
@@ -627,9 +634,21 @@ def parse_targets(root: Node, display: str, errors: list[RuleError]) -> dict[str
 
 
 def load_ruleset(directory: Path, *, relative_to: Path | None = None) -> RuleSet:
-    """Every ``*.yaml`` rule file of ``directory`` plus ``targets.yaml``; RuleErrors if any problem.
+    """Every ``*.yaml`` rule file of ``directory`` plus ``targets.yaml`` and ``role-codes.yaml``;
+    RuleErrors if any problem (warnings alone do not stop it: ``read_ruleset`` returns them).
 
     Test fixtures (``*.test.yaml``) are not rule files.
+    """
+    return read_ruleset(directory, relative_to=relative_to)[0]
+
+
+def read_ruleset(
+    directory: Path, *, relative_to: Path | None = None
+) -> tuple[RuleSet, list[RuleError]]:
+    """``load_ruleset``, with the warnings the loader found (a role code declared twice).
+
+    RuleErrors, warnings included, when there is an error. ``role-codes.yaml`` is not a rule
+    file; like every rule file, it counts in the version hash.
     """
     errors: list[RuleError] = []
     digest = hashlib.sha256()
@@ -645,6 +664,7 @@ def load_ruleset(directory: Path, *, relative_to: Path | None = None) -> RuleSet
         raise RuleErrors([RuleError(Mark(str(directory)), "no such rules directory")])
     targets: dict[str, Target] = {}
     files = []
+    declared: list[DeclaredCode] = []
     for path in sorted(directory.glob("*.yaml")):
         if path.name.endswith(".test.yaml"):
             continue
@@ -659,9 +679,14 @@ def load_ruleset(directory: Path, *, relative_to: Path | None = None) -> RuleSet
         if path.name == TARGETS_FILE:
             targets = parse_targets(root, display(path), errors)
             continue
+        declared += declared_in(path.name, root, errors)
+        if path.name == ROLE_CODES_FILE:
+            continue
         parsed = parse_rule_file(root, display(path), errors)
         if parsed is not None:
             files.append(parsed)
-    if errors:
-        raise RuleErrors(sorted(errors, key=lambda e: e.mark))
-    return RuleSet(tuple(files), targets, digest.hexdigest()[:12])
+    role_codes = catalogue(declared, errors)
+    errors.sort(key=lambda e: e.mark)
+    if any(error.severity == Severity.error for error in errors):
+        raise RuleErrors(errors)
+    return RuleSet(tuple(files), targets, digest.hexdigest()[:12], role_codes), errors

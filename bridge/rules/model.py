@@ -208,6 +208,10 @@ class RuleSet:
     files: tuple[RuleFile, ...]
     targets: dict[str, Target]
     version: str
+    role_codes: frozenset[str] = frozenset()
+    """The declared role-code catalogue (``role_codes:`` in rule files, ``role-codes.yaml``):
+    every code HR may send, including those that drive nothing (``EMPLOYEE``); empty when
+    none is declared (then the codes the conditions name are the known ones)."""
 
     def file(self, name: str) -> RuleFile | None:
         return next((f for f in self.files if f.name == name), None)

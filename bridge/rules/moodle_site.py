@@ -1,7 +1,8 @@
 """What a stock Moodle site accepts from a rule set (shared/LMS.md, observed on Moodle 4.3).
 
 Usernames: lowercase ASCII letters, digits and ``_ - . @`` unless the site turns on
-``extendedusernamechars``; ``auth``: a plugin the site has (a stock site has no ``saml2``).
+``extendedusernamechars``; ``auth``: a plugin the site has (a stock site has no ``saml2``);
+``custom_profile_fields``: short names a profile field can have (letters, digits and ``_``).
 Each is checked here, from the rules alone, so that a value Moodle would refuse for everyone
 shows at the mapping's file:line:col; ``bridge targets check`` asks the site itself
 (``bridge.targets.moodle_preflight``, which knows the same auth lists).
@@ -10,6 +11,7 @@ shows at the mapping's file:line:col; ``bridge targets check`` asks the site its
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from bridge.rules.model import FieldMapping
 from bridge.rules.model import Severity
 from bridge.rules.model import Target
 from bridge.rules.model import Transform
+from bridge.rules.target_fields import CUSTOM_PROFILE_FIELDS
 from bridge.rules.transforms import TransformError
 from bridge.rules.transforms import apply
 from bridge.schemas import USER_SCHEMA
@@ -50,6 +53,7 @@ _ASCII_SOURCES = frozenset(
     )
 )
 _FOLD_EXAMPLE = "józef.nowak@example.com → jozef.nowak@example.com"
+_SHORTNAME = re.compile(r"[A-Za-z0-9_]+")  # a profile field's short name (profile_define_base)
 
 
 def constant(mapping: FieldMapping) -> Any:
@@ -135,6 +139,34 @@ class MoodleSite:
         auth = self.target.options.get("auth")
         if isinstance(auth, str):
             self.auth(auth, f"option 'auth' of target {self.target.name!r}", ("options", "auth"))
+        self.custom_profile_fields()
+
+    def custom_profile_fields(self) -> None:
+        """The option listing the site's custom profile fields: a list of short names."""
+        fields = self.target.options.get(CUSTOM_PROFILE_FIELDS)
+        where = f"option {CUSTOM_PROFILE_FIELDS!r} of target {self.target.name!r}"
+        keys = ("options", CUSTOM_PROFILE_FIELDS)
+        if fields is None:
+            return
+        if not isinstance(fields, list):
+            self.add(
+                self.target.mark,
+                f"{where} must be a list of profile field short names",
+                text=f"{CUSTOM_PROFILE_FIELDS}: {fields}",
+                hint=f"e.g. `{CUSTOM_PROFILE_FIELDS}: [title, roles]`: the short names under "
+                "Site administration → Users → Accounts → User profile fields",
+                keys=keys,
+            )
+            return
+        for field in fields:
+            if not isinstance(field, str) or not _SHORTNAME.fullmatch(field):
+                self.add(
+                    self.target.mark,
+                    f"{where} lists {field!r}, which cannot be a profile field short name",
+                    text=str(field),
+                    hint="Moodle short names are letters, digits and _ only",
+                    keys=keys,
+                )
 
     def mapping(self, mapping: FieldMapping) -> None:
         if mapping.attribute == "username":

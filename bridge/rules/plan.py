@@ -2,8 +2,9 @@
 
 The caller (``bridge plan``, a nightly reconcile) runs the engine for every stored person and
 rule file and hands one :class:`PersonOutcome` per (person, rule file) to :func:`build_plan`,
-which counts, finds duplicate LMS identifiers and unknown role codes, and applies each rule
-file's safety thresholds. The caller diffs desired against what the LMS *confirmed* and hands
+which counts, finds duplicate LMS identifiers and unknown role codes (one item per code), lists
+the unresolved duplicate-identifier refusals it is handed (:class:`Refusal`), and applies each
+rule file's safety thresholds. The caller diffs desired against what the LMS *confirmed* and hands
 each intent in with where it stands (``PersonOutcome.tracked``, from a
 :class:`~bridge.rules.plan_model.Ledger`): the plan's changes — what it counts, what makes it
 exit 2, what ``bridge apply`` enqueues — are the intents still to make and the failed ones;
@@ -23,6 +24,7 @@ import difflib
 from bisect import insort
 from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -50,6 +52,7 @@ from bridge.rules.plan_model import Ledger
 from bridge.rules.plan_model import PersonOutcome
 from bridge.rules.plan_model import Plan
 from bridge.rules.plan_model import QueuedRow
+from bridge.rules.plan_model import Refusal
 from bridge.rules.plan_model import RuleCount
 from bridge.rules.plan_model import SafetyVerdict
 from bridge.rules.plan_model import Tracked
@@ -59,8 +62,10 @@ from bridge.rules.plan_render import ATTENTION_LINES
 from bridge.rules.plan_render import render_text
 from bridge.rules.plan_render import summary_line
 from bridge.rules.rolecodes import ROLE_CODES_ATTRIBUTE
-from bridge.rules.rolecodes import _RoleCodeChecker
+from bridge.rules.rolecodes import RoleCodeTally
+from bridge.rules.rolecodes import UnknownRoleCode
 from bridge.rules.rolecodes import known_role_codes
+from bridge.rules.rolecodes import unknown_role_codes
 
 __all__ = [
     "ACTIONS",
@@ -79,11 +84,13 @@ __all__ = [
     "Plan",
     "QueuedRow",
     "ROLE_CODES_ATTRIBUTE",
+    "Refusal",
     "RuleCount",
     "STATES",
     "SafetyVerdict",
     "TO_MAKE",
     "Tracked",
+    "UnknownRoleCode",
     "WAITING",
     "action_of",
     "build_plan",
@@ -95,6 +102,7 @@ __all__ = [
     "render_text",
     "select_rules",
     "summary_line",
+    "unknown_role_codes",
 ]
 
 
@@ -104,7 +112,13 @@ _FOLDED_ATTRIBUTES = frozenset({"username", "email"})
 
 
 _KIND_ORDER = {kind: index for index, kind in enumerate(IntentKind)}
-_ATTENTION_ORDER = {"problem": 0, "blocked": 1, "duplicate": 2, "unknown-role-code": 3}
+_ATTENTION_ORDER = {
+    "problem": 0,
+    "blocked": 1,
+    "duplicate-refused": 2,
+    "duplicate": 3,
+    "unknown-role-code": 4,
+}
 _REMOVAL_ACTIONS = frozenset(kind.value for kind in REMOVALS)
 _ADDITIONS = frozenset({IntentKind.enrol, IntentKind.add_cohort_member})
 
@@ -190,6 +204,37 @@ def _duplicate_items(
             )
 
 
+def _unknown_code_item(found: UnknownRoleCode) -> AttentionItem:
+    """One item per unknown code: everyone holding it, a few by name, the nearest known code."""
+    return AttentionItem(
+        None,
+        None,
+        None,
+        "unknown-role-code",
+        found.reason(),
+        people=found.people,
+        details={
+            "code": found.code,
+            "count": found.count,
+            "examples": list(found.examples),
+            "suggestion": found.suggestion,
+        },
+    )
+
+
+def _refusal_item(refusal: Refusal) -> AttentionItem:
+    """A write refused for a duplicate identifier: both records, the attribute and value."""
+    return AttentionItem(
+        None,
+        None,
+        None,
+        "duplicate-refused",
+        refusal.reason(),
+        people=refusal.people,
+        details=refusal.as_dict(),
+    )
+
+
 def _in_order(chunks: list[tuple[str, list[Tracked]]]) -> list[Tracked]:
     """Intents by person, then kind (account before enrolments before removals), else as given.
 
@@ -270,6 +315,7 @@ def build_plan(
     only: set[str] | None = None,
     rules_version: str,
     unique_attributes: tuple[str, ...] = DUPLICATE_ATTRIBUTES,
+    refusals: Sequence[Refusal] = (),
 ) -> Plan:
     """Count, check and judge every person's outcome in one pass (linear in the outcomes).
 
@@ -281,7 +327,10 @@ def build_plan(
 
     Counts, examples, safety and the status cover the intents ``bridge apply`` would enqueue
     (still to make, or failed); pending and waiting ones go to ``Plan.in_flight``. Each
-    ``PersonOutcome.blocked`` reason becomes an attention item of kind ``blocked``.
+    ``PersonOutcome.blocked`` reason becomes an attention item of kind ``blocked``; each
+    unknown role code held by in-scope people one item of kind ``unknown-role-code``; each of
+    ``refusals`` (the store's unresolved duplicate-identifier refusals) one item of kind
+    ``duplicate-refused``, whatever ``only`` says (they belong to no rule file).
     """
     files, selected_rules = _select(ruleset, only)
     by_name = {f.name: f for f in files}
@@ -306,8 +355,7 @@ def build_plan(
     # person turns up, everyone holding it: person → (label, rule file, value as mapped)
     owners: dict[tuple[str, str, str], tuple[str, str, str, Any]] = {}
     duplicates: dict[tuple[str, str, str], dict[str, tuple[str, str, Any]]] = {}
-    codes_checked: set[str] = set()
-    checker = _RoleCodeChecker(known_role_codes(ruleset))
+    codes = RoleCodeTally(ruleset)
     action_by_kind = {kind: kind.value for kind in IntentKind}
     upsert = IntentKind.upsert_account
     folded = _FOLDED_ATTRIBUTES
@@ -371,16 +419,12 @@ def build_plan(
             if owner[0] != person:
                 holders = duplicates.setdefault(key, {owner[0]: owner[1:]})
                 holders.setdefault(person, (label, rule_file_name, raw))
-        if outcome.role_codes and person not in codes_checked:
-            codes_checked.add(person)
-            for code in dict.fromkeys(outcome.role_codes):
-                reason = checker.reason(str(code))
-                if reason is not None:
-                    attention.append(
-                        AttentionItem(person, label, None, "unknown-role-code", reason)
-                    )
+        if outcome.role_codes:
+            codes.add(person, label, outcome.role_codes)
 
     attention.extend(_duplicate_items(duplicates))
+    attention.extend(_unknown_code_item(found) for found in codes.unknown())
+    attention.extend(_refusal_item(refusal) for refusal in refusals)
     counts = {
         action: ActionCount(0, [label for _, label in examples[action]]) for action in _ACTION_NAMES
     }
@@ -402,7 +446,12 @@ def build_plan(
         }
     planned = _in_order(chunks)
     attention.sort(
-        key=lambda item: (_ATTENTION_ORDER[item.kind], item.reason, item.label, item.person)
+        key=lambda item: (
+            _ATTENTION_ORDER[item.kind],
+            item.reason,
+            item.label or "",
+            item.person or "",
+        )
     )
     safety = [_safety(f, removals[f.name], int(projected_counts.get(f.name, 0))) for f in files]
     if any(verdict.quarantined for verdict in safety):

@@ -49,20 +49,49 @@ anything incompatible gets a new ``format``.
     with empty counts), in rule-set order, then rules known only from projected state (a rule
     deleted from its file whose people are being suspended), sorted.
 ``attention``
-    A list of ``{"person", "label", "rule_file", "kind", "reason"}``, sorted by kind, reason,
-    label, person. ``kind`` is ``"problem"`` (a missing required value, a transform that failed: the
-    engine's problems; such a person gets no intents), ``"blocked"`` (a dead letter of the
-    person holds their later intents on that target back — the relay keeps per-person order;
-    reason e.g. ``2 later intents in moodle blocked behind dead letter #12 upsert_account
-    (data_quality: …); fix it, then `bridge apply` or `bridge errors retry 12```),
-    ``"duplicate"`` (two in-scope people
-    map to the same ``idnumber`` / ``username`` / ``email`` of one target, usernames and
-    emails compared case-insensitively; reason e.g. ``duplicate idnumber E123 also used by
-    jane.smith``; everyone holding the value is listed, each naming the others; their intents
-    are *not* held back) or
-    ``"unknown-role-code"`` (an in-scope person holds a role code that no condition of any rule
-    file mentions; reason e.g. ``unknown role code ben_choice_2026 (did you mean
-    BEN_CHOICE_2026?)``; ``rule_file`` is ``null``, as the code is unknown to every file).
+    A list of ``{"person", "label", "rule_file", "kind", "reason", "people", "details"}``,
+    sorted by kind (in the order below), reason, label, person. ``person`` (a person id) and
+    ``label`` (how admins know them: the userName) are ``null`` on an item about several
+    people (``unknown-role-code``, ``duplicate-refused``); ``people`` always lists every
+    person id the item is about (``[person]`` on a one-person item); ``details`` is an object
+    whose keys depend on the kind (``{}`` where none are listed). ``people`` and ``details``
+    were added later: a plan file without them reads as ``[person]`` and ``{}``. ``kind`` is:
+
+    ``"problem"``
+        A missing required value, a transform that failed: the engine's problems; such a
+        person gets no intents.
+    ``"blocked"``
+        A dead letter of the person holds their later intents on that target back (the relay
+        keeps per-person order); reason e.g. ``2 later intents in moodle blocked behind dead
+        letter #12 upsert_account (data_quality: …); fix it, then `bridge apply` or `bridge
+        errors retry 12```.
+    ``"duplicate-refused"``
+        The SCIM server refused a write (POST, PUT, PATCH, or one in a Bulk) with 409
+        ``uniqueness`` because another record already holds the identifier, and the conflict
+        still holds (the holder keeps the value, nobody dismissed it); one item per refusal,
+        however often the IdP retried it. ``rule_file`` is ``null``; ``people`` is the holder
+        and, for a refused PUT or PATCH, the record it tried to change. ``details``:
+        ``{"id" (the refusal: ``bridge quality dismiss ID``), "resource_type", "attribute"
+        ("externalId" or "userName"), "value", "holder": {"id", "userName", "externalId"},
+        "refused": {"id" (null for a POST), "userName", "externalId"}, "op" ("create",
+        "replace", "patch"), "actor", "request_id" (of the last refused request),
+        "first_seen", "last_seen" (ISO 8601), "count"}``. Reason e.g. ``duplicate externalId
+        E123: create of bob@example.com refused 2 times (last …, by okta); held by
+        ann@example.com; fix one of the two records, or `bridge quality dismiss 4```.
+    ``"duplicate"``
+        Two in-scope people map to the same ``idnumber`` / ``username`` / ``email`` of one
+        target, usernames and emails compared case-insensitively; reason e.g. ``duplicate
+        idnumber E123 also used by jane.smith``; everyone holding the value is listed, each
+        naming the others; their intents are *not* held back.
+    ``"unknown-role-code"``
+        In-scope people hold a role code that is neither in the declared role-code catalogue
+        nor named by any condition of any rule file (without a catalogue: named by no
+        condition). One item per code; ``rule_file`` is ``null`` (the code is unknown to every
+        file); ``people`` is everyone holding it; ``details`` is ``{"code", "count" (people
+        holding it), "examples" (up to 3 labels, those with the smallest person ids),
+        "suggestion" (the nearest known code, or null)}``; reason e.g. ``unknown role code
+        BEN-CHOICE-2026 held by 3 people (ann.ko, bo.lee, cy.dunn): did you mean
+        BEN_CHOICE_2026?`` (more than 3: ``(a, b, c, +2 more)``).
 ``safety``
     One object per planned rule file, in rule-set order: ``{"rule_file", "target",
     "removals", "projected", "removals_percent", "max_removals", "max_removals_percent",
@@ -158,6 +187,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                 "rule_file": item.rule_file,
                 "kind": item.kind,
                 "reason": item.reason,
+                "people": list(item.people),
+                "details": dict(item.details),
             }
             for item in plan.attention
         ],
@@ -268,28 +299,7 @@ def plan_from_json(data: Any) -> Plan:
         if not all(isinstance(n, int) for n in rule_counts.values()):
             raise ValueError(f"plan file: rules.{rule_id}.counts must map actions to integers")
         rules[rule_id] = RuleCount(entry.get("rule_file", str), dict(rule_counts))
-    attention: list[AttentionItem] = []
-    for index, raw in enumerate(top.get("attention", list)):
-        try:
-            item = AttentionItem(
-                raw["person"], raw["label"], raw["rule_file"], raw["kind"], raw["reason"]
-            )
-        except (KeyError, TypeError):
-            item = None
-        if (
-            item is None
-            or type(item.person) is not str
-            or type(item.label) is not str
-            or (item.rule_file is not None and type(item.rule_file) is not str)
-            or type(item.kind) is not str
-            or type(item.reason) is not str
-        ):
-            entry = _Reader(raw, f"attention[{index}]")
-            for key in ("person", "label", "kind", "reason"):
-                entry.get(key, str)
-            entry.get("rule_file", str, nullable=True)
-            raise ValueError(f"plan file: attention[{index}] is not a valid entry")
-        attention.append(item)
+    attention = [_attention(index, raw) for index, raw in enumerate(top.get("attention", list))]
     safety = []
     for index, raw in enumerate(top.get("safety", list)):
         entry = _Reader(raw, f"safety[{index}]")
@@ -330,6 +340,30 @@ def plan_from_json(data: Any) -> Plan:
         safety=safety,
         tracked=tracked,
         in_flight=in_flight,
+    )
+
+
+def _attention(index: int, raw: Any) -> AttentionItem:
+    """One attention entry (``people`` and ``details`` default for plan files without them)."""
+    entry = _Reader(raw, f"attention[{index}]")
+    for key in ("kind", "reason"):
+        entry.get(key, str)
+    for key in ("person", "label", "rule_file"):
+        entry.get(key, str, nullable=True)
+    people = raw.get("people", [raw["person"]] if raw["person"] is not None else [])
+    if not isinstance(people, list) or not all(type(p) is str for p in people):
+        raise ValueError(f"plan file: attention[{index}].people must be a list of person ids")
+    details = raw.get("details", {})
+    if not isinstance(details, dict):
+        raise ValueError(f"plan file: attention[{index}].details must be an object")
+    return AttentionItem(
+        raw["person"],
+        raw["label"],
+        raw["rule_file"],
+        raw["kind"],
+        raw["reason"],
+        people=tuple(people),
+        details=details,
     )
 
 

@@ -94,10 +94,12 @@ def _attention_lines(plan: Plan) -> list[str]:
     lines = []
     for (_, reason), items in groups.items():
         where = f"[{items[0].rule_file}] " if items[0].rule_file else ""
-        if len(items) == 1:
+        if items[0].label is None:  # about several people: the reason names them
+            lines.append(f"{where}{reason}")
+        elif len(items) == 1:
             lines.append(f"{items[0].label}: {where}{reason}")
         else:
-            labels = list(dict.fromkeys(item.label for item in items))
+            labels = list(dict.fromkeys(item.label or "" for item in items))
             shown = labels[:EXAMPLES] + (
                 [f"+{len(labels) - EXAMPLES} more"] if len(labels) > EXAMPLES else []
             )

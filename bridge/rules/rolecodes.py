@@ -1,13 +1,19 @@
-"""Known role codes (pure): every code the rule files' conditions mention, and a suggestion for the rest.
+"""Known role codes (pure): the declared catalogue, every code the conditions mention, and a
+suggestion for the rest.
 
-A plan flags an in-scope person's role code that no condition of any rule file compares
-``roleCodes`` with (exactly, or by ``sw`` / ``ew`` / ``co``), suggesting the nearest known code.
+The known codes are the rule set's role-code catalogue (``RuleSet.role_codes``: every code HR
+may send, those that drive nothing such as ``EMPLOYEE`` included) plus every code a condition
+of any rule file compares ``roleCodes`` with (exactly, or by ``sw`` / ``ew`` / ``co``); without
+a catalogue, only the latter. :class:`RoleCodeTally` counts who holds each unknown code — one
+finding per code, with how many people hold it, a few of them and the nearest known code —
+for the plan's attention list and ``bridge quality`` alike.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -22,6 +28,7 @@ from scim2_models.path import ValuePath
 
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
+from bridge.rules.plan_model import EXAMPLES
 
 ROLE_CODES_ATTRIBUTE = "rolecodes"
 
@@ -76,8 +83,9 @@ def _conditions(rule_file: RuleFile) -> Iterable[str]:
 
 
 def known_role_codes(ruleset: RuleSet) -> _KnownCodes:
-    """Every role code a condition of any rule file compares ``roleCodes`` (any URN) with."""
-    known = _KnownCodes()
+    """The declared catalogue, plus every role code a condition of any rule file compares
+    ``roleCodes`` (any URN) with."""
+    known = _KnownCodes(exact=set(ruleset.role_codes))
     for rule_file in ruleset.files:
         for text in _conditions(rule_file):
             try:
@@ -88,30 +96,108 @@ def known_role_codes(ruleset: RuleSet) -> _KnownCodes:
     return known
 
 
-class _RoleCodeChecker:
-    """Unknown-role-code reasons, computed once per distinct code (people share codes)."""
+def _spelling(code: str) -> str:
+    """A code as people mistype it: case, and ``-`` / space / ``.`` for ``_``, ignored."""
+    return "".join("_" if c in "-. " else c for c in code.casefold())
+
+
+class _Suggester:
+    """The nearest known exact code to an unknown one (people share codes: asked once each)."""
 
     def __init__(self, known: _KnownCodes) -> None:
-        self.known = known
-        self.candidates = sorted(known.exact)
-        self.folded: dict[str, str] = {}
-        for code in self.candidates:
-            self.folded.setdefault(code.casefold(), code)
-        self.cache: dict[str, str | None] = {}
+        self.by_spelling: dict[str, str] = {}
+        for code in sorted(known.exact):
+            self.by_spelling.setdefault(_spelling(code), code)
 
-    def reason(self, code: str) -> str | None:
-        if code in self.cache:
-            return self.cache[code]
-        reason: str | None = None
-        if not self.known.knows(code):
-            suggestion = self.folded.get(code.casefold())
-            if suggestion is None:
-                close = difflib.get_close_matches(
-                    code.casefold(), list(self.folded), n=1, cutoff=0.75
+    def suggest(self, code: str) -> str | None:
+        spelled = _spelling(code)
+        found = self.by_spelling.get(spelled)
+        if found is not None:
+            return found
+        close = difflib.get_close_matches(spelled, list(self.by_spelling), n=1, cutoff=0.75)
+        return self.by_spelling[close[0]] if close else None
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+@dataclass(frozen=True)
+class UnknownRoleCode:
+    """One role code nobody declared or mentions, and who holds it."""
+
+    code: str
+    people: tuple[str, ...]
+    """The person ids holding it, sorted."""
+    examples: tuple[str, ...]
+    """How admins know the first few of them (those with the smallest ids)."""
+    suggestion: str | None
+    """The nearest known code (a typo, a hyphen for an underscore), if any."""
+
+    @property
+    def count(self) -> int:
+        return len(self.people)
+
+    def reason(self) -> str:
+        """``unknown role code X held by 3 people (a, b, c): did you mean Y?``"""
+        shown = list(self.examples)
+        if self.count > len(shown):
+            shown.append(f"+{self.count - len(shown)} more")
+        text = (
+            f"unknown role code {self.code} held by "
+            f"{_plural(self.count, 'person', 'people')} ({', '.join(shown)})"
+        )
+        return text + (f": did you mean {self.suggestion}?" if self.suggestion else "")
+
+
+class RoleCodeTally:
+    """Who holds which unknown role code, fed one person at a time (linear, pure).
+
+    A person is counted once however many rule files they are planned under.
+    """
+
+    def __init__(self, ruleset: RuleSet, *, examples: int = EXAMPLES) -> None:
+        self.known = known_role_codes(ruleset)
+        self.examples = examples
+        self._verdict: dict[str, bool] = {}
+        self._holders: dict[str, dict[str, str]] = {}  # unknown code → person → label
+        self._seen: set[str] = set()
+
+    def add(self, person: str, label: str, codes: Iterable[str]) -> None:
+        if person in self._seen:
+            return
+        self._seen.add(person)
+        for raw in codes:
+            code = str(raw)
+            known = self._verdict.get(code)
+            if known is None:
+                known = self._verdict[code] = self.known.knows(code)
+            if not known:
+                self._holders.setdefault(code, {}).setdefault(person, label)
+
+    def unknown(self) -> list[UnknownRoleCode]:
+        """One finding per unknown code, the most widely held first, then by code."""
+        suggester = _Suggester(self.known)
+        found = []
+        for code, holders in self._holders.items():
+            people = tuple(sorted(holders))
+            found.append(
+                UnknownRoleCode(
+                    code=code,
+                    people=people,
+                    examples=tuple(holders[p] for p in people[: self.examples]),
+                    suggestion=suggester.suggest(code),
                 )
-                suggestion = self.folded[close[0]] if close else None
-            reason = f"unknown role code {code}"
-            if suggestion is not None:
-                reason += f" (did you mean {suggestion}?)"
-        self.cache[code] = reason
-        return reason
+            )
+        found.sort(key=lambda item: (-item.count, item.code))
+        return found
+
+
+def unknown_role_codes(
+    ruleset: RuleSet, holders: Iterable[tuple[str, str, Sequence[str]]]
+) -> list[UnknownRoleCode]:
+    """The unknown role codes of ``(person id, label, role codes)``, one finding per code."""
+    tally = RoleCodeTally(ruleset)
+    for person, label, codes in holders:
+        tally.add(person, label, codes)
+    return tally.unknown()

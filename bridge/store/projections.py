@@ -68,6 +68,16 @@ def of_rule_file(conn: Connection, rule_file: str) -> dict[str, Projection]:
     }
 
 
+def in_scope_of(conn: Connection, rule_file: str) -> list[Projection]:
+    """The people a rule file holds in scope (e.g. one deleted from the rules: all of them
+    lose what it gave them)."""
+    rows = conn.execute(select(P).where(P.c.rule_file == rule_file, P.c.in_scope))
+    return [
+        Projection(r.rule_file, r.resource_id, r.target, r.in_scope, read_object(r.state))
+        for r in rows
+    ]
+
+
 def of_person(conn: Connection, resource_id: str, target: str) -> list[Projection]:
     rows = conn.execute(select(P).where(P.c.resource_id == resource_id, P.c.target == target))
     return [

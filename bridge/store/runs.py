@@ -1,4 +1,5 @@
-"""Runs: plans applied (or quarantined until approved) and who approved them."""
+"""Runs: plans applied (or quarantined until approved) and who approved them, and the
+decisions on rules reloads (``kind="reload"``) every process of a bridge follows."""
 
 from __future__ import annotations
 
@@ -10,10 +11,42 @@ from sqlalchemy import Connection
 from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bridge.store.raw import utc
 from bridge.store.tables import RunRow
 
 RUNS = RunRow.__table__  # type: ignore[attr-defined]
+
+
+def _values(
+    run_id: str,
+    kind: str,
+    status: str,
+    rules_version: str,
+    summary: dict[str, Any] | None,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "kind": kind,
+        "status": status,
+        "rules_version": rules_version,
+        "summary": {**(summary or {}), "actor": actor},
+        "created": now,
+    }
+
+
+def _run(row: Any) -> dict[str, Any]:
+    found = dict(row._mapping)
+    if isinstance(found.get("summary"), str):
+        found["summary"] = json.loads(found["summary"])
+    for column in ("created", "approved_at"):
+        if isinstance(found.get(column), datetime):
+            found[column] = utc(found[column])  # SQLite hands back naive UTC
+    return found
 
 
 def create(
@@ -28,25 +61,81 @@ def create(
     actor: str,
 ) -> None:
     conn.execute(
-        insert(RUNS).values(
-            id=run_id,
-            kind=kind,
-            status=status,
-            rules_version=rules_version,
-            summary={**(summary or {}), "actor": actor},
-            created=now,
-        )
+        insert(RUNS).values(_values(run_id, kind, status, rules_version, summary, now, actor))
     )
+
+
+def create_once(
+    conn: Connection,
+    run_id: str,
+    *,
+    kind: str,
+    status: str,
+    rules_version: str,
+    summary: dict[str, Any] | None,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """Create the run unless one with its id exists (the first of several processes wins,
+    on SQLite and PostgreSQL alike); the stored run either way."""
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    conn.execute(
+        dialect_insert(RUNS)
+        .values(_values(run_id, kind, status, rules_version, summary, now, actor))
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    found = get(conn, run_id)
+    assert found is not None
+    return found
 
 
 def get(conn: Connection, run_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).first()
-    if row is None:
-        return None
-    found = dict(row._mapping)
-    if isinstance(found.get("summary"), str):
-        found["summary"] = json.loads(found["summary"])
-    return found
+    return None if row is None else _run(row)
+
+
+def latest(conn: Connection, *, kind: str) -> dict[str, Any] | None:
+    """The most recently created run of a kind."""
+    row = conn.execute(
+        select(RUNS)
+        .where(RUNS.c.kind == kind)
+        .order_by(RUNS.c.created.desc(), RUNS.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _run(row)
+
+
+def settle(
+    conn: Connection, run_id: str, *, status: str, summary: dict[str, Any], expected: str
+) -> bool:
+    """Give a run its outcome if its status is still ``expected`` (another process may have
+    settled it meanwhile: then nothing changes); True when this call settled it."""
+    result = conn.execute(
+        update(RUNS)
+        .where(RUNS.c.id == run_id, RUNS.c.status == expected)
+        .values(status=status, summary=summary)
+    )
+    return bool(result.rowcount == 1)
+
+
+def released_since(conn: Connection, rules_version: str, since: datetime) -> dict[str, Any] | None:
+    """The first run of ``bridge apply`` for ``rules_version`` that reached the LMS at or after
+    ``since``: applied then (under the threshold), or approved then (it was quarantined)."""
+    rows = conn.execute(
+        select(RUNS).where(
+            RUNS.c.kind == "apply",
+            RUNS.c.rules_version == rules_version,
+            RUNS.c.status.in_(("applied", "approved")),
+        )
+    )
+    since = utc(since)
+    released = []
+    for row in rows:
+        run = _run(row)
+        at = run["approved_at"] if run["status"] == "approved" else run["created"]
+        if at is not None and at >= since:
+            released.append((at, run))
+    return min(released, key=lambda found: (found[0], found[1]["id"]))[1] if released else None
 
 
 def approve(conn: Connection, run_id: str, *, actor: str, now: datetime) -> None:

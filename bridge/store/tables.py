@@ -206,4 +206,36 @@ class TargetHealthRow(SQLModel, table=True):
     next_probe: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class RefusalRow(SQLModel, table=True):
+    """A write refused because another record holds its identifier (409 ``uniqueness``).
+
+    Written after the refused transaction rolled back; the same refusal again (an IdP
+    retrying: same type, attribute, value, holder and refused userName — ``key``) counts up.
+    Whether it still holds is computed when read (``bridge.store.refusals``).
+    """
+
+    __tablename__ = "refusals"
+    __table_args__ = (Index("ux_refusals_key", "key", unique=True),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    key: str = Field(sa_column=Column(String(64), nullable=False))
+    resource_type: str = Field(sa_column=Column(String(32), nullable=False))
+    attribute: str = Field(sa_column=Column(String(32), nullable=False))
+    value: str = Field(sa_column=Column(String(512), nullable=False))
+    holder_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    holder_name: str | None = Field(default=None, sa_column=Column(String(512)))
+    holder_external_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    refused_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    refused_name: str = Field(sa_column=Column(String(512), nullable=False))
+    refused_external_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    op: str = Field(sa_column=Column(String(16), nullable=False))
+    actor: str = Field(sa_column=Column(String(255), nullable=False))
+    request_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    count: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    first_seen: datetime = _time_column()
+    last_seen: datetime = _time_column()
+    dismissed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    dismissed_by: str | None = Field(default=None, sa_column=Column(String(255)))
+
+
 metadata = SQLModel.metadata

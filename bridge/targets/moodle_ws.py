@@ -22,6 +22,7 @@ from dataclasses import field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from bridge.rules.target_fields import MOODLE_USER_FIELDS
 from bridge.targets.base import Category
 from bridge.targets.base import Result
 from bridge.targets.moodle_values import account_problems as account_problems
@@ -31,12 +32,8 @@ PATH = "/webservice/rest/server.php"
 SERVER_FIELDS = 3  # wstoken, wsfunction, moodlewsrestformat
 # Standard user fields of core_user_create_users / core_user_update_users (Moodle 4.3); any
 # other attribute goes to a custom profile field, which Moodle ignores if it does not exist.
-USER_FIELDS = frozenset(
-    ("username", "firstname", "lastname", "email", "idnumber", "institution", "department")
-    + ("city", "country", "lang", "timezone", "description", "phone1", "phone2", "address")
-    + ("middlename", "alternatename", "firstnamephonetic", "lastnamephonetic", "interests")
-    + ("maildisplay", "mailformat", "calendartype", "theme")
-)
+# Defined with the rules, so that `bridge rules check` and this target never disagree.
+USER_FIELDS = MOODLE_USER_FIELDS
 # is_internal() auth plugins need a password or createpassword=1 (observed on Moodle 4.3:
 # nologin, lti and none too, auth_plugin_base's default; oauth2, cas, ldap, shibboleth do not).
 INTERNAL_AUTHS = frozenset({"manual", "email", "nologin", "none", "lti"})
