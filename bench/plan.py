@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
@@ -190,6 +191,9 @@ def main() -> None:
                 "plan_exit": code,
                 "plan_intents": len(summary["intents"]),
                 "plan_attention": len(summary["attention"]),
+                "plan_attention_by_kind": dict(
+                    Counter(item["kind"] for item in summary["attention"]).most_common()
+                ),
                 "plan_us_per_person": round(plan_s * 1e6 / options.people, 1),
                 "apply_s": round(apply_s, 2),
                 "replan_s": round(again_s, 2),
@@ -203,6 +207,7 @@ def main() -> None:
                 f"{row['plan_intents']} intents, {row['plan_attention']} need attention, exit {code}); "
                 f"apply {apply_s:.2f}s; re-plan {again_s:.2f}s → {row['replan_intents']} intents, exit {again_code}"
             )
+            print(f"{name}: attention by kind: {row['plan_attention_by_kind']}")
     finally:
         if scratch:
             with admin.connect() as conn:

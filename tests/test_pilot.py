@@ -308,7 +308,8 @@ def test_every_eligible_person_missing_a_required_value_is_listed_seat_or_not(
     catalog: Catalog,
 ) -> None:
     """An eligible person with no work email is an attention item whether the draw seated
-    them or the pilot was full: nobody vanishes from the list."""
+    them or the pilot was full, and an unknown role code counts its unseated holders too:
+    nobody vanishes from the list."""
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
     docs = hr_population(48, random.Random(11))
     pilot = Pilot(max_people=9, seed="benefits-2026")
@@ -321,6 +322,15 @@ def test_every_eligible_person_missing_a_required_value_is_listed_seat_or_not(
     }
     seated = eligible_top(docs, pilot, 9)
     assert eligible_without_email - seated, "some must be left without a seat"
+    misspelt = [
+        doc
+        for doc in docs
+        if doc[ENTERPRISE]["department"] == "Claims"
+        and doc[HR]["employmentStatus"] != "terminated"
+        and str(doc["externalId"]) not in seated
+    ][:2]
+    for doc in misspelt:  # HR's typo, on people the draw leaves out
+        doc[HR]["roleCodes"] = ["BEN-CHOICE-2026"]
     bridge = fresh(
         kind, tmp_path / "db", sqlite_template, postgres_url, catalog, rules(tmp_path, cap=9)
     )
@@ -343,6 +353,9 @@ def test_every_eligible_person_missing_a_required_value_is_listed_seat_or_not(
         if item.person and external[item.person] in eligible_without_email - seated
     ]
     assert unseated and all("eligible, not drawn (rank " in reason for reason in unseated)
+    (code,) = [item for item in plan.attention if item.kind == "unknown-role-code"]
+    assert code.details["code"] == "BEN-CHOICE-2026" and code.details["count"] == 2
+    assert {external[p] for p in code.people} == {str(d["externalId"]) for d in misspelt}
 
 
 @pytest.mark.parametrize("sample", [None, 60.0])

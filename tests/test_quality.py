@@ -23,10 +23,12 @@ import httpx
 import pytest
 from click.testing import Result
 
+from bridge.cli.quality import problem_groups
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.rules.book import RuleBook
 from bridge.rules.loader import load_ruleset
+from bridge.rules.plan import AttentionItem
 from bridge.rules.plan import Plan
 from bridge.rules.plan import Refusal
 from bridge.rules.plan import build_plan
@@ -524,3 +526,22 @@ async def test_quality_still_reports_refusals_when_the_rules_do_not_check(
     assert "bridge rules check" in found["rules_problem"]
     assert found["unknown_role_codes"] == [] and found["population"] is None
     assert [item["value"] for item in found["duplicates_refused"]] == ["E00001"]
+
+
+def test_missing_values_of_seated_and_unseated_people_group_by_attribute() -> None:
+    source = 'emails[type eq "work"].value'
+    items = [
+        AttentionItem(
+            "p1", "ann", "benefits-2026", "problem", f"missing required email (from {source})"
+        ),
+        AttentionItem(
+            "p2",
+            "bob",
+            "benefits-2026",
+            "problem",
+            f"missing required email (from {source}) — eligible, not drawn (rank 12 of 40)",
+        ),
+    ]
+    missing, other = problem_groups(items)
+    assert other == []
+    assert [(g["attribute"], g["source"], g["count"]) for g in missing] == [("email", source, 2)]

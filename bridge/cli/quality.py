@@ -43,7 +43,7 @@ from bridge.store.resources import ResourceStore
 
 FORMAT = "bridge-quality/1"
 DATA_QUALITY = "data_quality"
-_MISSING = re.compile(r"^missing required (?P<attribute>\S+) \(from (?P<source>.+?)\)(?::|$)")
+_MISSING = re.compile(r"^missing required (?P<attribute>\S+) \(from (?P<source>.+?)\)(?::| —|$)")
 _FAILED = re.compile(r"^(?P<attribute>[A-Za-z0-9_.\-]+): ")
 
 

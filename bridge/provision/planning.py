@@ -233,8 +233,9 @@ class Planner:
         batch: list[Record],
         groups: dict[str, Any],
     ) -> None:
-        """Eligible people the draw did not seat still need their missing values fixed: each
-        missing required value is an attention item, whether or not a seat was free."""
+        """Eligible people the draw did not seat still need their data fixed: each missing
+        required value is an attention item, and their role codes count among the unknown
+        ones, whether or not a seat was free."""
         for rule_file in ruleset.files:
             draw = standing.draws[rule_file.name]
             for record in batch:
@@ -252,7 +253,8 @@ class Planner:
                     record.id, doc, rule_file, standing.verdicts(record.id), admitted=True
                 )
                 missing = [p for p in desired.problems if p.reason.startswith("missing required")]
-                if not missing:
+                codes = _role_codes(doc)
+                if not missing and not codes:
                     continue
                 seat = f"eligible, not drawn (rank {rank} of {draw.candidates})"
                 outcomes.append(
@@ -266,6 +268,8 @@ class Planner:
                         problems=[
                             dataclasses.replace(p, reason=f"{p.reason} — {seat}") for p in missing
                         ],
+                        role_codes=codes,
+                        eligible=True,
                     )
                 )
 

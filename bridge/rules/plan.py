@@ -402,6 +402,8 @@ def build_plan(
             chunks.append((person, applied))
         if waits:
             held.append((person, waits))
+        if outcome.role_codes and (outcome.in_scope or outcome.eligible):
+            codes.add(person, label, outcome.role_codes)
         if not outcome.in_scope:
             continue
         account = outcome.account
@@ -419,8 +421,6 @@ def build_plan(
             if owner[0] != person:
                 holders = duplicates.setdefault(key, {owner[0]: owner[1:]})
                 holders.setdefault(person, (label, rule_file_name, raw))
-        if outcome.role_codes:
-            codes.add(person, label, outcome.role_codes)
 
     attention.extend(_duplicate_items(duplicates))
     attention.extend(_unknown_code_item(found) for found in codes.unknown())

@@ -76,6 +76,9 @@ class PersonOutcome:
     empty: every intent is still to make (nothing was looked up)."""
     blocked: list[str] = field(default_factory=list)
     """Why the person's intents on the rule file's target are held back (a dead letter)."""
+    eligible: bool = False
+    """In the scope filter but not seated by the pilot's draw: sends nothing, but their role
+    codes and missing values count in the attention list (nobody vanishes from it)."""
 
 
 @dataclass
