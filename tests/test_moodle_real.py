@@ -62,6 +62,7 @@ from tests.conftest import assert_scim
 from tests.conftest import clean_database
 from tests.conftest import patch_body
 from tests.conftest import shipped_rules
+from tests.pilots import draw
 
 MOODLE_URL = os.environ.get("BRIDGE_TEST_MOODLE_URL", "").rstrip("/")
 MOODLE_TOKEN = os.environ.get("BRIDGE_TEST_MOODLE_TOKEN", "")
@@ -503,10 +504,12 @@ async def test_the_benefits_pilot_end_to_end_on_a_real_moodle(bridge: Bridge, si
     auth = rules_auth(bridge.ruleset)
     report = Report()
     try:
-        # Day 1: the pilot is provisioned over SCIM and the relay delivers it.
+        # Day 1: the IdP pushes everyone over SCIM, an admin draws the capped pilot
+        # (bridge plan + bridge apply), and the relay delivers it.
         report.step(f"Day 1 (run {run}): {len(people)} people over SCIM, rules auth={auth}")
         for person in people:
             assert_scim(await bridge.scim.post("/Users", json=person.scim()), 201)
+        report.say(f"pilot drawn by plan + apply: {draw(bridge.provisioner)} intents enqueued")
         report.relay(bridge, await bridge.drain())
         seen = await observe(site, people)
         report.seen(people, seen)

@@ -583,3 +583,51 @@ async def test_explain_agrees_with_the_plan_for_everyone_at_every_stage(
     bridge.apply()
     assert_explain_is_the_plan(bridge, "day 2, drawn again")
     assert ids
+
+
+def test_someone_seated_before_takes_a_free_seat_back_and_ranks_first_in_a_draw(
+    db: Database, catalog: Catalog, tmp_path: Path
+) -> None:
+    """A termination reverted (or a rehire) gives the seat back while it is free; once the
+    draw has given it away, the returning person waits and is drawn before any newcomer."""
+    rules_dir = rules(tmp_path, cap=3)
+    bridge = Bridge(db, catalog, load(rules_dir, catalog))
+    pilot = Pilot(max_people=3, seed="benefits-2026")
+    people = [employee(n, codes=["BEN_CHOICE_2026"]) for n in range(12)]
+    ids = bridge.push(people)
+    bridge.apply()
+    seated = bridge.in_scope()
+    ranked = sorted(
+        seated, key=lambda p: sample_rank(pilot, next(k for k, v in ids.items() if v == p))
+    )
+    leaver = ranked[-1]  # the worst-ranked of the seated: any newcomer drawn first would beat it
+
+    def status(value: str) -> None:
+        bridge.scim.patch(
+            Cause("okta"),
+            "User",
+            leaver,
+            [{"op": "replace", "path": f"{HR}:employmentStatus", "value": value}],
+        )
+
+    status("terminated")
+    assert bridge.in_scope() == seated - {leaver}
+    status("active")  # the termination reverted: the seat is still free
+    assert bridge.in_scope() == seated
+    assert queued(bridge.db)[-1]["kind"] == "reactivate_account"
+
+    status("terminated")
+    bridge.apply()  # the draw gives the freed seat to the best-ranked newcomer
+    assert len(bridge.in_scope()) == 3 and leaver not in bridge.in_scope()
+    status("active")  # back, but the pilot is full: waits, displaces nobody
+    assert leaver not in bridge.in_scope()
+    explained = bridge.planner.explain(leaver).files[0]
+    assert not explained.admitted and "the pilot is full" in explained.admission_reason
+
+    path = rules_dir / "benefits-2026.yaml"
+    path.write_text(path.read_text().replace("max_people: 3", "max_people: 4"))
+    assert bridge.book.reload()
+    explained = bridge.planner.explain(leaver).files[0]
+    assert explained.admitted and "rank 1 of" in explained.admission_reason
+    bridge.apply()
+    assert leaver in bridge.in_scope()

@@ -129,14 +129,22 @@ class Projector:
             verdicts = evaluate(rule_file, model, self.catalog.user)
             scope = rule_file.scope
             # A live write never fills a capped pilot: a newcomer waits for the draw (the
-            # next `bridge apply`, bridge.rules.pilot), so arrival order picks nobody.
+            # next `bridge apply`, bridge.rules.pilot), so arrival order picks nobody; someone
+            # seated before takes a free seat back (a revert or rehire restores them).
+            returning = projection is not None and not projection.in_scope
+            pilot = scope.pilot
             admitted = admission(
-                scope.pilot,
+                pilot,
                 person_id,
                 str(doc.get("externalId") or person_id),
                 admitted=projection is not None and projection.in_scope,
                 in_filter=scope.filter is None or verdicts.get(scope.filter, False),
                 today=now.date(),
+                returning=returning,
+                seat_free=returning
+                and pilot is not None
+                and pilot.max_people is not None
+                and projections.count_in_scope(conn, rule_file.name) < pilot.max_people,
             ).admitted
             desired = desired_state(person_id, doc, rule_file, verdicts, admitted=admitted)
         intents, state = diff(

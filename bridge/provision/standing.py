@@ -84,5 +84,6 @@ def read_standing(conn: Any, store: ResourceStore, ruleset: RuleSet, today: date
             (k for k in keys if in_filter is None or k[0] in in_filter),
             staying={pid for pid, p in projected[rule_file.name].items() if p.in_scope},
             today=today,
+            returning={pid for pid, p in projected[rule_file.name].items() if not p.in_scope},
         )
     return Standing(matches, projected, draws, today)

@@ -9,8 +9,11 @@ seats in arrival order would train a biased sample that depends on timing. A liv
 know who else is coming, so it never fills a capped pilot: a newcomer waits for the next draw,
 which is ``bridge plan`` + ``bridge apply`` over the stored population — free seats
 (``max_people`` minus the people admitted) go to the candidates in hash order. Someone admitted
-(projected in scope) stays admitted while the scope filter matches them. A pilot without a cap
-is per person (the sample is a hash of the person alone), so live writes admit at once.
+(projected in scope) stays admitted while the scope filter matches them; someone seated before
+who left the scope (a termination, a lost role code, later reverted or rehired) is *returning*:
+they take a free seat back before any newcomer is drawn — on a live write while the pilot has a
+free seat, and first in a draw. A pilot without a cap is per person (the sample is a hash of
+the person alone), so live writes admit at once.
 
 :func:`admission` is that rule for one person; :func:`draw` applies it to a population.
 """
@@ -32,6 +35,7 @@ ADMITTED = "admitted to the pilot"
 NO_PILOT = "no pilot: everyone in the scope filter"
 OUTSIDE_FILTER = "outside the scope filter"
 WAITING = "waiting for the draw (the next `bridge apply`)"
+RETURNING = "back in the pilot: seated before, and a seat is free"
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,16 @@ def admission(
     in_filter: bool,
     today: date,
     draw: Draw | None = None,
+    returning: bool = False,
+    seat_free: bool = False,
 ) -> Admission:
     """Whether the scope takes ``person`` (ranked by ``key``: externalId, else id), and why.
 
     ``admitted``: the person is projected in scope already (they stay); ``in_filter``: the
     scope filter matches them (no filter: True); ``draw``: the draw over the population (a
     plan), or None on a live write — which never fills a capped pilot: an eligible newcomer
-    waits for the draw.
+    waits for the draw. ``returning``: seated before, out of scope since; on a live write
+    they take a seat back when ``seat_free`` (in a draw they rank before every newcomer).
     """
     if not in_filter:
         return Admission(False, OUTSIDE_FILTER)
@@ -107,8 +114,12 @@ def admission(
         return Admission(False, why_not)
     if pilot.max_people is None:
         return Admission(True, ADMITTED)
-    rank = draw.ranked.get(person) if draw is not None else None
-    if draw is None or rank is None:
+    if draw is None:
+        if returning and seat_free:
+            return Admission(True, RETURNING)
+        return Admission(False, WAITING)
+    rank = draw.ranked.get(person)
+    if rank is None:
         return Admission(False, WAITING)
     drawn = f"rank {rank} of {draw.candidates} for {_seats(draw.free_seats)}"
     if rank <= draw.free_seats:
@@ -122,24 +133,26 @@ def draw(
     *,
     staying: Collection[str],
     today: date,
+    returning: Collection[str] = (),
 ) -> Draw:
     """The draw over ``population``: (person id, key) of everyone the scope filter matches.
 
     ``staying``: who is admitted already (projected in scope). Candidates are ranked by
     (hash of the key, id) — the same members whatever order the people were stored in — and
-    whom :func:`admission` takes with that draw is the result.
+    whom :func:`admission` takes with that draw is the result. ``returning``: people seated
+    before and out of scope since; eligible again, they rank before every newcomer.
     """
     people = list(population)
     seating = Draw()
     if pilot is not None and pilot.max_people is not None:
         candidates = sorted(
-            (sample_rank(pilot, key), person)
+            (person not in returning, sample_rank(pilot, key), person)
             for person, key in people
             if person not in staying and _ineligible(pilot, key, today) is None
         )
         taken = sum(1 for person, _ in people if person in staying)
         seating = Draw(
-            {person: rank for rank, (_, person) in enumerate(candidates, start=1)},
+            {person: rank for rank, (_, _, person) in enumerate(candidates, start=1)},
             max(pilot.max_people - taken, 0),
         )
     admitted = frozenset(
