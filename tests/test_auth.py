@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
@@ -29,6 +30,7 @@ from bridge.auth.jwt import map_scopes
 from bridge.auth.tokens import READ
 from bridge.auth.tokens import WRITE
 from bridge.auth.tokens import digest
+from bridge.cli import main
 from bridge.config import JwtSettings
 from bridge.config import Settings
 from bridge.provision import Provisioner
@@ -38,6 +40,7 @@ from bridge.scim.auth import Authenticator
 from bridge.store import journal
 from bridge.store import tokens
 from bridge.store.engine import Database
+from bridge.store.engine import connect
 from bridge.store.tables import TokenRow
 from tests.conftest import user_payload
 
@@ -227,6 +230,31 @@ async def test_revoked_token_is_401(make_app: AppFactory, db: Database) -> None:
         assert not tokens.revoke(conn, "entra", datetime.now(UTC))
 
 
+async def test_revocation_holds_at_once_in_every_process(
+    provisioner: Provisioner, catalog: Catalog, settings: Settings, database_url: str
+) -> None:
+    # Two servers on one database, each with its own engine and a warm principal cache.
+    servers = [connect(database_url) for _ in range(2)]
+    try:
+        apps = [
+            create_app(provisioner, catalog, settings, Authenticator(server, cache_seconds=60))
+            for server in servers
+        ]
+        token = create_token(servers[0], "entra", frozenset({READ, WRITE}))
+        for app in apps:
+            assert (await call(app, token)).status_code == 200
+            assert (await call(app, token)).status_code == 200  # answered from the cache
+        env = {"BRIDGE_DATABASE_URL": database_url, "BRIDGE_SCIM_TOKEN": None}
+        revoked = CliRunner().invoke(main, ["tokens", "revoke", "entra"], env=env)
+        assert revoked.exit_code == 0, revoked.output
+        for app in apps:
+            assert_unauthorized(await call(app, token))
+            assert_unauthorized(await call(app, token, "POST", json=user_payload("bjensen")))
+    finally:
+        for server in servers:
+            server.dispose()
+
+
 async def test_tokens_are_stored_only_as_hashes(db: Database) -> None:
     token = create_token(db, "okta", frozenset({READ, WRITE}))
     with db.read() as conn:
@@ -290,6 +318,8 @@ def rejected_tokens() -> dict[str, Callable[[], str]]:
         "signed by another key with a known kid": lambda: sign(ROGUE),
         "tampered payload": tampered,
         "no recognised scope": lambda: sign(scope="openid profile"),
+        "another API's write scope": lambda: sign(scope="https://graph.example.com/write"),
+        "a scope that only ends in scim:write": lambda: sign(scope="api://other/scim:write"),
         "no principal name": lambda: sign(sub=None, client_id=None),
         "garbage with two dots": lambda: "not.a.jwt",
         "bad base64 header": lambda: "@@@." + sign().split(".", 1)[1],
@@ -310,6 +340,17 @@ async def test_read_only_jwt_cannot_write(make_app: AppFactory) -> None:
     token = sign(scope="scim:read")
     assert (await call(app, token)).status_code == 200
     assert_error(await call(app, token, "POST", json=user_payload("bjensen")), 403)
+
+
+async def test_jwt_scopes_match_exactly(make_app: AppFactory) -> None:
+    app = make_app(verifier(Idp(KEY_1)))
+    foreign = sign(scope="scim:read https://graph.example.com/write")
+    assert (await call(app, foreign)).status_code == 200
+    assert_error(await call(app, foreign, "POST", json=user_payload("bjensen")), 403)
+    writer = sign(scope="openid scim:write")
+    created = await call(app, writer, "POST", json=user_payload("bjensen"))
+    assert created.status_code == 201, created.text
+    assert (await call(app, writer)).status_code == 200  # write implies read
 
 
 async def test_key_rotation_refetches_the_jwks(make_app: AppFactory) -> None:
@@ -388,15 +429,16 @@ def test_audience_may_be_a_list() -> None:
     ("value", "expected"),
     [
         ("scim:read scim:write", {READ, WRITE}),
-        ("read write", {READ, WRITE}),
-        ("read", {READ}),
-        ("write", {READ, WRITE}),
-        ("scim.read", {READ}),
-        (["scim.write"], {READ, WRITE}),
-        (["SCIM.Read", "openid"], {READ}),
-        ("openid api://scim-bridge/scim.write", {READ, WRITE}),
+        ("scim:read", {READ}),
+        ("scim:write", {READ, WRITE}),
+        (["scim:read", "openid"], {READ}),
         ("scim:read,scim:write", {READ, WRITE}),
         ("openid profile", set()),
+        ("https://graph.example.com/write", set()),
+        ("https://graph.example.com/read api://other/scim:write", set()),
+        ("read write", set()),
+        ("scim.read scim.write SCIM:WRITE Scim:Read", set()),
+        (["api://scim-bridge/scim.write", "scim:write/"], set()),
         ("readwrite scim:admin", set()),
         (42, set()),
         (None, set()),
@@ -409,10 +451,10 @@ def test_scope_mapping(value: Any, expected: set[str]) -> None:
 def test_scope_claim_is_configurable() -> None:
     idp = Idp(KEY_1)
     okta = verifier(idp)  # default "scope", with Okta's and Entra's "scp" as a fallback
-    principal = okta(sign(scope=None, scp=["scim.read"]))
+    principal = okta(sign(scope=None, scp=["scim:read"]))
     assert principal is not None and principal.scopes == {READ}
     entra = verifier(idp, scope_claim="roles")
-    principal = entra(sign(scope="scim:read", roles=["SCIM.Write"]))
+    principal = entra(sign(scope="scim:read", roles=["scim:write"]))
     assert principal is not None and principal.scopes == {READ, WRITE}
     assert entra(sign(scope="scim:write")) is None
 

@@ -104,7 +104,7 @@ async def test_tokens_revoke(database_url: str, app: Starlette, db: Database) ->
     revoked = bridge(database_url, "tokens", "revoke", "entra")
     assert revoked.exit_code == 0, revoked.output
     assert "revoked entra" in revoked.stdout
-    # The app's Authenticator caches a token for 5 s; this one is first seen after the revoke.
+    # Revocation holds at once, cached or not (tests/test_auth.py checks two processes).
     assert uncached(token) is None
     assert await status(app, token) == 401
     listed = bridge(database_url, "tokens", "list").stdout

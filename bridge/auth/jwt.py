@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from joserfc.jwk import OKPKey
 from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 
+from bridge.auth.tokens import ALL_SCOPES
 from bridge.auth.tokens import READ
 from bridge.auth.tokens import WRITE
 from bridge.auth.tokens import Principal
@@ -54,7 +54,6 @@ _KEY_TYPES: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]] = {
     "OKP": OKPKey,
 }
 _REGISTRY = JWSRegistry(algorithms=sorted(ALGORITHMS))
-_SCOPE = re.compile(r"^(?:scim[:._-])?(read|write)$")
 MAX_TOKEN_BYTES = 16_384
 _NAME_CLAIMS = ("client_id", "azp", "sub")
 
@@ -115,18 +114,18 @@ def load_key_file(path: Path) -> list[Key]:
 
 
 def map_scopes(value: Any) -> frozenset[str]:
-    """``scim:read scim:write``, ``read write``, ``scim.read`` … as Principal scopes; write implies read."""
+    """The ``scim:read`` and ``scim:write`` scopes of a claim, matched exactly; write implies read.
+
+    Nothing else is mapped: ``https://graph.example.com/write`` is another API's scope, and a
+    suffix or case-insensitive match would grant it ``scim:write`` here.
+    """
     if isinstance(value, str):
         items = value.replace(",", " ").split()
     elif isinstance(value, list):
         items = [item for item in value if isinstance(item, str)]
     else:
         return frozenset()
-    scopes: set[str] = set()
-    for item in items:
-        match = _SCOPE.match(item.rsplit("/", 1)[-1].lower())
-        if match:
-            scopes.add(WRITE if match.group(1) == "write" else READ)
+    scopes = {item for item in items if item in ALL_SCOPES}
     if WRITE in scopes:
         scopes.add(READ)
     return frozenset(scopes)

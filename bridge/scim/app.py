@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
@@ -40,6 +38,7 @@ from bridge.provision import Cause
 from bridge.provision import Provisioner
 from bridge.schemas import Catalog
 from bridge.scim import discovery
+from bridge.scim import door
 from bridge.scim.bulk import run_bulk
 from bridge.scim.errors import ScimResponse
 from bridge.scim.errors import error_response
@@ -104,7 +103,7 @@ class ScimServer:
 
         async def serve(request: Request) -> Response:
             started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or secrets.token_hex(16)
+            request_id = door.request_id(request.headers.get("x-request-id"))
             try:
                 response = await self._serve(request, handlers, request_id)
             except SCIMException as exc:
@@ -175,10 +174,7 @@ class ScimServer:
         raw = await call.request.body()
         if len(raw) > limit:
             raise PayloadTooLargeException(detail=f"the body is over {limit} bytes")
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidSyntaxException(detail=f"the body is not JSON: {exc}") from exc
+        return door.parse_body(raw)
 
     def selection(self, resource_type: str, params: Any) -> Selection:
         return self.projectors[resource_type].selection(
@@ -211,7 +207,7 @@ class ScimServer:
         read = partial(
             self.provisioner.get,
             resource_type,
-            call.request.path_params["id"],
+            door.check_id(call.request.path_params["id"]),
             with_members=with_members,
             inline=inline,
         )
@@ -302,7 +298,7 @@ class ScimServer:
             self.catalog.model(resource_type),
             self.known_schemas[resource_type],
         )
-        resource_id = call.request.path_params["id"]
+        resource_id = door.check_id(call.request.path_params["id"])
         await run_in_threadpool(
             lambda: self.provisioner.replace(
                 call.cause,
@@ -328,7 +324,7 @@ class ScimServer:
         operations, tolerances = normalize_patch(
             await self.body(call), self.catalog.model(resource_type)
         )
-        resource_id = call.request.path_params["id"]
+        resource_id = door.check_id(call.request.path_params["id"])
         outcome = await run_in_threadpool(
             lambda: self.provisioner.patch(
                 call.cause,
@@ -355,7 +351,7 @@ class ScimServer:
             lambda: self.provisioner.delete(
                 call.cause,
                 self.resource_type(call),
-                call.request.path_params["id"],
+                door.check_id(call.request.path_params["id"]),
                 if_match=call.request.headers.get("if-match"),
             )
         )

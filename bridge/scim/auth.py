@@ -17,7 +17,12 @@ JwtVerifier = Callable[[str], Principal | None]
 
 
 class Authenticator:
-    """Resolve a bearer credential to a principal; stored tokens are cached briefly by hash."""
+    """Resolve a bearer credential to a principal.
+
+    A stored token's principal is remembered by hash for ``cache_seconds``, but every request
+    still reads the token's ``revoked`` column (one unique-index point read), so a revocation by
+    ``bridge tokens revoke`` or any other process holds from the next request on.
+    """
 
     def __init__(
         self,
@@ -31,20 +36,26 @@ class Authenticator:
         self.env_digest = digest(env_token) if env_token else None
         self.jwt = jwt
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
     def cached(self, credential: str) -> tuple[bool, Principal | None]:
-        """Answer from memory when possible (no thread hop, no database): (known, principal)."""
+        """Answer without a thread hop when possible: (known, principal).
+
+        On SQLite a remembered token is re-checked on the loop's own connection (an index read
+        costs less than the hop); other databases are never read on the event loop.
+        """
         if self.jwt is not None and credential.count(".") == 2:
             return False, None
         key = digest(credential)
         if self.env_digest is not None and hmac.compare_digest(key, self.env_digest):
             return True, Principal("BRIDGE_SCIM_TOKEN", frozenset(ALL_SCOPES))
         found = self._cache.get(key)
-        if found is not None and found[0] > time.monotonic():
-            return True, found[1]
-        return False, None
+        if found is None or found[0] <= time.monotonic() or not self.db.is_sqlite:
+            return False, None
+        with self.db.read_inline() as conn:
+            active = tokens.is_active(conn, key)
+        return True, self._still(key, found[1], active=active)
 
     def __call__(self, credential: str) -> Principal | None:
         if self.jwt is not None and credential.count(".") == 2:
@@ -56,11 +67,22 @@ class Authenticator:
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            with self.db.read() as conn:
+                active = tokens.is_active(conn, key)
+            return self._still(key, cached[1], active=active)
         with self.db.read() as conn:
             principal = tokens.verify(conn, credential)
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (now + self.cache_seconds, principal)
+        if principal is not None and self.cache_seconds > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[key] = (now + self.cache_seconds, principal)
         return principal
+
+    def _still(self, key: str, principal: Principal, *, active: bool) -> Principal | None:
+        """The remembered principal while its token is active; forgotten once it is not."""
+        if active:
+            return principal
+        with self._lock:
+            self._cache.pop(key, None)
+        return None

@@ -19,6 +19,9 @@ from scim2_models.path import CompareOperator
 from scim2_models.path import Comparison
 from scim2_models.path import FilterNode
 
+from bridge.scim.door import check_filter
+from bridge.scim.door import check_index
+
 # ``attr eq "string"`` (``attr`` or ``attr.sub``, no URN): the lookup an IdP sends before every
 # write, with a value that differs each time, so scim2-models' cache of parsed filters never
 # hits. Built here into the very node its parser builds; anything else goes to the parser.
@@ -37,9 +40,19 @@ def split_list(value: Any) -> list[str]:
     return [item.strip() for item in str(value).split(",") if item.strip()]
 
 
-def parse_filter(text: str | None) -> FilterNode | None:
-    if text is None or not text.strip():
+def parse_filter(text: Any) -> FilterNode | None:
+    if text is None:
         return None
+    if not isinstance(text, str):
+        raise InvalidValueException(detail=f"filter must be a string, not {text!r}")
+    if not text.strip():
+        return None
+    node = _parse_filter(text)
+    check_filter(node)
+    return node
+
+
+def _parse_filter(text: str) -> FilterNode:
     simple = _SIMPLE_EQ.match(text)
     if simple is not None:
         attr, sub_attr, quoted = simple.groups()
@@ -58,7 +71,9 @@ def parse_filter(text: str | None) -> FilterNode | None:
         raise InvalidFilterException(detail=f"{exc}: {text!r}") from exc
 
 
-def parse_sort_by(text: str | None) -> AttrPath | None:
+def parse_sort_by(text: Any) -> AttrPath | None:
+    if text is not None and not isinstance(text, str):
+        raise InvalidValueException(detail=f"sortBy must be a string, not {text!r}")
     if text is None or not text.strip():
         return None
     try:
@@ -74,9 +89,10 @@ def _int(name: str, value: Any, default: int) -> int:
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise InvalidValueException(detail=f"{name} must be an integer, not {value!r}") from None
+    return check_index(name, number)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ def revoke(conn: Connection, name: str, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
+def is_active(conn: Connection, token_digest: str) -> bool:
+    """Whether the token with this hash exists and is not revoked: one unique-index point read."""
+    row = conn.execute(select(T.c.revoked).where(T.c.token_hash == token_digest)).first()
+    return row is not None and row.revoked is None
+
+
 def verify(conn: Connection, token: str) -> Principal | None:
     """The principal a presented token stands for, or None."""
     row = conn.execute(
