@@ -45,6 +45,14 @@ Preflight = Callable[[str], Awaitable[Verdict]]
 """Re-check one target's setup (``bridge.provision.preflight``), given by the composition root."""
 
 
+def _resumed(name: str) -> None:
+    log.info(
+        "target %s passes preflight: its intents go again",
+        name,
+        extra={"target": name, "verdict": "passed"},
+    )
+
+
 class Relay:
     """One relay process (or task): many may share a PostgreSQL outbox.
 
@@ -119,11 +127,7 @@ class Relay:
                 if not self.breakers[name].open and await self.probe(name):
                     await asyncio.to_thread(self._save_reachable, name)
             for name in set(self.waiting) - set(waiting):
-                log.info(
-                    "target %s passes preflight: its intents go again",
-                    name,
-                    extra={"target": name, "verdict": "passed"},
-                )
+                _resumed(name)
             self.waiting = waiting
         if self._recheck_all:
             self._recheck_all = False
@@ -153,15 +157,11 @@ class Relay:
             log.exception("preflight of target %s failed to run", name)
             return False
         if verdict.unreachable:
-            self._trip(name, verdict.reason() or f"target {name} is unreachable", None)
+            await self._trip(name, verdict.reason() or f"target {name} is unreachable", None)
             return False
         if verdict.passed:
             if self.waiting.pop(name, None) is not None:
-                log.info(
-                    "target %s passes preflight: its intents go again",
-                    name,
-                    extra={"target": name, "verdict": "passed"},
-                )
+                _resumed(name)
             return True
         reason = verdict.reason()
         if self.waiting.get(name) != reason:
@@ -205,7 +205,7 @@ class Relay:
                 )
                 await asyncio.to_thread(self._save_unreachable, name, breaker)
             else:
-                self._trip(name, result.message, result.retry_after)
+                await self._trip(name, result.message, result.retry_after)
             return False
         if breaker.open:
             seconds = breaker.close(now)
@@ -218,7 +218,7 @@ class Relay:
             await asyncio.to_thread(self._save_reachable, name)
         return True
 
-    def _trip(self, name: str, reason: str, retry_after: float | None) -> None:
+    async def _trip(self, name: str, reason: str, retry_after: float | None) -> None:
         breaker = self.breakers[name]
         if breaker.trip(self.clock(), reason, retry_after):
             log.warning(
@@ -228,7 +228,7 @@ class Relay:
                 reason,
                 extra={"target": name, "reason": reason},
             )
-        self._save_unreachable(name, breaker)
+        await asyncio.to_thread(self._save_unreachable, name, breaker)
 
     def _save_unreachable(self, name: str, breaker: Breaker) -> None:
         with self.db.write() as conn:

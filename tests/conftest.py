@@ -268,14 +268,16 @@ def shipped_rules(directory: Path, simulator_url: str | None = None) -> Path:
     return rules
 
 
-def run_cli(database_url: str, rules_dir: Path, *args: str) -> Result:
-    """``bridge ARGS`` against a test database and rules directory (wide output, no token)."""
-    env = {
+def run_cli(database_url: str, rules_dir: Path, *args: str, **more_env: str) -> Result:
+    """``bridge ARGS`` against a test database and rules directory (wide output, no token;
+    ``more_env``: credentials and other variables)."""
+    env: dict[str, str | None] = {
         "BRIDGE_DATABASE_URL": database_url,
         "BRIDGE_RULES": str(rules_dir),
         "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
         "BRIDGE_SCIM_TOKEN": None,
         "BRIDGE_LOG_FORMAT": None,
         "COLUMNS": "200",
+        **more_env,
     }
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)

@@ -209,7 +209,6 @@ def test_empty_journal_json_prints_nothing(database_url: str) -> None:
 def test_db_reindex_rebuilds_the_multi_valued_index(database_url: str, db: Database) -> None:
     from bridge.schemas import load_catalog
     from bridge.scim.params import parse_filter
-    from tests.conftest import ROOT
     from tests.conftest import user_payload
 
     provisioner = Provisioner(db, load_catalog(ROOT / "schemas"))
@@ -365,18 +364,15 @@ def test_apply_checks_the_targets_first_and_enqueues_nothing_when_one_fails(
         loader.create(Cause("hris"), "User", employee(1, codes=["BEN_CHOICE_2026"]))
     finally:
         db.dispose()
-    env = {
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_RULES": str(rules),
-        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
-        "MOODLE_TOKEN": SIM_MOODLE_TOKEN,
-        "COLUMNS": "200",
-    }
+
+    def bridge_cli(*args: str) -> Result:
+        return run_cli(database_url, rules, *args, MOODLE_TOKEN=SIM_MOODLE_TOKEN)
+
     plan_file = tmp_path / "plan.json"
-    made = CliRunner().invoke(main, ["plan", "--out", str(plan_file)], env=env)
+    made = bridge_cli("plan", "--out", str(plan_file))
     assert made.exit_code == 2, made.output
     app.state.moodle.service_functions.discard("enrol_manual_enrol_users")
-    refused = CliRunner().invoke(main, ["apply", str(plan_file)], env=env)
+    refused = bridge_cli("apply", str(plan_file))
     assert refused.exit_code == 1, refused.output
     assert "enrol_manual_enrol_users" in refused.output and "nothing enqueued" in refused.output
     db = connect(database_url)
@@ -386,7 +382,7 @@ def test_apply_checks_the_targets_first_and_enqueues_nothing_when_one_fails(
     finally:
         db.dispose()
     app.state.moodle.service_functions.add("enrol_manual_enrol_users")  # the admin fixes it
-    applied = CliRunner().invoke(main, ["apply", str(plan_file)], env=env)
+    applied = bridge_cli("apply", str(plan_file))
     assert applied.exit_code == 0, applied.output
     assert "intent(s) applied" in applied.output
 

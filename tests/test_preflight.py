@@ -8,6 +8,7 @@ depends on it and the fix; the rules live in a temporary rules directory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,10 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from starlette.applications import Starlette
 
-from bridge.cli import main
 from bridge.cli.targets import exit_code
 from bridge.lmssim.app import SIM_CANVAS_TOKEN
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
@@ -28,7 +27,6 @@ from bridge.lmssim.moodle import MoodleSite
 from bridge.provision.preflight import check_target
 from bridge.provision.preflight import preflight_for
 from bridge.provision.preflight import run_preflight
-from bridge.provision.preflight import run_preflight_sync
 from bridge.rules.loader import load_ruleset
 from bridge.rules.model import RuleSet
 from bridge.store import health
@@ -55,6 +53,7 @@ from tests.conftest import NOW
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import free_port
+from tests.conftest import run_cli
 
 SIM = "http://lms.test"
 
@@ -739,7 +738,7 @@ def test_unreachable_target_leaves_the_health_state_alone(tmp_path: Path, db: Da
         health.save(conn, "moodle", health.UNREACHABLE, now=NOW, reason="circuit open")
     target = make_target(ruleset.targets["moodle"], {"MOODLE_TOKEN": "x"})
 
-    verdicts = run_preflight_sync(db, ruleset, {"moodle": target}, now=NOW)
+    verdicts = asyncio.run(run_preflight(db, ruleset, {"moodle": target}, now=NOW))
 
     assert verdicts["moodle"].unreachable
     with db.read() as conn:
@@ -751,17 +750,15 @@ def test_unreachable_target_leaves_the_health_state_alone(tmp_path: Path, db: Da
 
 
 def targets_check(database_url: str, rules: Path, *args: str) -> Any:
-    env = {
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_RULES": str(rules),
-        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
-        "BRIDGE_SCIM_TOKEN": None,
-        "BRIDGE_LOG_FORMAT": None,
-        "MOODLE_TOKEN": SIM_MOODLE_TOKEN,
-        "CANVAS_TOKEN": SIM_CANVAS_TOKEN,
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(main, ["targets", "check", *args], env=env, catch_exceptions=False)
+    return run_cli(
+        database_url,
+        rules,
+        "targets",
+        "check",
+        *args,
+        MOODLE_TOKEN=SIM_MOODLE_TOKEN,
+        CANVAS_TOKEN=SIM_CANVAS_TOKEN,
+    )
 
 
 def test_cli_check_json_fails_with_the_finding_and_records_it(

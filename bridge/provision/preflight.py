@@ -147,18 +147,6 @@ async def run_preflight(
     return {verdict.target: verdict for verdict in verdicts}
 
 
-def run_preflight_sync(
-    db: Database,
-    ruleset: RuleSet,
-    targets: Mapping[str, Target],
-    *,
-    now: datetime | Clock,
-    names: Iterable[str] | None = None,
-) -> dict[str, Verdict]:
-    """``run_preflight`` from synchronous code (the CLI): its own event loop."""
-    return asyncio.run(run_preflight(db, ruleset, targets, now=now, names=names))
-
-
 def preflight_for(
     db: Database,
     rules: Callable[[], RuleSet | None],
