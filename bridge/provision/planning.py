@@ -177,13 +177,7 @@ class Planner:
                 known = evidence(conn, targets, [record.id for record, _ in planned], waiting)
                 self._unseated(outcomes, standing, ruleset, batch, groups)
                 for record, relevant in planned:
-                    doc = person_document(
-                        record,
-                        [
-                            {"value": g.value, "display": g.display, "type": "direct"}
-                            for g in groups.get(record.id, [])
-                        ],
-                    )
+                    doc = person_document(record, groups.get(record.id, ()))
                     verdicts = standing.verdicts(record.id)
                     for rule_file in relevant:
                         self._entry(
@@ -242,13 +236,7 @@ class Planner:
                 rank = draw.ranked.get(record.id)
                 if rank is None or record.id in draw.admitted:
                     continue
-                doc = person_document(
-                    record,
-                    [
-                        {"value": g.value, "display": g.display, "type": "direct"}
-                        for g in groups.get(record.id, [])
-                    ],
-                )
+                doc = person_document(record, groups.get(record.id, ()))
                 desired = desired_state(
                     record.id, doc, rule_file, standing.verdicts(record.id), admitted=True
                 )
@@ -453,11 +441,7 @@ class Planner:
             if record is None:
                 raise PlanError(f"no person with id, externalId or userName {key!r}")
             standing = read_standing(conn, self.store, ruleset, today)
-            groups = [
-                {"value": g.value, "display": g.display, "type": "direct"}
-                for g in self.store.groups_of(conn, [record.id])[record.id]
-            ]
-            doc = person_document(record, groups)
+            doc = person_document(record, self.store.groups_of(conn, [record.id])[record.id])
             targets = {f.target for f in ruleset.files}
             known = evidence(conn, targets, [record.id])
         ledger, confirmed = known

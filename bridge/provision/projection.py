@@ -27,18 +27,21 @@ from bridge.schemas import Catalog
 from bridge.store import outbox
 from bridge.store import projections
 from bridge.store.projections import Projection
+from bridge.store.resources import Member
 from bridge.store.resources import Record
 from bridge.store.resources import ResourceStore
 
 
-def person_document(record: Record, groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """The SCIM JSON rules read: the stored document plus id, externalId and groups."""
+def person_document(record: Record, groups: Iterable[Member] = ()) -> dict[str, Any]:
+    """The SCIM JSON rules read: the stored document plus id, externalId and the groups the
+    person is a direct member of (``groups_of``)."""
     doc = dict(record.doc)
     doc["id"] = record.id
     if record.external_id is not None:
         doc["externalId"] = record.external_id
-    if groups:
-        doc["groups"] = groups
+    direct = [{"value": g.value, "display": g.display, "type": "direct"} for g in groups]
+    if direct:
+        doc["groups"] = direct
     return doc
 
 
@@ -91,7 +94,7 @@ class Projector:
             doc: dict[str, Any] | None = None
             model = None
             if created is not None and created[0].id == person_id:
-                doc, model = person_document(created[0], []), created[1]
+                doc, model = person_document(created[0]), created[1]
                 for rule_file in ruleset.files:
                     total += self._one(
                         conn, rule_file, ruleset.version, person_id, doc, model, now, journal_seq
@@ -99,11 +102,7 @@ class Projector:
                 continue
             record = self.store.get(conn, "User", person_id)
             if record is not None:
-                groups = [
-                    {"value": g.value, "display": g.display, "type": "direct"}
-                    for g in self.store.groups_of(conn, [person_id])[person_id]
-                ]
-                doc = person_document(record, groups)
+                doc = person_document(record, self.store.groups_of(conn, [person_id])[person_id])
                 model = person_model(self.catalog, doc)
             for rule_file in ruleset.files:
                 total += self._one(
