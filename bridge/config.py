@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///bridge.db"
+USERNAME_POLICIES = ("exact", "nfkc")
+"""``exact``: a userName is kept as sent (RFC 7643 compares it case-insensitively);
+``nfkc``: it is trimmed and NFKC-normalised before it is stored or compared."""
 
 
 def _number(
@@ -69,6 +72,13 @@ class Settings:
     relay_per_target: int = 8
     preflight_recheck_seconds: float = 30.0
     probe_cap_seconds: float = 5.0
+    max_string_length: int = 2048
+    max_filter_terms: int = 64
+    max_filter_length: int = 8192
+    query_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    username_policy: str = "exact"
+    cursor_secret: str | None = None
     jwt: JwtSettings = field(default_factory=JwtSettings)
 
     @classmethod
@@ -79,6 +89,12 @@ class Settings:
         if log_format not in ("json", "text"):
             raise ValueError(f"BRIDGE_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
         key_file = env.get("BRIDGE_JWT_KEY_FILE")
+        username_policy = env.get("BRIDGE_USERNAME_POLICY", "exact").strip().lower()
+        if username_policy not in USERNAME_POLICIES:
+            allowed = " or ".join(repr(p) for p in USERNAME_POLICIES)
+            raise ValueError(
+                f"BRIDGE_USERNAME_POLICY must be {allowed}, not {username_policy!r}"
+            )
         return cls(
             database_url=env.get("BRIDGE_DATABASE_URL", DEFAULT_DATABASE_URL),
             scim_token=env.get("BRIDGE_SCIM_TOKEN") or None,
@@ -102,6 +118,21 @@ class Settings:
             probe_cap_seconds=_number(
                 env, "BRIDGE_PROBE_CAP_SECONDS", "5", float, minimum=0.1, maximum=3600
             ),
+            max_string_length=_number(
+                env, "BRIDGE_MAX_STRING_LENGTH", "2048", minimum=64, maximum=1_048_576
+            ),
+            max_filter_terms=_number(env, "BRIDGE_MAX_FILTER_TERMS", "64", maximum=1000),
+            max_filter_length=_number(
+                env, "BRIDGE_MAX_FILTER_LENGTH", "8192", minimum=256, maximum=1_048_576
+            ),
+            query_timeout_seconds=_number(
+                env, "BRIDGE_QUERY_TIMEOUT_SECONDS", "10", float, minimum=0.05, maximum=3600
+            ),
+            body_timeout_seconds=_number(
+                env, "BRIDGE_BODY_TIMEOUT_SECONDS", "30", float, minimum=0.05, maximum=3600
+            ),
+            username_policy=username_policy,
+            cursor_secret=env.get("BRIDGE_CURSOR_SECRET") or None,
             jwt=JwtSettings(
                 jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
                 key_file=Path(key_file) if key_file else None,
