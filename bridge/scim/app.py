@@ -39,6 +39,7 @@ from bridge.provision import Provisioner
 from bridge.schemas import Catalog
 from bridge.scim import discovery
 from bridge.scim import door
+from bridge.scim import openapi
 from bridge.scim.bulk import run_bulk
 from bridge.scim.errors import ScimResponse
 from bridge.scim.errors import error_response
@@ -387,6 +388,9 @@ class ScimServer:
                 return ScimResponse(item)
         raise NotFoundException(detail=f"no schema {schema_id!r}")
 
+    async def openapi(self, call: Call) -> Response:
+        return JSONResponse(openapi.document(self.catalog, self.settings, call.base_url))
+
     async def not_implemented(self, call: Call) -> Response:
         raise NotImplementedException(detail="/Me is not supported: tokens name clients, not users")
 
@@ -405,6 +409,7 @@ class ScimServer:
             _route("/scim/v2/ResourceTypes/{name}", e({"GET": (READ, self.resource_types)})),
             _route("/scim/v2/Schemas", e({"GET": (READ, self.schemas)})),
             _route("/scim/v2/Schemas/{id:path}", e({"GET": (READ, self.schemas)})),
+            _route("/scim/v2/openapi.json", e({"GET": (READ, self.openapi)})),
             _route("/scim/v2/.search", e({"POST": (READ, self.search)})),
             _route("/scim/v2/Bulk", e({"POST": (WRITE, self.bulk)})),
             _route(
