@@ -92,9 +92,7 @@ class Settings:
         username_policy = env.get("BRIDGE_USERNAME_POLICY", "exact").strip().lower()
         if username_policy not in USERNAME_POLICIES:
             allowed = " or ".join(repr(p) for p in USERNAME_POLICIES)
-            raise ValueError(
-                f"BRIDGE_USERNAME_POLICY must be {allowed}, not {username_policy!r}"
-            )
+            raise ValueError(f"BRIDGE_USERNAME_POLICY must be {allowed}, not {username_policy!r}")
         return cls(
             database_url=env.get("BRIDGE_DATABASE_URL", DEFAULT_DATABASE_URL),
             scim_token=env.get("BRIDGE_SCIM_TOKEN") or None,

@@ -139,15 +139,19 @@ def app(provisioner: Provisioner, catalog: Catalog, settings: Settings, db: Data
     return create_app(provisioner, catalog, settings, Authenticator(db, env_token=TOKEN))
 
 
+def app_client(app: Any, token: str = TOKEN) -> httpx.AsyncClient:
+    """An HTTP client on a real ASGI app at its SCIM base, with a bearer token."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bridge.test/scim/v2",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
 @pytest.fixture
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     """An HTTP client on the real ASGI app, authenticated with a full-scope token."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as http:
+    async with app_client(app) as http:
         yield http
 
 
@@ -203,11 +207,7 @@ async def scim(
     ruled: Provisioner, catalog: Catalog, settings: Any, db: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(ruled, catalog, settings, Authenticator(db, env_token=TOKEN))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as client:
+    async with app_client(app) as client:
         yield client
 
 

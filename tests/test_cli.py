@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from click.testing import Result
@@ -26,6 +25,7 @@ from bridge.store.engine import Database
 from bridge.store.engine import connect
 from bridge.store.engine import normalize_url
 from tests.conftest import ROOT
+from tests.conftest import app_client
 from tests.conftest import employee
 from tests.conftest import run_cli
 from tests.conftest import shipped_rules
@@ -51,11 +51,7 @@ def bridge(database_url: str, *args: str) -> Result:
 
 
 async def status(app: Starlette, token: str, method: str = "GET") -> int:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as client:
+    async with app_client(app, token) as client:
         if method == "POST":
             response = await client.post("/Users", json=user_payload("bjensen"))
         else:

@@ -44,6 +44,7 @@ from tests.conftest import HR
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import USER_SCHEMA
+from tests.conftest import app_client
 from tests.conftest import clean_database
 from tests.conftest import user_payload
 
@@ -82,11 +83,7 @@ def serve(db: Database, url: str, provisioner: Provisioner, catalog: Catalog) ->
 
 
 def http_client(app: ASGIApp) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
+    return app_client(app)
 
 
 def create_user(provisioner: Provisioner, user_name: str, **extra: Any) -> str:

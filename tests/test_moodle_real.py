@@ -58,6 +58,7 @@ from tests.conftest import HR
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import USER_SCHEMA
+from tests.conftest import app_client
 from tests.conftest import assert_scim
 from tests.conftest import clean_database
 from tests.conftest import patch_body
@@ -433,11 +434,7 @@ async def bridge(tmp_path: Path, sqlite_template: Path, catalog: Catalog) -> Asy
     relay.policy = RetryPolicy(base=0.2, cap=2.0, max_attempts=6)  # bounded for a test
     settings = Settings(database_url=database_url, scim_token=TOKEN, schemas_dir=ROOT / "schemas")
     app = create_app(provisioner, catalog, settings, Authenticator(db, env_token=TOKEN))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as scim:
+    async with app_client(app) as scim:
         yield Bridge(db, provisioner, ruleset, relay, scim)
     for target in relay.targets.values():
         await target.aclose()

@@ -46,6 +46,7 @@ from bridge.store.engine import Database
 from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import USER_SCHEMA
+from tests.conftest import app_client
 from tests.conftest import assert_scim
 from tests.conftest import employee
 from tests.conftest import patch_body
@@ -258,11 +259,7 @@ async def okta(
     """The real SCIM app with the shipped rules, on a clock that moves."""
     provisioner = Provisioner(db, catalog, rules=book.current, clock=Clock())
     app = create_app(provisioner, catalog, settings, Authenticator(db, env_token=TOKEN))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://bridge.test/scim/v2",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as client:
+    async with app_client(app) as client:
         yield client
 
 

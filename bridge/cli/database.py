@@ -9,6 +9,7 @@ import click
 
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.store.engine import Database
@@ -51,7 +52,7 @@ def db_reindex() -> None:
     settings = load_settings()
     catalog = load_schemas(settings)
     with database(settings) as db:
-        store = Provisioner(db, catalog).store
+        store = Provisioner(db, catalog, **store_options(settings)).store
         resources = rows = 0
         for resource_type in ("User", "Group"):
             with db.read() as reader:

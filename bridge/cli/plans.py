@@ -18,6 +18,7 @@ from bridge.cli.database import database
 from bridge.cli.rules import check_rules
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.cli.targets import check_targets
 from bridge.config import Settings
 from bridge.provision import Provisioner
@@ -50,7 +51,7 @@ def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Plann
         click.echo(render_errors(exc.errors), err=True)
         sys.exit(1)
     with database(settings) as db:
-        provisioner = Provisioner(db, catalog, rules=book.current)
+        provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
         yield Planner(db, provisioner.store, catalog, book.current, now_utc)
 
 

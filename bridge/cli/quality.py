@@ -26,6 +26,7 @@ from bridge.cli.plans import actor
 from bridge.cli.rules import check_rules
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
@@ -153,7 +154,7 @@ def quality_report() -> dict[str, Any]:
     book, rules_problem = _rules(settings, catalog)
     plan: Plan | None = None
     with database(settings) as db:
-        provisioner = Provisioner(db, catalog, rules=book.current)
+        provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
         if rules_problem is None:
             planner = Planner(db, provisioner.store, catalog, book.current, now_utc)
             try:

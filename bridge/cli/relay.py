@@ -15,6 +15,7 @@ from bridge.cli.logs import configure_logging
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.preflight import preflight_for
@@ -84,7 +85,9 @@ def relay_command(once: bool) -> None:
     except RuleErrors as exc:
         raise click.ClickException(render_errors(exc.errors)) from exc
     with database(settings) as db:
-        book.gate = ReloadGuard(db, Provisioner(db, catalog).store, catalog)
+        book.gate = ReloadGuard(
+            db, Provisioner(db, catalog, **store_options(settings)).store, catalog
+        )
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is None:
             raise click.ClickException(

@@ -13,6 +13,7 @@ from bridge.cli.plans import actor
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.provision import Provisioner
 from bridge.provision.revert import Reverter
 from bridge.provision.revert import RevertError
@@ -49,7 +50,7 @@ def revert_command(
     catalog = load_schemas(settings)
     book = rule_book(settings, catalog)
     with database(settings) as db:
-        reverter = Reverter(Provisioner(db, catalog, rules=book.current))
+        reverter = Reverter(Provisioner(db, catalog, rules=book.current, **store_options(settings)))
         try:
             plan = reverter.plan(seq=seq, run=run_id, since=when, person=person)
         except RevertError as exc:

@@ -14,6 +14,7 @@ from bridge.cli.relay import build_relay
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
+from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.reload_guard import ReloadGuard
@@ -32,7 +33,7 @@ def build_app(
     db = open_database(settings, serving=True)
     catalog = load_schemas(settings)
     book = book or rule_book(settings, catalog)
-    provisioner = Provisioner(db, catalog, rules=book.current)
+    provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
     if book.gate is None:  # every process of a serve follows one decision per reload
         book.gate = ReloadGuard(db, provisioner.store, catalog)
     background = []

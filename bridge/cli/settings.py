@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from bridge.config import Settings
@@ -32,3 +34,8 @@ def load_schemas(settings: Settings) -> Catalog:
         missing = not settings.schemas_dir.is_dir()
         fix = MISSING_SCHEMAS_FIX if missing else ""
         raise click.ClickException(f"{exc}{fix}") from exc
+
+
+def store_options(settings: Settings) -> dict[str, Any]:
+    """What a Provisioner takes from the settings: how userNames compare, the cursor key."""
+    return {"username_policy": settings.username_policy, "cursor_secret": settings.cursor_secret}

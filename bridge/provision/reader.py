@@ -1,5 +1,6 @@
 """Reads of SCIM resources (RFC 7644 §3.4): one by id, or a page of a list or search, with a
-group's members or a user's groups attached; and which reads are cheap enough to run inline.
+group's members or a user's groups attached, each under an optional ``QueryBudget``; and
+which reads are cheap enough to run inline.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from scim2_models import SCIMException
 from scim2_models.path import FilterNode
 
 from bridge.store.engine import Database
+from bridge.store.engine import QueryBudget
 from bridge.store.resources import Page
 from bridge.store.resources import Record
 from bridge.store.resources import ResourceStore
@@ -30,9 +32,11 @@ class Reader:
         *,
         with_members: bool = True,
         inline: bool = False,
+        budget: QueryBudget | None = None,
     ) -> Record:
-        """One resource; ``inline``: on the caller's own connection (see ``is_point_read``)."""
-        with self.db.read_inline() if inline else self.db.read() as conn:
+        """One resource; ``inline``: on the caller's own connection (see ``is_point_read``);
+        ``budget``: ``QueryBudgetExceeded`` past its deadline, ``QueryCancelled`` once cancelled."""
+        with self.db.read_inline(budget) if inline else self.db.read(budget) as conn:
             record = self.store.get(conn, resource_type, resource_id)
             if record is None:
                 raise NotFoundException(detail=f"{resource_type} {resource_id} not found")
@@ -47,11 +51,12 @@ class Reader:
         *,
         with_members: bool = True,
         inline: bool = False,
+        budget: QueryBudget | None = None,
         **paging: Any,
     ) -> Page:
         """One page of a list or search; ``inline``: on the caller's own connection (see
-        ``is_point_read``)."""
-        with self.db.read_inline() if inline else self.db.read() as conn:
+        ``is_point_read``); ``budget``: as for ``get``."""
+        with self.db.read_inline(budget) if inline else self.db.read(budget) as conn:
             page = self.store.search(conn, types, node, **paging)
             if with_members:
                 self._attach_members(conn, page.records)

@@ -89,10 +89,15 @@ class Provisioner(Reader):
         *,
         clock: Callable[[], datetime] = now_utc,
         rules: Callable[[], RuleSet | None] = lambda: None,
+        username_policy: str = "exact",
+        cursor_secret: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.models = {rt: catalog.model(rt) for rt in ("User", "Group")}
-        super().__init__(db, ResourceStore(self.models, db.dialect))
+        store = ResourceStore(
+            self.models, db.dialect, username_policy=username_policy, cursor_secret=cursor_secret
+        )
+        super().__init__(db, store)
         self.clock = clock
         self.projector = Projector(self.store, catalog, rules)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
+from typing import TypeVar
 
 from scim2_models import ForbiddenException
 from scim2_models import InvalidSyntaxException
@@ -22,13 +23,16 @@ from scim2_models import NotFoundException
 from scim2_models import NotImplementedException
 from scim2_models import PayloadTooLargeException
 from scim2_models import SCIMException
+from scim2_models import TooManyException
 from scim2_models import UnauthorizedException
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive
 
 from bridge.auth.tokens import READ
 from bridge.auth.tokens import WRITE
@@ -52,12 +56,22 @@ from bridge.scim.render import Projector
 from bridge.scim.render import Selection
 from bridge.scim.render import resource_json
 from bridge.store.engine import DatabaseBusy
+from bridge.store.engine import QueryBudget
+from bridge.store.engine import QueryBudgetExceeded
+from bridge.store.engine import QueryCancelled
 
 log = logging.getLogger("bridge.scim")
 
 Authenticate = Callable[[str], Principal | None]
 Handler = Callable[["Call"], Awaitable[Response]]
 ENDPOINTS = {"users": "User", "groups": "Group"}
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose client went away (nginx's; never sent to anyone)."""
+T = TypeVar("T")
+
+
+class _BodyTimeout(Exception):
+    """The request body did not arrive within ``body_timeout_seconds``: 408, connection closed."""
 
 
 @dataclass
@@ -89,6 +103,10 @@ class ScimServer:
         self.settings = settings
         self.authenticate = authenticate
         self.projectors = {rt: Projector(catalog, rt) for rt in ("User", "Group")}
+        self.door_limits: dict[str, Any] = {
+            "max_string_length": settings.max_string_length,
+            "username_policy": settings.username_policy,
+        }
         self.known_schemas = {
             rt: {str(self.catalog.model(rt).__schema__).lower()}
             | {urn.lower() for urn in catalog.extension_urns(rt)}
@@ -114,6 +132,22 @@ class ScimServer:
                 response = error_response(
                     503, "the database is busy; retry", headers={"Retry-After": "1"}
                 )
+            except QueryBudgetExceeded as exc:
+                response = error_response(
+                    503, f"{exc}; retry later", headers=_retry_after(exc.seconds)
+                )
+            except _BodyTimeout as exc:
+                # Connection: close, or the rest of a body announced by Content-Length would
+                # be read as the next request on this connection.
+                response = error_response(408, str(exc), headers={"Connection": "close"})
+            except ClientDisconnect:
+                log.info(
+                    "the client went away while sending the request body",
+                    extra={"request_id": request_id},
+                )
+                response = Response(status_code=CLIENT_CLOSED_REQUEST)
+            except QueryCancelled:  # _read logged why
+                response = Response(status_code=CLIENT_CLOSED_REQUEST)
             except Exception:
                 log.exception("unhandled error", extra={"request_id": request_id})
                 response = error_response(500, "internal error; see the server log")
@@ -172,7 +206,12 @@ class ScimServer:
         limit = self.settings.max_payload_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLargeException(detail=f"the body is over {limit} bytes")
-        raw = await call.request.body()
+        seconds = self.settings.body_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                raw = await call.request.body()
+        except TimeoutError as exc:
+            raise _BodyTimeout(f"the request body did not arrive within {seconds:g} s") from exc
         if len(raw) > limit:
             raise PayloadTooLargeException(detail=f"the body is over {limit} bytes")
         return door.parse_body(raw)
@@ -205,14 +244,18 @@ class ScimServer:
         inline = self.provisioner.is_point_read(
             [resource_type], by_id=True, with_members=with_members
         )
-        read = partial(
-            self.provisioner.get,
-            resource_type,
-            door.check_id(call.request.path_params["id"]),
-            with_members=with_members,
+        resource_id = door.check_id(call.request.path_params["id"])
+        record = await self._read(
+            call,
+            lambda budget: self.provisioner.get(
+                resource_type,
+                resource_id,
+                with_members=with_members,
+                inline=inline,
+                budget=budget,
+            ),
             inline=inline,
         )
-        record = read() if inline else await run_in_threadpool(read)
         if_none_match = call.request.headers.get("if-none-match")
         if if_none_match and record.etag in {t.strip() for t in if_none_match.split(",")}:
             return Response(status_code=304, headers={"ETag": record.etag})
@@ -234,6 +277,8 @@ class ScimServer:
             params,
             default_count=self.settings.max_page_size,
             max_count=self.settings.max_page_size,
+            max_filter_terms=self.settings.max_filter_terms,
+            max_filter_length=self.settings.max_filter_length,
         )
         selections = {
             rt: self.projectors[rt].selection(query.attributes, query.excluded) for rt in types
@@ -250,17 +295,25 @@ class ScimServer:
         inline = self.provisioner.is_point_read(
             types, query.filter, with_members=with_members, **paging
         )
-        read = partial(
-            self.provisioner.search,
-            types,
-            query.filter,
-            with_members=with_members,
-            inline=inline,
-            count=query.count,
-            use_cursor=query.use_cursor,
-            **paging,
-        )
-        page = read() if inline else await run_in_threadpool(read)
+        try:
+            page = await self._read(
+                call,
+                lambda budget: self.provisioner.search(
+                    types,
+                    query.filter,
+                    with_members=with_members,
+                    inline=inline,
+                    budget=budget,
+                    count=query.count,
+                    use_cursor=query.use_cursor,
+                    **paging,
+                ),
+                inline=inline,
+            )
+        except QueryBudgetExceeded as exc:
+            if query.filter is None:
+                raise  # nothing to narrow: 503, retry later
+            raise TooManyException(detail=f"{exc}; narrow the filter") from exc
         resources = [
             self.projectors[r.type].project(resource_json(r, call.base_url), selections[r.type])
             for r in page.records
@@ -283,6 +336,7 @@ class ScimServer:
             await self.body(call),
             self.catalog.model(resource_type),
             self.known_schemas[resource_type],
+            **self.door_limits,
         )
         outcome = await self.provisioner.create_async(
             call.cause, resource_type, payload, tolerances
@@ -298,6 +352,7 @@ class ScimServer:
             await self.body(call),
             self.catalog.model(resource_type),
             self.known_schemas[resource_type],
+            **self.door_limits,
         )
         resource_id = door.check_id(call.request.path_params["id"])
         await run_in_threadpool(
@@ -315,15 +370,65 @@ class ScimServer:
     async def _reread(self, call: Call, resource_type: str, resource_id: str) -> Response:
         selection = self.selection(resource_type, call.request.query_params)
         members = "members" if resource_type == "Group" else "groups"
-        record = await run_in_threadpool(
-            self.provisioner.get, resource_type, resource_id, with_members=selection.wants(members)
-        )
+        try:
+            record = await self._read(
+                call,
+                lambda budget: self.provisioner.get(
+                    resource_type,
+                    resource_id,
+                    with_members=selection.wants(members),
+                    budget=budget,
+                ),
+            )
+        except QueryBudgetExceeded as exc:
+            detail = (
+                f"the change is saved, but reading it back ran over its {exc.seconds:g} s budget"
+            )
+            return error_response(503, f"{detail}; GET it later", headers=_retry_after(exc.seconds))
         return self._one(call, record, selection)
+
+    async def _read(
+        self, call: Call, read: Callable[[QueryBudget], T], *, inline: bool = False
+    ) -> T:
+        """Run one read under the query budget (``query_timeout_seconds``): ``inline`` here on
+        the event loop (a point read, too short to be worth watching), else on a worker thread,
+        cancelled as soon as the client goes away."""
+        budget = QueryBudget(self.settings.query_timeout_seconds)
+        try:
+            if inline:
+                return read(budget)
+            reading = asyncio.ensure_future(run_in_threadpool(read, budget))
+            gone = asyncio.ensure_future(_disconnect(call.request.receive))
+            try:
+                await asyncio.wait((reading, gone), return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done() and gone.done() and gone.exception() is None:
+                    await self._cancel(call, budget)
+                return await reading
+            finally:
+                gone.cancel()
+        except QueryBudgetExceeded as exc:
+            log.warning(
+                "%s %s: %s",
+                call.request.method,
+                call.request.url.path,
+                exc,
+                extra={"request_id": call.request_id},
+            )
+            raise
+
+    async def _cancel(self, call: Call, budget: QueryBudget) -> None:
+        log.info("the client went away; cancelling its read", extra={"request_id": call.request_id})
+        try:
+            # Not on the loop (a round trip on PostgreSQL), nor on Starlette's threadpool:
+            # that may be full of the very reads that need cancelling.
+            await asyncio.to_thread(budget.cancel)
+        except Exception as exc:  # the read then runs on until its budget stops it
+            log.warning("could not cancel the read: %s", exc, extra={"request_id": call.request_id})
 
     async def patch(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
         operations, tolerances = normalize_patch(
-            await self.body(call), self.catalog.model(resource_type)
+            await self.body(call), self.catalog.model(resource_type), **self.door_limits
         )
         resource_id = door.check_id(call.request.path_params["id"])
         outcome = await run_in_threadpool(
@@ -449,6 +554,17 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 def _route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
     return Route(path, endpoint, methods=_METHODS)
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return once the client has gone away (ASGI ``http.disconnect``); called after the body
+    is read, or for a request without one, so no body is lost."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def healthz(request: Request) -> Response:

@@ -8,19 +8,36 @@ the journal records with the write. Documented behaviours:
   (Microsoft "Known issues and resolutions with SCIM 2.0 compliance").
 - Okta sends path-less ``{"op":"replace","value":{"active":false}}`` and a full PUT that
   carries ``password``, ``groups`` and ``meta`` (Okta "SCIM 2.0 protocol reference").
+- Entra sends PATCH paths naming an extension attribute without its URN
+  (``"path": "manager"``, ``"path": "employeeNumber"``): the path is qualified with the one
+  schema defining the attribute, core first (RFC 7644 §3.10: clients may omit the core
+  schema's URN, and should qualify an extension's attributes).
+
+Under the ``nfkc`` userName policy (``bridge.store.names``), a userName is trimmed and
+NFKC-normalised here, before it is validated and stored. The normalised payload then goes
+through the door's schema checks (``bridge.scim.door.check_resource``).
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
+from scim2_models import Extension
+from scim2_models import InvalidPathException
 from scim2_models import InvalidSyntaxException
 from scim2_models import Path
 from scim2_models import Resource
 from scim2_models import SCIMException
 
+from bridge.scim import door
+from bridge.store import names
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 _READ_ONLY_ON_PUT = ("password", "groups", "meta")
+_ATTRIBUTE = re.compile(r"[^.\[]*")  # the attribute a path starts with
+_USER_NAME_PATHS = ("username", f"{names.USER_SCHEMA.lower()}:username")
 
 
 def _bool_string(value: Any) -> bool | None:
@@ -43,10 +60,25 @@ def _manager(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+def _user_name(value: Any, policy: str) -> tuple[Any, bool]:
+    """A userName as the policy stores it, and whether that changed it."""
+    if not isinstance(value, str):
+        return value, False
+    kept = names.stored(value, policy)
+    return kept, kept != value
+
+
 def normalize_resource(
-    payload: Any, model: type[Resource[Any]], known_schemas: set[str]
+    payload: Any,
+    model: type[Resource[Any]],
+    known_schemas: set[str],
+    *,
+    max_string_length: int = door.MAX_STRING_LENGTH,
+    username_policy: str = names.EXACT,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Normalise a POST/PUT body; refuse what is not a JSON object."""
+    """Normalise a POST/PUT body; refuse what is not a JSON object, or what the door
+    refuses of its values (``max_string_length``; ``username_policy``: ``bridge.store.names``).
+    """
     if not isinstance(payload, dict):
         raise InvalidSyntaxException(detail="the body must be a JSON object")
     used: list[str] = []
@@ -75,6 +107,12 @@ def normalize_resource(
         if changed:
             payload[ENTERPRISE] = {**enterprise, "manager": fixed}
             used.append("manager_bare_string")
+    for key in payload:
+        if key.lower() == "username":
+            payload[key], changed = _user_name(payload[key], username_policy)
+            if changed:
+                used.append("username_nfkc")
+    door.check_resource(payload, door.schema_of(model, max_string_length, username_policy))
     return payload, sorted(set(used))
 
 
@@ -127,10 +165,67 @@ def _split_filtered_keys(operation: dict[str, Any], used: set[str]) -> list[dict
     return split
 
 
+@lru_cache(maxsize=32)
+def _defined_by(model: type[Resource[Any]]) -> dict[str, tuple[str, ...]]:
+    """The schemas defining each attribute name (lowercase): the core schema first."""
+    found: dict[str, list[str]] = {}
+    parts = [(str(model.__schema__), model), *model.get_extension_models().items()]
+    for urn, part in parts:
+        for field_name, info in part.model_fields.items():
+            root = part.get_field_root_type(field_name)
+            name = (info.serialization_alias or field_name).lower()
+            if isinstance(root, type) and issubclass(root, Extension):
+                continue
+            if part is not model and name == "schemas":
+                continue  # the extension models' own, never sent
+            found.setdefault(name, []).append(urn)
+    return {name: tuple(urns) for name, urns in found.items()}
+
+
+def _qualified(model: type[Resource[Any]], path: str) -> str | None:
+    """An unqualified path to an extension attribute, qualified with the one extension that
+    defines it; None when the path is qualified, core, or names nothing."""
+    if path.lower().startswith("urn:"):
+        return None
+    match = _ATTRIBUTE.match(path)
+    defining = _defined_by(model).get(match.group().lower() if match else "")
+    if not defining or defining[0] == str(model.__schema__):
+        return None
+    if len(defining) > 1:
+        raise InvalidPathException(
+            detail=f"'{path}' is an attribute of {' and of '.join(defining)};"
+            " qualify it with one of these URNs"
+        )
+    return f"{defining[0]}:{path}"
+
+
+def _patched_user_name(operation: dict[str, Any], policy: str) -> bool:
+    """Make the userName an operation sets the one the policy stores; whether that changed it."""
+    path, value = operation.get("path"), operation.get("value")
+    if isinstance(path, str):
+        if path.lower() not in _USER_NAME_PATHS:
+            return False
+        operation["value"], changed = _user_name(value, policy)
+        return changed
+    if not isinstance(value, dict):
+        return False
+    operation["value"] = {
+        key: _user_name(item, policy)[0] if key.lower() in _USER_NAME_PATHS else item
+        for key, item in value.items()
+    }
+    return bool(operation["value"] != value)
+
+
 def normalize_patch(
-    payload: Any, model: type[Resource[Any]]
+    payload: Any,
+    model: type[Resource[Any]],
+    *,
+    max_string_length: int = door.MAX_STRING_LENGTH,
+    username_policy: str = names.EXACT,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Normalise a PATCH body (RFC 7644 §3.5.2) into its list of operations."""
+    """Normalise a PATCH body (RFC 7644 §3.5.2) into its list of operations; refuse what
+    the door refuses of their values (``max_string_length``; ``username_policy``:
+    ``bridge.store.names``)."""
     if not isinstance(payload, dict):
         raise InvalidSyntaxException(detail="the body must be a JSON object")
     used: set[str] = set()
@@ -153,9 +248,16 @@ def normalize_patch(
         path = operation.get("path")
         if path is not None and not isinstance(path, str):
             raise InvalidSyntaxException(detail="'path' must be a string")
+        qualified = _qualified(model, path) if path is not None else None
+        if qualified is not None:
+            used.add("unqualified_extension_attribute")
+            operation["path"] = path = qualified
         if operation.get("op") == "remove" and "value" in operation:
             used.add("remove_with_value")
         if "value" in operation:
             operation["value"] = _normalize_value(model, path, operation["value"], used)
+            if username_policy != names.EXACT and _patched_user_name(operation, username_policy):
+                used.add("username_nfkc")
         normalized.extend(_split_filtered_keys(operation, used))
+    door.check_operations(normalized, door.schema_of(model, max_string_length, username_policy))
     return normalized, sorted(used)

@@ -17,14 +17,16 @@ from scim2_models.path import FilterNode
 from scim2_models.path import LogicalExpr
 from scim2_models.path import LogicalOperator
 from scim2_models.path import Present
-from scim2_models.path import coerce_value
 
 # Private helpers of scim2-models (pinned < 0.13), as in bridge.store.filters.
 from scim2_models.path.resolution import _resolve_filter_path
 from scim2_models.path.resolution import _validate_operator
+from sqlalchemy import Select
+from sqlalchemy import and_
 from sqlalchemy import false
 from sqlalchemy import literal
 from sqlalchemy import not_
+from sqlalchemy import or_
 from sqlalchemy import select
 
 from bridge.store.dialect import _ORDERING_OPERATORS
@@ -40,7 +42,11 @@ from bridge.store.location import Location
 from bridge.store.location import _is_string
 from bridge.store.location import _key_of
 from bridge.store.location import locate
+from bridge.store.operands import operand
 from bridge.store.values import value_path
+
+RowTest = Callable[[Any], Predicate]
+"""A test of one ``attribute_values`` row's ``value_key``."""
 
 
 class _ElementFilter(ValueFilter):
@@ -108,7 +114,7 @@ class _ElementFilter(ValueFilter):
     def _operand(self, node: Comparison) -> tuple[str | None, AttributeBinding, Any]:
         sub, binding = self._bind_sub(node.attr_path)
         _validate_operator(binding, node.op)
-        return sub, binding, coerce_value(binding, node.value, node.op)
+        return sub, binding, operand(binding, node.op, node.value)
 
     def visit_comparison(self, node: Comparison) -> Predicate:
         sub, binding, value = self._operand(node)
@@ -121,6 +127,44 @@ class _ElementFilter(ValueFilter):
     def visit_present(self, node: Present) -> Predicate:
         sub, _ = self._bind_sub(node.attr_path)
         return self._same_element(sub, lambda col: col != "")
+
+    def visit_logical_expr(self, node: LogicalExpr) -> Predicate:
+        """``and``/``or``, the comparisons of one sub-attribute tested together on its row:
+        an element has one row per sub-attribute, so ``emails[value co "a" or value co "b"]``
+        is one probe of the ``value`` row per element, not one per term."""
+        combine = and_ if node.op == LogicalOperator.and_ else or_
+        parts: list[Predicate | tuple[str | None, list[RowTest]]] = []
+        shared: dict[str | None, list[RowTest]] = {}
+        for term in node.terms:
+            found = self._row_test_of(term)
+            if found is None:
+                parts.append(self.visit(term))
+                continue
+            sub, test = found
+            if sub not in shared:
+                parts.append((sub, shared.setdefault(sub, [])))
+            shared[sub].append(test)
+        return combine(*(self._tested(part, combine) for part in parts))
+
+    def _tested(
+        self,
+        part: Predicate | tuple[str | None, list[RowTest]],
+        combine: Callable[..., Predicate],
+    ) -> Predicate:
+        if not isinstance(part, tuple):
+            return part
+        sub, tests = part
+        return self._same_element(sub, lambda col: combine(*(test(col) for test in tests)))
+
+    def _row_test_of(self, node: FilterNode) -> tuple[str | None, RowTest] | None:
+        """The sub-attribute a comparison reads and its test of the row, for a comparison
+        that holds exactly when its row exists and passes (not ``ne``, not ``null``)."""
+        if not isinstance(node, Comparison) or node.op == CompareOperator.ne:
+            return None
+        sub, binding, value = self._operand(node)
+        if value is None:
+            return None
+        return sub, self._row_test(binding, node.op, value)
 
     @staticmethod
     def _drives(node: FilterNode, ops: tuple[CompareOperator, ...]) -> bool:
@@ -160,6 +204,10 @@ class _ElementFilter(ValueFilter):
         return driver, remaining
 
     def select(self, node: FilterNode) -> Predicate:
+        return self.d.among(R.c.pk, self.rows(node))
+
+    def rows(self, node: FilterNode) -> Select[Any]:
+        """The ``resource_pk`` of every resource with an element that ``node`` holds on."""
         self.anchor = AV.alias()
         driver, rest = self._driver(node)
         if driver is not None:
@@ -172,5 +220,4 @@ class _ElementFilter(ValueFilter):
             conditions = [self.anchor.c.path == self._sub_path(None)]
         if rest is not None:
             conditions.append(self.visit(rest))
-        rows = select(self.anchor.c.resource_pk).where(*conditions)
-        return self.d.among(R.c.pk, rows)
+        return select(self.anchor.c.resource_pk).where(*conditions)

@@ -3,6 +3,7 @@
 SQLite is run as a server database (DESIGN §4): WAL, a busy timeout, ``synchronous=FULL`` so
 a committed 201 survives a power cut, and writers serialised in ``BEGIN IMMEDIATE`` behind a
 process lock, so a burst of parallel writes queues instead of failing with "database is locked".
+A read may run under a ``QueryBudget``: a deadline the database enforces, and a cancel button.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import asyncio
 import fcntl
 import os
 import queue
+import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -40,6 +44,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MAX_GROUP_COMMIT = 64
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 INLINE_BUSY_MS = 1000
+SQLITE_PROGRESS_OPS = 1000
+"""SQLite virtual-machine instructions between two looks at a read's deadline (some µs)."""
+CANCEL_TIMEOUT_SECONDS = 5.0
+PG_QUERY_CANCELED = "57014"
 T = TypeVar("T")
 
 
@@ -68,6 +76,54 @@ class _Job:
 
 class DatabaseBusy(Exception):
     """The database could not take the work in time (locked, or out of connections)."""
+
+
+class QueryBudgetExceeded(Exception):
+    """A read ran over its time budget and the database stopped it; nothing was written."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the query ran over its {seconds:g} s budget")
+        self.seconds = seconds
+
+
+class QueryCancelled(Exception):
+    """A read was stopped by ``QueryBudget.cancel`` before it finished (its client went away)."""
+
+
+class QueryBudget:
+    """The time one read may take, and a handle that stops it early from another thread.
+
+    The database keeps the deadline: ``SET LOCAL statement_timeout`` on PostgreSQL (for each
+    statement of the read transaction), a progress handler on SQLite (for the whole read).
+    ``cancel`` reaches the driver only while the read holds its connection, under a lock, so
+    it never stops the work of whoever the pool hands the connection to next.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._stop: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        """Stop the read, now or as it starts; on PostgreSQL a network round trip (psycopg's
+        ``cancel_safe``), so call it off the event loop."""
+        with self._lock:
+            self.cancelled = True
+            if self._stop is not None:
+                self._stop()
+
+    @contextmanager
+    def _holding(self, stop: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            if self.cancelled:
+                raise QueryCancelled("the read was cancelled before it started")
+            self._stop = stop
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._stop = None
 
 
 def scim_fold(value: Any) -> Any:
@@ -121,18 +177,23 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A connection for reads; SQLite readers see a consistent WAL snapshot."""
+    def read(self, budget: QueryBudget | None = None) -> Iterator[Connection]:
+        """A connection for reads; SQLite readers see a consistent WAL snapshot.
+
+        ``budget``: the read raises ``QueryBudgetExceeded`` past its deadline, and
+        ``QueryCancelled`` once ``budget.cancel()`` stopped it.
+        """
         with _busy_as_error(), self.engine.connect() as connection:
             if self.is_sqlite:
-                with connection.begin():
+                with connection.begin(), _within(budget, connection):
                     yield connection
             else:
-                yield connection
-                connection.rollback()
+                with _within(budget, connection):
+                    yield connection
+                connection.rollback()  # also ends the SET LOCAL of the budget
 
     @contextmanager
-    def read_inline(self) -> Iterator[Connection]:
+    def read_inline(self, budget: QueryBudget | None = None) -> Iterator[Connection]:
         """A read on this thread's own connection, never waiting for the pool.
 
         For the point reads an event loop runs itself on SQLite (one index read costs less
@@ -140,7 +201,7 @@ class Database:
         blocks on a pool that worker threads have emptied. Other databases use ``read``.
         """
         if not self.is_sqlite:
-            with self.read() as connection:
+            with self.read(budget) as connection:
                 yield connection
             return
         own: Connection | None = getattr(self._inline, "connection", None)
@@ -153,7 +214,7 @@ class Database:
             self._inline.connection = own
             with self._writer_guard:
                 self._inline_connections.append(own)
-        with _busy_as_error(), own.begin():
+        with _busy_as_error(), own.begin(), _within(budget, own):
             yield own
 
     @contextmanager
@@ -292,6 +353,60 @@ class Database:
                 os.close(self._lock_fd)
                 self._lock_fd = None
         self.engine.dispose()
+
+
+@contextmanager
+def _within(budget: QueryBudget | None, connection: Connection) -> Iterator[None]:
+    """The body of a read transaction under ``budget``, its deadline set on the connection
+    for this transaction only: SQLite's progress handler is cleared before the transaction
+    ends (the connection may be a thread's own, shared by every inline read and the token
+    lookups), PostgreSQL's ``SET LOCAL`` ends with it.
+    """
+    if budget is None:
+        yield
+        return
+    raw = driver(connection)
+    sqlite = connection.dialect.name == "sqlite"
+    deadline = time.monotonic() + budget.seconds
+    stop: Callable[[], None]
+    if sqlite:
+
+        def stop_here() -> int:
+            return int(budget.cancelled or time.monotonic() >= deadline)
+
+        # Besides the deadline, the handler sees a cancel that fell between two statements:
+        # sqlite3_interrupt() stops only the statements running when it is called.
+        raw.set_progress_handler(stop_here, SQLITE_PROGRESS_OPS)
+        stop = raw.interrupt
+    else:
+        milliseconds = max(1, round(budget.seconds * 1000))
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+
+        def stop() -> None:
+            raw.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
+
+    try:
+        with budget._holding(stop):
+            yield
+    except Exception as exc:
+        if not _stopped(exc):
+            raise
+        if budget.cancelled:
+            raise QueryCancelled("the read was cancelled") from exc
+        if time.monotonic() >= deadline:
+            raise QueryBudgetExceeded(budget.seconds) from exc
+        raise  # stopped by someone else (pg_cancel_backend): not ours to explain
+    finally:
+        if sqlite:
+            raw.set_progress_handler(None, 0)
+
+
+def _stopped(exc: BaseException) -> bool:
+    """Whether a driver error (raw, or wrapped by SQLAlchemy) says a statement was stopped."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
+    return getattr(error, "sqlstate", None) == PG_QUERY_CANCELED
 
 
 @contextmanager

@@ -9,7 +9,9 @@ for ``dateTime`` values (compared as UTC instants); ``memberships`` for ``member
 
 ``SqlFilter`` is the translator; its pieces have their own modules: ``dialect`` (the SQL that
 differs between the databases, and the comparison), ``location`` (where an attribute is kept),
-``element_filter`` (``attr[…]``) and ``membership_filter`` (``members``, ``groups``).
+``operands`` (what an operand must be for its attribute), ``text_tests`` (strings of the
+document, read once per row by the terms of one ``and``/``or``), ``element_filter``
+(``attr[…]``) and ``membership_filter`` (``members``, ``groups``).
 
 Every predicate this translation builds is NULL-free (a missing attribute compares false, never
 unknown), so ``ne`` and ``not`` are plain negations and stay NULL-safe.
@@ -27,12 +29,23 @@ The reference is scim2-models' own evaluator, ``ScimFilter[Model](text).match(re
 - a complex multi-valued attribute is ``pr`` once it has an element, even an element whose
   sub-attributes are all empty strings;
 - string ordering (``gt``…) is by code point on both databases (``COLLATE "C"``), as in
-  Python, whatever the PostgreSQL database's collation.
+  Python, whatever the PostgreSQL database's collation;
+- an operand of another type than its attribute's is 400 ``invalidFilter``, where the
+  evaluator coerces it as pydantic would (``bridge.store.operands``);
+- tolerances (logged at DEBUG with their name): an attribute name without a URN that the
+  core schema lacks is read in the one extension that defines it
+  (``unqualified_extension_attribute``: Entra sends ``manager eq "…"`` and
+  ``employeeNumber eq "…"``); several extensions defining it is 400 ``invalidFilter``
+  naming them. A single-valued complex attribute with a ``value`` sub-attribute compared with
+  a value compares that ``value`` (``complex_attribute_value``: ``manager eq "id"``), as
+  RFC 7644 §3.4.2.2 reads ``emails co "x"`` for a multi-valued one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +57,9 @@ from scim2_models.path import AttrPath
 from scim2_models.path import CompareOperator
 from scim2_models.path import Comparison
 from scim2_models.path import FilterNode
+from scim2_models.path import LogicalExpr
+from scim2_models.path import LogicalOperator
+from scim2_models.path import Not
 from scim2_models.path import Present
 from scim2_models.path import ValuePath
 from scim2_models.path import coerce_value
@@ -53,7 +69,9 @@ from scim2_models.path import coerce_value
 from scim2_models.path.resolution import _resolve_filter_path
 from scim2_models.path.resolution import _validate_operator
 from scim2_models.path.resolution import _validate_value_selection
+from scim2_models.utils import _find_field_name
 from sqlalchemy import Numeric
+from sqlalchemy import Select
 from sqlalchemy import String
 from sqlalchemy import and_
 from sqlalchemy import case
@@ -61,10 +79,13 @@ from sqlalchemy import cast
 from sqlalchemy import exists
 from sqlalchemy import false
 from sqlalchemy import func
+from sqlalchemy import intersect
 from sqlalchemy import literal
 from sqlalchemy import not_
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import true
+from sqlalchemy import union
 
 from bridge.store.dialect import _STRING_OPERATORS
 from bridge.store.dialect import AV
@@ -86,10 +107,25 @@ from bridge.store.location import _utc
 from bridge.store.location import locate
 from bridge.store.membership_filter import _MembershipFilter
 from bridge.store.membership_filter import _MemberTest
+from bridge.store.operands import is_complex
+from bridge.store.operands import operand
+from bridge.store.text_tests import TextTest
+from bridge.store.text_tests import fold
+from bridge.store.text_tests import read_once
 from bridge.store.values import value_path
+
+log = logging.getLogger("bridge.store.filters")
 
 # Greater than every key (the last code point): what a resource without a sortBy value sorts as.
 _LAST = "\U0010ffff"
+
+
+@dataclass(frozen=True)
+class _Resources:
+    """``resources.pk IN rows`` (rows of ``attribute_values``), kept as rows until the
+    ``and``/``or`` holding it is built: see ``SqlFilter.visit_logical_expr``."""
+
+    rows: Select[Any]
 
 
 class SqlFilter(BooleanFilter):
@@ -101,6 +137,9 @@ class SqlFilter(BooleanFilter):
         self.resource_type = self.schema.rsplit(":", 1)[-1]
         self.d = Dialect(dialect)
         self._point_columns: dict[AttrPath, tuple[str, bool, AttributeBinding] | None] = {}
+        # Lower-cased attribute name -> the URN of the one extension defining it; bounded by
+        # the names the extensions declare (a name none declares is never kept).
+        self._extension_of: dict[str, str] = {}
 
     def __call__(self, node: FilterNode) -> Predicate:
         return self.visit(node)
@@ -147,11 +186,75 @@ class SqlFilter(BooleanFilter):
     # -- leaves ----------------------------------------------------------------------------
 
     def _bind(self, attr_path: AttrPath, *, for_comparison: bool) -> Location:
-        binding = _resolve_filter_path(
-            self.model, attr_path, strict=True, for_comparison=for_comparison
-        )
+        try:
+            binding = _resolve_filter_path(
+                self.model, attr_path, strict=True, for_comparison=for_comparison
+            )
+        except InvalidFilterException:
+            qualified = self._qualified(attr_path)
+            if qualified is None:
+                raise
+            binding = _resolve_filter_path(
+                self.model, qualified, strict=True, for_comparison=for_comparison
+            )
         assert binding is not None  # strict resolution raises instead
         return locate(binding, self.schema)
+
+    def _qualified(self, attr_path: AttrPath) -> AttrPath | None:
+        """``attr_path`` qualified by the one extension defining its name, when the core
+        schema lacks it (tolerance ``unqualified_extension_attribute``); ``None`` when no
+        extension defines it; 400 ``invalidFilter`` naming them when several do."""
+        if attr_path.uri is not None:
+            return None
+        key = attr_path.attr.lower()
+        urn = self._extension_of.get(key)
+        if urn is None:
+            extensions = self.model.get_extension_models()
+            candidates = [
+                schema
+                for schema, extension in extensions.items()
+                if _find_field_name(extension, attr_path.attr) is not None
+            ]
+            if not candidates:
+                return None
+            if len(candidates) > 1:
+                names = ", ".join(f"{schema}:{attr_path.attr}" for schema in candidates)
+                raise InvalidFilterException(
+                    detail=f"'{attr_path.attr}' is ambiguous: qualify it as one of {names}"
+                )
+            urn = self._extension_of[key] = candidates[0]
+        qualified = AttrPath(attr=attr_path.attr, sub_attr=attr_path.sub_attr, uri=urn)
+        log.debug(
+            "tolerance unqualified_extension_attribute: '%s' read as '%s'",
+            attr_path,
+            qualified,
+            extra={"tolerance": "unqualified_extension_attribute"},
+        )
+        return qualified
+
+    def _compared(self, attr_path: AttrPath, value: Any) -> Location:
+        """Where a comparison's attribute is kept; a single-valued complex attribute with a
+        ``value`` sub-attribute compared with a value is its ``value`` (tolerance
+        ``complex_attribute_value``: Entra's ``manager eq "id"``)."""
+        where = self._bind(attr_path, for_comparison=True)
+        item = where.binding.target_type
+        if (
+            value is None
+            or where.sub is not None
+            or not is_complex(where.binding)
+            or not isinstance(item, type)
+            or _find_field_name(item, "value") is None
+        ):
+            return where
+        schema = getattr(where.binding.model, "__schema__", None)
+        path = AttrPath(attr=where.attr, sub_attr="value", uri=str(schema) if schema else None)
+        log.debug(
+            "tolerance complex_attribute_value: '%s' compared as '%s'",
+            attr_path,
+            path,
+            extra={"tolerance": "complex_attribute_value"},
+        )
+        return self._bind(path, for_comparison=True)
 
     def _is_membership(self, where: Location) -> bool:
         return where.extension is None and where.attr in ("members", "groups")
@@ -166,9 +269,65 @@ class SqlFilter(BooleanFilter):
         return where.binding.is_multivalued or _is_datetime(where.binding)
 
     def visit_comparison(self, node: Comparison) -> Predicate:
-        where = self._bind(node.attr_path, for_comparison=True)
+        return self._predicate(self._comparison(node), and_)
+
+    def visit_logical_expr(self, node: LogicalExpr) -> Predicate:
+        """``and``/``or``, built so that a long one stays cheap: the terms testing one string
+        attribute of the document (or ``not`` of one) read it once per row
+        (``bridge.store.text_tests``); the terms answered from ``attribute_values``
+        (``attr[…]``, multi-valued attributes) are one lookup of their sets' intersection
+        (union for ``or``), not one semi-join each, which PostgreSQL nests quadratically."""
+        combine = and_ if node.op == LogicalOperator.and_ else or_
+        parts: list[Predicate | list[TextTest] | list[_Resources]] = []
+        shared: dict[tuple[tuple[str, ...], bool], list[TextTest]] = {}
+        sets: list[_Resources] = []
+        for term in node.terms:
+            negated = isinstance(term, Not) and isinstance(term.expr, Comparison)
+            found = self._term(term.expr if isinstance(term, Not) and negated else term)
+            if isinstance(found, TextTest):
+                if found.reads not in shared:
+                    parts.append(shared.setdefault(found.reads, []))
+                shared[found.reads].append(found.negate() if negated else found)
+            elif isinstance(found, _Resources) and not negated:
+                if not sets:
+                    parts.append(sets)
+                sets.append(found)
+            else:
+                predicate = self._predicate(found, combine)
+                parts.append(not_(predicate) if negated else predicate)
+        return combine(*(self._predicate(part, combine) for part in parts))
+
+    def _term(self, node: FilterNode) -> Predicate | TextTest | _Resources:
+        if isinstance(node, Comparison):
+            return self._comparison(node)
+        if isinstance(node, ValuePath):
+            return self._value_path(node)
+        return self.visit(node)
+
+    def _predicate(
+        self,
+        found: Predicate | TextTest | _Resources | list[TextTest] | list[_Resources],
+        combine: Callable[..., Predicate],
+    ) -> Predicate:
+        """The SQL of a term, or of terms gathered by ``visit_logical_expr``."""
+        if isinstance(found, TextTest):
+            return read_once(self.d, [found], combine)
+        if isinstance(found, _Resources):
+            return self.d.among(R.c.pk, found.rows)
+        if not isinstance(found, list):
+            return found
+        if isinstance(found[0], TextTest):
+            return read_once(self.d, [t for t in found if isinstance(t, TextTest)], combine)
+        rows = [r.rows for r in found if isinstance(r, _Resources)]
+        if len(rows) == 1:
+            return self.d.among(R.c.pk, rows[0])
+        merged = (intersect if combine is and_ else union)(*rows).subquery()
+        return self.d.among(R.c.pk, select(*merged.c))
+
+    def _comparison(self, node: Comparison) -> Predicate | TextTest | _Resources:
+        where = self._compared(node.attr_path, node.value)
         _validate_operator(where.binding, node.op)
-        value = coerce_value(where.binding, node.value, node.op)
+        value = operand(where.binding, node.op, node.value)
         if self._is_membership(where):
             sub = where.sub or "value"
             if node.op == CompareOperator.ne:  # universal, as for any multi-valued attribute
@@ -188,11 +347,14 @@ class SqlFilter(BooleanFilter):
         return self._present(self._bind(node.attr_path, for_comparison=False))
 
     def visit_value_path(self, node: ValuePath) -> Predicate:
+        return self._predicate(self._value_path(node), and_)
+
+    def _value_path(self, node: ValuePath) -> Predicate | _Resources:
         where = self._bind(node.attr_path, for_comparison=False)
         _validate_value_selection(where.binding)
         if self._is_membership(where):
             return self._membership(where, node.val_filter)
-        return _ElementFilter(self.d, where).select(node.val_filter)
+        return _Resources(_ElementFilter(self.d, where).rows(node.val_filter))
 
     # -- storage kinds ---------------------------------------------------------------------
 
@@ -228,7 +390,7 @@ class SqlFilter(BooleanFilter):
             keys.append(where.sub)
         return keys
 
-    def _scalar(self, where: Location, op: CompareOperator, value: Any) -> Predicate:
+    def _scalar(self, where: Location, op: CompareOperator, value: Any) -> Predicate | TextTest:
         binding = where.binding
         column = self._column(where)
         if column is not None:
@@ -242,14 +404,16 @@ class SqlFilter(BooleanFilter):
             if op == CompareOperator.ne:
                 return not_(_compare(self.d, expr, CompareOperator.eq, value))
             return _compare(self.d, expr, op, value)
+        if isinstance(value, str):
+            folded = _is_string(binding) and not binding.case_exact
+            key = str(scim_fold(value)) if folded else value
+            return TextTest(tuple(self._keys(where)), folded, op, key)
         text = self.d.json_text(self._keys(where))
         if isinstance(value, bool):
             expr = text
             value = (1 if value else 0) if self.d.sqlite else ("true" if value else "false")
         elif isinstance(value, int | float):
             expr = text if self.d.sqlite else cast(text, Numeric)
-        elif isinstance(value, str) and _is_string(binding) and not binding.case_exact:
-            expr, value = self.d.fold(text), scim_fold(value)
         else:
             expr = text
         if op == CompareOperator.ne:
@@ -259,16 +423,20 @@ class SqlFilter(BooleanFilter):
     def _path(self, where: Location) -> str:
         return value_path(where.extension, where.attr, where.sub)
 
-    def _values_in(self, path: str, test: Callable[[Expr], Predicate]) -> Predicate:
-        rows = select(AV.c.resource_pk).where(AV.c.path == path, test(AV.c.value_key))
-        return self.d.among(R.c.pk, rows)
+    def _rows_in(self, path: str, test: Callable[[Expr], Predicate]) -> Select[Any]:
+        return select(AV.c.resource_pk).where(AV.c.path == path, test(AV.c.value_key))
 
-    def _indexed(self, where: Location, op: CompareOperator, value: Any) -> Predicate:
+    def _values_in(self, path: str, test: Callable[[Expr], Predicate]) -> Predicate:
+        return self.d.among(R.c.pk, self._rows_in(path, test))
+
+    def _indexed(self, where: Location, op: CompareOperator, value: Any) -> Predicate | _Resources:
         key = _key_of(where.binding, value)
         if op == CompareOperator.ne:
             # The universal reading, as ScimFilter.match: no value equals the operand.
             return not_(self._values_in(self._path(where), lambda col: col == key))
-        return self._values_in(self._path(where), lambda col: _compare(self.d, col, op, key))
+        return _Resources(
+            self._rows_in(self._path(where), lambda col: _compare(self.d, col, op, key))
+        )
 
     def _present(self, where: Location) -> Predicate:
         if self._is_membership(where):
@@ -317,7 +485,7 @@ class SqlFilter(BooleanFilter):
         elif key is None:
             key = self.d.json_text(self._keys(where))
             if _is_string(where.binding) and not where.binding.case_exact:
-                key = self.d.fold(key)
+                key = fold(self.d, key)
         return self.d.ordered(func.coalesce(key, _LAST))
 
     def _sort_column(self, where: Location) -> Expr | None:

@@ -13,6 +13,7 @@ from scim2_models.path import AttributeBinding
 
 from bridge.store.engine import scim_fold
 from bridge.store.values import datetime_key
+from bridge.store.values import string_key
 from bridge.store.values import value_key
 
 
@@ -57,5 +58,5 @@ def _key_of(binding: AttributeBinding, value: Any) -> str | None:
     if isinstance(value, datetime):
         return datetime_key(value)
     if isinstance(value, str):
-        return value if binding.case_exact else str(scim_fold(value))
+        return string_key(value if binding.case_exact else str(scim_fold(value)))
     return value_key(value, "exact")

@@ -15,7 +15,6 @@ from scim2_models.path import CompareOperator
 from scim2_models.path import Comparison
 from scim2_models.path import FilterNode
 from scim2_models.path import Present
-from scim2_models.path import coerce_value
 
 # Private helpers of scim2-models (pinned < 0.13), as in bridge.store.filters.
 from scim2_models.path.resolution import _resolve_filter_path
@@ -36,6 +35,7 @@ from bridge.store.dialect import _negate_null
 from bridge.store.engine import scim_fold
 from bridge.store.location import Location
 from bridge.store.location import locate
+from bridge.store.operands import operand
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class _MembershipFilter(ValueFilter):
     def visit_comparison(self, node: Comparison) -> Predicate:
         sub, binding = self._bind_sub(node.attr_path)
         _validate_operator(binding, node.op)
-        return self._test(sub, node.op, coerce_value(binding, node.value, node.op))
+        return self._test(sub, node.op, operand(binding, node.op, node.value))
 
     def visit_present(self, node: Present) -> Predicate:
         self._bind_sub(node.attr_path)

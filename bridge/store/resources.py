@@ -6,9 +6,6 @@ Lists are one filtered ``SELECT`` plus a ``COUNT``; paging is by offset or by ke
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -17,7 +14,6 @@ from dataclasses import field
 from datetime import datetime
 from typing import Any
 
-from scim2_models import InvalidCursorException
 from scim2_models import InvalidFilterException
 from scim2_models import InvalidValueException
 from scim2_models import Resource
@@ -38,6 +34,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from bridge.store import names
+from bridge.store.cursors import CursorSigner
+from bridge.store.cursors import fingerprint
 from bridge.store.dialect import AV
 from bridge.store.dialect import Expr
 from bridge.store.dialect import M
@@ -53,7 +52,6 @@ from bridge.store.raw import read_time
 from bridge.store.raw import stored_bool
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
-from bridge.store.raw import utc
 from bridge.store.values import IndexedAttribute
 from bridge.store.values import index_rows
 from bridge.store.values import indexed_attributes
@@ -196,10 +194,22 @@ def _unique_violation(exc: Exception) -> UniquenessError:
 class ResourceStore:
     """Queries over ``resources``, ``attribute_values`` and ``memberships``."""
 
-    def __init__(self, models: dict[str, type[Resource[Any]]], dialect: str) -> None:
+    def __init__(
+        self,
+        models: dict[str, type[Resource[Any]]],
+        dialect: str,
+        *,
+        cursor_secret: str | None = None,
+        username_policy: str = names.EXACT,
+    ) -> None:
         self.models = models
         self.dialect = dialect
-        self.filters = {name: SqlFilter(model, dialect) for name, model in models.items()}
+        self.cursors = CursorSigner(cursor_secret)  # None: the database's secret
+        self.username_policy = username_policy  # bridge.store.names: how userNames are keyed
+        self.filters: dict[str, SqlFilter] = {
+            name: names.sql_filter(model, dialect, username_policy)
+            for name, model in models.items()
+        }
         self.lookups = {(t, c): _lookup(t, c) for t in models for c in _LOOKUP_COLUMNS}
         self.indexed: dict[str, tuple[IndexedAttribute, ...]] = {
             name: indexed_attributes(model) for name, model in models.items()
@@ -295,6 +305,8 @@ class ResourceStore:
         use_cursor: bool = False,
     ) -> Page:
         """One page of the resources of ``types`` matching ``node`` (RFC 7644 §3.4.2)."""
+        owner = fingerprint(types, node, sort_by, descending) if use_cursor or cursor else ""
+        after = self.cursors.decode(conn, cursor, owner) if cursor else None  # RFC 9865 §2
         if len(types) == 1 and node is not None and count > 0:
             plain = not (cursor or sort_by or descending) and start_index <= 1
             lookup = self.filters[types[0]].point_lookup(node) if plain else None
@@ -311,12 +323,11 @@ class ResourceStore:
         sort_value = sort  # sort keys are never NULL: missing values sort last (RFC 7644 §3.4.2.3)
         order = (sort_value.desc(), R.c.pk.desc()) if descending else (sort_value, R.c.pk)
         query = select(*_RECORD_COLUMNS, sort_value.label("sort_value")).where(where)
-        fingerprint = _fingerprint(types, node, sort_by, descending)
-        if cursor:
-            last_sort, last_pk = _decode_cursor(cursor, fingerprint)
+        if after is not None:
+            last_sort, last_pk = after
             key = tuple_(sort_value, R.c.pk)
-            after = tuple_(literal(last_sort), literal(last_pk))
-            query = query.where(key < after if descending else key > after)
+            bound = tuple_(literal(last_sort), literal(last_pk))
+            query = query.where(key < bound if descending else key > bound)
         else:
             query = query.offset(max(start_index, 1) - 1)
         rows = conn.execute(query.order_by(*order).limit(count + 1)).all()
@@ -328,7 +339,7 @@ class ResourceStore:
         next_cursor = None
         if use_cursor and len(rows) > count:
             last = rows[count - 1]
-            next_cursor = _encode_cursor(last.sort_value, last.pk, fingerprint)
+            next_cursor = self.cursors.encode(conn, last.sort_value, last.pk, owner)
         return Page(records, total, next_cursor)
 
     def ids_matching(
@@ -366,7 +377,11 @@ class ResourceStore:
         row = conn.execute(
             select(*_RECORD_COLUMNS)
             .where(R.c.type == "User")
-            .where((R.c.id == key) | (R.c.external_id == key) | (R.c.name_key == scim_fold(key)))
+            .where(
+                (R.c.id == key)
+                | (R.c.external_id == key)
+                | (R.c.name_key == names.key(key, self.username_policy))
+            )
             .limit(1)
         ).first()
         return _record(row) if row is not None else None
@@ -413,7 +428,7 @@ class ResourceStore:
             "type": record.type,
             "external_id": record.external_id,
             "name": record.name,
-            "name_key": _name_key(record.name),
+            "name_key": _name_key(record, self.username_policy),
             "display": record.display,
             "active": stored_bool(conn, record.active),
             "doc": stored_json(conn, record.doc),
@@ -438,7 +453,7 @@ class ResourceStore:
                 .values(
                     external_id=record.external_id,
                     name=record.name,
-                    name_key=_name_key(record.name),
+                    name_key=_name_key(record, self.username_policy),
                     display=record.display,
                     active=record.active,
                     doc=record.doc,
@@ -538,41 +553,9 @@ def _or(terms: list[Predicate]) -> Predicate:
     return result
 
 
-def _name_key(name: str) -> str:
-    return str(scim_fold(name))
-
-
-def _fingerprint(
-    types: Sequence[str], node: FilterNode | None, sort_by: AttrPath | None, descending: bool
-) -> str:
-    text = json.dumps([list(types), str(node or ""), str(sort_by or ""), descending])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _encode_cursor(sort_value: Any, pk: int, fingerprint: str) -> str:
-    if isinstance(sort_value, datetime):
-        sort_value = {"datetime": utc(sort_value).isoformat()}
-    raw = json.dumps([sort_value, pk, fingerprint], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, fingerprint: str) -> tuple[Any, int]:
-    """RFC 9865 §2: a cursor that does not belong to this query is ``invalidCursor``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        sort_value, pk, owner = json.loads(raw)
-        if owner != fingerprint or not isinstance(pk, int) or isinstance(pk, bool):
-            raise ValueError(cursor)
-        if not 0 <= pk < 2**63:
-            raise ValueError(cursor)
-        if not (
-            sort_value is None
-            or isinstance(sort_value, (str, dict))
-            or type(sort_value) in (int, float)
-        ):
-            raise ValueError(cursor)
-        if isinstance(sort_value, dict):
-            sort_value = datetime.fromisoformat(sort_value["datetime"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidCursorException(detail="the cursor does not belong to this query") from exc
-    return sort_value, pk
+def _name_key(record: Record, username_policy: str) -> str:
+    """The ``name_key`` of a record: its userName's key (``bridge.store.names``), or its
+    displayName case-folded."""
+    if record.type == "User":
+        return names.key(record.name, username_policy)
+    return str(scim_fold(record.name))

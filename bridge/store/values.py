@@ -9,10 +9,15 @@ stored as one ``attribute_values`` row holding its comparison key, so that a fil
 document keeps them as written, with any UTC offset and precision, so their text does not
 order as their instants do. Their key is the instant in UTC at a fixed width
 (``2021-01-14T22:00:00.000000Z``), which compares correctly as a string on every database.
+
+A string key over ``MAX_KEY_BYTES`` (a 2,048-character email, a certificate) is stored as its
+first bytes and its SHA-256: PostgreSQL refuses a B-tree entry over 2,704 bytes, and equal
+values keep equal keys (``string_key``; a filter's operand is keyed the same way).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -58,7 +63,24 @@ def value_path(extension: str | None, name: str, sub: str | None = None) -> str:
     return f"{head}.{sub}" if sub else head
 
 
-MAX_KEY_LENGTH = 1024
+MAX_KEY_BYTES = 1024
+"""Longest string key stored whole, in UTF-8 bytes (``attribute_values.value_key`` holds 1,024
+characters; PostgreSQL's B-tree index on it, 2,704 bytes an entry)."""
+
+_PREFIX_BYTES = 896  # of a longer key: 896 bytes, an ellipsis and 64 hex digits fit both
+
+
+def string_key(key: str) -> str:
+    """A string key as stored and compared: whole up to ``MAX_KEY_BYTES``, else its first
+    bytes, ``…`` and the SHA-256 of all of it. Longer values still compare equal or not; their
+    order, and ``sw``/``co``/``ew``, hold for their first bytes only."""
+    if len(key) <= MAX_KEY_BYTES // 4:  # four bytes a character at most: no need to encode
+        return key
+    encoded = key.encode()
+    if len(encoded) <= MAX_KEY_BYTES:
+        return key
+    prefix = encoded[:_PREFIX_BYTES].decode("utf-8", "ignore")
+    return f"{prefix}\u2026{hashlib.sha256(encoded).hexdigest()}"
 
 
 def datetime_key(value: datetime) -> str:
@@ -74,10 +96,7 @@ def datetime_key(value: datetime) -> str:
 
 
 def value_key(value: Any, kind: KeyKind) -> str | None:
-    """The stored comparison key of one value, or None for values that are not compared.
-
-    Keys longer than ``MAX_KEY_LENGTH`` (certificates, photos as data URIs) are not indexed.
-    """
+    """The stored comparison key of one value, or None for values that are not compared."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
@@ -91,8 +110,7 @@ def value_key(value: Any, kind: KeyKind) -> str | None:
         return repr(value)
     if not isinstance(value, str):
         return None
-    key = value if kind == "exact" else scim_fold(value)
-    return key if len(key) <= MAX_KEY_LENGTH else None
+    return string_key(value if kind == "exact" else str(scim_fold(value)))
 
 
 def _scim_names(model: type[BaseModel]) -> dict[str, str]:
