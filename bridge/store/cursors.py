@@ -28,17 +28,13 @@ from typing import Any
 from scim2_models import InvalidCursorException
 from scim2_models.path import AttrPath
 from scim2_models.path import FilterNode
-from sqlalchemy import Column
 from sqlalchemy import Connection
-from sqlalchemy import DateTime
-from sqlalchemy import String
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Field
-from sqlmodel import SQLModel
 
 from bridge.store.raw import utc
+from bridge.store.tables import ServerSecretRow
 
 MAX_CURSOR_LENGTH = 32_768
 """Longest cursor read: a page's last sort value can be a 2,048-character string, which
@@ -50,19 +46,6 @@ CURSOR_SECRET = "cursor"  # noqa: S105 - the name of a row, not a secret
 _CURSOR = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")  # 43: 32 bytes, unpadded
 _PK_RANGE = range(-(2**63), 2**63)  # what both databases bind as an integer
 _CONTEXT = b"bridge scim cursor v1"  # the key is for cursors only, whatever else the secret signs
-
-
-class ServerSecretRow(SQLModel, table=True):
-    """A random secret of this database, made once, shared by every process that opens it.
-
-    Declared here, with the only code that reads it, rather than in bridge/store/tables.py.
-    """
-
-    __tablename__ = "server_secrets"
-
-    name: str = Field(sa_column=Column(String(32), primary_key=True))
-    secret: str = Field(sa_column=Column(String(128), nullable=False))
-    created: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 S = ServerSecretRow.__table__  # type: ignore[attr-defined]

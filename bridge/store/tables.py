@@ -239,3 +239,14 @@ class RefusalRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class ServerSecretRow(SQLModel, table=True):
+    """A random secret of this database, made once, shared by every process that opens it
+    (the key of list cursors: bridge/store/cursors.py)."""
+
+    __tablename__ = "server_secrets"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    secret: str = Field(sa_column=Column(String(128), nullable=False))
+    created: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
