@@ -229,3 +229,12 @@ async def test_over_long_request_id_is_truncated_to_64_characters(
     )
     assert_scim(response, 201)
     assert response.headers["x-request-id"] == request_id[:64]
+
+
+@pytest.mark.parametrize("path", ["", "/", "/Users/..", "/Users/"])
+async def test_the_scim_root_and_dot_segments_are_a_scim_404_not_a_redirect(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(str(client.base_url).rstrip("/") + path)
+    await _error(response, 404, None)
+    assert response.headers["x-request-id"]

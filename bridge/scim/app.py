@@ -543,6 +543,10 @@ class ScimServer:
                 ),
             ),
             _route(
+                "/scim/v2",
+                e({m: (READ, self.not_found) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}),
+            ),
+            _route(
                 "/scim/v2/{rest:path}",
                 e({m: (READ, self.not_found) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}),
             ),
