@@ -17,17 +17,61 @@ import click
 @click.option(
     "--error-rate", default=0.0, show_default=True, help="Share of calls failing with a 5xx."
 )
+@click.option(
+    "--real-timing",
+    is_flag=True,
+    help="Take a real site's time: ~36 ms a Moodle call, ~10 ms a further batch row, "
+    "~36 ms a Canvas request.",
+)
+@click.option(
+    "--completion-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of enrolled learners completing their course each simulated day.",
+)
+@click.option(
+    "--start-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of learners not started who start each simulated day.",
+)
+@click.option(
+    "--days-per-minute",
+    default=None,
+    type=float,
+    help="Run the simulated clock faster: N simulated days per real minute.",
+)
+@click.option("--seed", default=None, type=int, help="Seed for simulated errors and learners.")
 def lmssim_command(
-    host: str, port: int, latency_ms: float, rate_limit: float | None, error_rate: float
+    host: str,
+    port: int,
+    latency_ms: float,
+    rate_limit: float | None,
+    error_rate: float,
+    real_timing: bool,
+    completion_rate: float,
+    start_rate: float,
+    days_per_minute: float | None,
+    seed: int | None,
 ) -> None:
     """Run the LMS simulator (Moodle web services + Canvas REST) for demos and tests."""
     import uvicorn
 
     from bridge.lmssim.app import Knobs
     from bridge.lmssim.app import create_app as create_simulator
+    from bridge.lmssim.clock import SimClock
 
-    knobs = Knobs(latency_ms=latency_ms, rate_limit_per_s=rate_limit, error_rate=error_rate)
-    uvicorn.run(create_simulator(knobs), host=host, port=port, log_level="warning")
+    make = Knobs.real_site if real_timing else Knobs
+    knobs = make(
+        latency_ms=latency_ms, rate_limit_per_s=rate_limit, error_rate=error_rate, seed=seed
+    )
+    clock = SimClock(speed=days_per_minute * 86400 / 60) if days_per_minute else None
+    app = create_simulator(
+        knobs, clock=clock, completion_rate=completion_rate, start_rate=start_rate
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @click.command(name="demo")

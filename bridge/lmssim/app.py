@@ -2,11 +2,20 @@
 
 Knobs (``Knobs``): added latency, a token-bucket rate limit (Moodle answers 429 with
 Retry-After like a proxy in front of it; Canvas answers 403 "Rate Limit Exceeded" as Canvas
-does), a random error rate (HTTP 500/502), and an outage window (every call fails with 503
-while it is open). They can be changed at run time through ``POST /_sim/knobs``, the Moodle
-site's configuration (``auth_plugins``, ``profile_fields``, ``service_functions``,
-``extended_username_chars``, ``allow_accounts_same_email``, ``debug``, ``max_input_vars``)
-through ``POST /_sim/moodle``, and the simulator's state inspected through ``GET /_sim/state``.
+does), a random error rate (HTTP 500/502), an outage window (every call fails with 503
+while it is open), and the service times of a real site (``bridge.lmssim.cost``: per Moodle
+call, per further row of a batch call, per Canvas request; 0, off, by default). They can be
+changed at run time through ``POST /_sim/knobs``, the Moodle site's configuration
+(``auth_plugins``, ``profile_fields``, ``service_functions``, ``extended_username_chars``,
+``allow_accounts_same_email``, ``debug``, ``max_input_vars``) through ``POST /_sim/moodle``, and
+the simulator's state inspected through ``GET /_sim/state``.
+
+Both sites share one simulated wall clock (``SimClock``) and one learner ``Pace``
+(``bridge.lmssim.completion``): ``POST /_sim/clock`` advances the clock (``{"days": 2}`` or
+``{"seconds": 60}``) and plays the days that passed; ``POST /_sim/completion`` sets the pace
+(``completion_rate``, ``start_rate``: shares of learners per simulated day);
+``POST /_sim/completion/mark`` sets one learner's state (``{"lms": "moodle", "course": 2,
+"user": 5, "state": "complete"}``; Canvas takes Canvas ids, ``sis_user_id:…`` too).
 """
 
 from __future__ import annotations
@@ -32,10 +41,16 @@ from starlette.types import Receive
 from starlette.types import Scope
 from starlette.types import Send
 
+from bridge.lmssim.clock import SimClock
+from bridge.lmssim.completion import DAY
+from bridge.lmssim.completion import STATES
+from bridge.lmssim.completion import Pace
+from bridge.lmssim.cost import REAL_SITE
+
 
 @dataclass
 class Knobs:
-    """How badly the simulated LMS behaves."""
+    """How badly, and how slowly, the simulated LMS behaves."""
 
     latency_ms: float = 0.0
     rate_limit_per_s: float | None = None  # None: unlimited
@@ -43,9 +58,17 @@ class Knobs:
     error_rate: float = 0.0  # share of calls that fail with a 5xx
     outage_until: float = 0.0  # monotonic time until which every call fails with 503
     seed: int | None = None
+    moodle_call_ms: float = 0.0  # a web-service call (with one row)
+    moodle_row_ms: float = 0.0  # each further row of a batch call
+    canvas_request_ms: float = 0.0  # a Canvas request
 
     def outage(self, seconds: float) -> None:
         self.outage_until = time.monotonic() + seconds
+
+    @classmethod
+    def real_site(cls, **others: Any) -> Knobs:
+        """Knobs with a real site's service times (LMS.md: ~36 ms a call, ~10 ms a row)."""
+        return cls(**{**REAL_SITE, **others})
 
 
 @dataclass
@@ -146,11 +169,16 @@ def create_app(
     moodle_profile_fields: Iterable[str] | None = None,
     moodle_service_functions: Iterable[str] | None = None,
     moodle_extended_username_chars: bool = False,
+    clock: SimClock | None = None,
+    completion_rate: float = 0.0,
+    start_rate: float = 0.0,
 ) -> Starlette:
     """The simulator: Moodle at ``/webservice/rest/server.php``, Canvas at ``/api/v1``.
 
     The ``moodle_*`` arguments configure the Moodle site (``MoodleSite``); None keeps its
     default: the stock auth plugins, the shipped rules' profile fields, every function.
+    ``clock``: the sites' wall clock (default real time; ``SimClock.frozen(t)`` for tests);
+    ``completion_rate`` / ``start_rate``: the learners' ``Pace``, drawn from ``knobs.seed``.
     """
     from bridge.lmssim import canvas
     from bridge.lmssim import moodle
@@ -158,8 +186,14 @@ def create_app(
 
     knobs = knobs or Knobs()
     counters = Counters()
+    clock = clock or SimClock()
+    pace = Pace()
+    pace.update({"completion_rate": completion_rate, "start_rate": start_rate})
     moodle_site = moodle.MoodleSite(
         token=moodle_token,
+        clock=clock,
+        pace=pace,
+        seed=knobs.seed,
         auth_plugins=(
             moodle.STOCK_AUTH_PLUGINS if moodle_auth_plugins is None else moodle_auth_plugins
         ),
@@ -171,7 +205,7 @@ def create_app(
         service_functions=moodle_service_functions,
         extended_username_chars=moodle_extended_username_chars,
     )
-    canvas_site = canvas.CanvasSite(token=canvas_token)
+    canvas_site = canvas.CanvasSite(token=canvas_token, calendar=clock, pace=pace, seed=knobs.seed)
 
     async def get_knobs(request: Request) -> Response:
         return JSONResponse({"knobs": asdict(knobs), "counters": asdict(counters)})
@@ -197,6 +231,79 @@ def create_app(
             setattr(moodle_site, key, MOODLE_SETTINGS[key](value))
         return JSONResponse(moodle_site.snapshot()["settings"])
 
+    async def get_clock(request: Request) -> Response:
+        return JSONResponse({"now": clock(), "speed": clock.speed})
+
+    async def advance_clock(request: Request) -> Response:
+        body = await request.json()
+        try:
+            seconds = float(body.get("seconds", 0)) + float(body.get("days", 0)) * DAY
+            clock.advance(seconds)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        days = {
+            "moodle": moodle_site.completion.catch_up(),
+            "canvas": canvas_site.completion.catch_up(),
+        }
+        return JSONResponse({"now": clock(), "days": days})
+
+    async def get_completion(request: Request) -> Response:
+        moodle_site.completion.catch_up()
+        canvas_site.completion.catch_up()
+        moodle_keys = moodle_site.completion.tracked(clock())
+        canvas_keys = canvas_site.completion.tracked(clock())
+        return JSONResponse(
+            {
+                "pace": asdict(pace),
+                "moodle": moodle_site.completion.counts(moodle_keys),
+                "canvas": canvas_site.completion.counts(canvas_keys),
+            }
+        )
+
+    async def set_completion(request: Request) -> Response:
+        body = await request.json()
+        unknown = sorted(set(body) - {"completion_rate", "start_rate"})
+        if unknown:
+            return JSONResponse({"error": f"unknown pace settings: {', '.join(unknown)}"}, 400)
+        moodle_site.completion.catch_up()  # the days already passed keep the old pace
+        canvas_site.completion.catch_up()
+        try:
+            pace.update(body)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"pace": asdict(pace)})
+
+    async def mark(request: Request) -> Response:
+        body = await request.json()
+        state = body.get("state")
+        if state not in STATES:
+            return JSONResponse({"error": f"state is one of {', '.join(STATES)}"}, 400)
+        if body.get("lms") == "moodle":
+            course, user = _int(body.get("course")), _int(body.get("user"))
+            if course not in moodle_site.courses or user not in moodle_site.users:
+                return JSONResponse({"error": "no such Moodle course or user"}, 404)
+            book = moodle_site.completion
+        elif body.get("lms") == "canvas":
+            try:
+                course = canvas_site.find_course(str(body.get("course"))).id
+                user = canvas_site.find_user(str(body.get("user"))).id
+            except canvas.NotFound:
+                return JSONResponse({"error": "no such Canvas course or user"}, 404)
+            book = canvas_site.completion
+        else:
+            return JSONResponse({"error": 'lms is "moodle" or "canvas"'}, 400)
+        book.catch_up()
+        progress = book.mark(course, user, state)
+        return JSONResponse(
+            {
+                "lms": body["lms"],
+                "course": course,
+                "user": user,
+                "state": progress.state,
+                **asdict(progress),
+            }
+        )
+
     async def state(request: Request) -> Response:
         return JSONResponse(
             {
@@ -211,8 +318,13 @@ def create_app(
         Route("/_sim/knobs", set_knobs, methods=["POST"]),
         Route("/_sim/moodle", set_moodle, methods=["POST"]),
         Route("/_sim/state", state, methods=["GET"]),
-        *moodle_rest.routes(moodle_site),
-        *canvas.routes(canvas_site),
+        Route("/_sim/clock", get_clock, methods=["GET"]),
+        Route("/_sim/clock", advance_clock, methods=["POST"]),
+        Route("/_sim/completion", get_completion, methods=["GET"]),
+        Route("/_sim/completion", set_completion, methods=["POST"]),
+        Route("/_sim/completion/mark", mark, methods=["POST"]),
+        *moodle_rest.routes(moodle_site, knobs),
+        *canvas.routes(canvas_site, knobs),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(Misbehaviour, knobs=knobs, counters=counters)
@@ -220,7 +332,16 @@ def create_app(
     app.state.counters = counters
     app.state.moodle = moodle_site
     app.state.canvas = canvas_site
+    app.state.clock = clock
+    app.state.pace = pace
     return app
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def state_of(app: Starlette) -> dict[str, Any]:

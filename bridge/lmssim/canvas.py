@@ -8,6 +8,11 @@ that reuses the user's enrollment in the course, ``Link`` pagination with opaque
 canvas-lms's own sources (``users_controller``, ``enrollments_api_controller``, ``lib/api.rb``):
 no library simulates Canvas. This module owns the state (``CanvasSite``); the routes are
 ``bridge.lmssim.canvas_api``, the HTTP conventions ``bridge.lmssim.canvas_wire``.
+
+Each course is "module based": one module whose items carry completion requirements (two by
+default), sequential progress required. Students progress through them
+(``bridge.lmssim.completion``); ``CourseProgress`` (``progress_json``) and the enrollments'
+``grades`` (every requirement a graded item) report it as canvas-lms does.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import asdict
 from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 from bridge.lmssim.canvas_api import COSTS
@@ -42,6 +51,9 @@ from bridge.lmssim.canvas_wire import section
 from bridge.lmssim.canvas_wire import truthy
 from bridge.lmssim.canvas_wire import unbookmark
 from bridge.lmssim.canvas_wire import valid_email
+from bridge.lmssim.completion import Completion
+from bridge.lmssim.completion import Key
+from bridge.lmssim.completion import Pace
 
 __all__ = [
     "COSTS",
@@ -99,6 +111,8 @@ class Course:
     id: int
     sis_course_id: str | None
     name: str
+    requirements: list[int] = field(default_factory=list)  # module item ids, in order
+    sequential: bool = True  # the module requires sequential progress
 
 
 @dataclass
@@ -111,7 +125,12 @@ class Enrollment:
 
 
 class CanvasSite:
-    """One Canvas root account in memory, with its token and its rate-limit bucket."""
+    """One Canvas root account in memory, with its token and its rate-limit bucket.
+
+    ``clock`` times the bucket (monotonic); ``calendar`` is the wall clock the learners'
+    progress follows (``completion``, moved by ``pace`` with the RNG ``seed``); ``html_url``
+    is where Canvas's pages would be.
+    """
 
     def __init__(
         self,
@@ -122,19 +141,31 @@ class CanvasSite:
         high_water: float = 700.0,
         leak_per_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        calendar: Callable[[], float] = time.time,
+        pace: Pace | None = None,
+        seed: int | None = None,
+        html_url: str = "http://canvas.test",
     ) -> None:
         self.token = token
+        self.html_url = html_url
         self.account_id = account_id
         self.users: dict[int, User] = {}
         self.courses: dict[int, Course] = {}
         self.enrollments: dict[int, Enrollment] = {}
         # Distinct ranges, so a user id passed where an enrollment id belongs finds nothing.
-        self._next = {"user": 101, "course": 11, "enrollment": 5001}
+        self._next = {"user": 101, "course": 11, "enrollment": 5001, "item": 9001}
         self.high_water = high_water
         self.leak_per_s = leak_per_s
         self.clock = clock
         self.level = 0.0
         self.updated = clock()
+        self.completion = Completion(
+            calendar,
+            lambda course_id: self.courses[course_id].requirements,
+            self.learners,
+            pace or Pace(),
+            seed=None if seed is None else f"canvas-{seed}",  # its own stream of draws
+        )
         for sis_course_id, name in courses:
             self.add_course(sis_course_id, name)
 
@@ -142,8 +173,10 @@ class CanvasSite:
         self._next[kind] += 1
         return self._next[kind] - 1
 
-    def add_course(self, sis_course_id: str | None, name: str) -> Course:
-        course = Course(self.new_id("course"), sis_course_id, name)
+    def add_course(self, sis_course_id: str | None, name: str, *, requirements: int = 2) -> Course:
+        """A course whose module has ``requirements`` module items to complete."""
+        items = [self.new_id("item") for _ in range(requirements)]
+        course = Course(self.new_id("course"), sis_course_id, name, items)
         self.courses[course.id] = course
         return course
 
@@ -173,7 +206,15 @@ class CanvasSite:
         """A new enrollment of ``user_id`` in ``course_id`` as ``kind`` (Course#enroll_user)."""
         enrollment = Enrollment(self.new_id("enrollment"), user_id, course_id, kind, state)
         self.enrollments[enrollment.id] = enrollment
+        self.completion.enrolled(course_id, user_id)
         return enrollment
+
+    def learners(self, at: float) -> Iterator[Key]:
+        """Who progresses on their own: active students whose login is active."""
+        for e in self.enrollments.values():
+            active = e.enrollment_state == "active" and self.users[e.user_id].state == "active"
+            if e.type == "StudentEnrollment" and active:
+                yield e.course_id, e.user_id
 
     def find_user(self, ref: str) -> User:
         """By ``id``, ``sis_user_id:`` or ``sis_login_id:`` (case-insensitive); deleted → 404."""
@@ -238,6 +279,7 @@ class CanvasSite:
             "users": [asdict(u) for u in self.users.values()],
             "courses": [asdict(c) for c in self.courses.values()],
             "enrollments": [asdict(e) for e in self.enrollments.values()],
+            "completion": self.completion.snapshot(),
             "rate_limit_remaining": round(self.remaining(), 4),
         }
 
@@ -261,6 +303,13 @@ class CanvasSite:
     def enrollment_json(self, enrollment: Enrollment) -> dict[str, Any]:
         user = self.users[enrollment.user_id]
         course = self.courses[enrollment.course_id]
+        progress = self.completion.of(course.id, user.id)
+        extra: dict[str, Any] = {
+            "html_url": f"{self.html_url}/courses/{course.id}/users/{user.id}",
+            "last_activity_at": _iso(progress.last_activity),
+        }
+        if enrollment.type == "StudentEnrollment":  # enrollment.student?
+            extra["grades"] = self.grades(course, user.id)
         return {
             "id": enrollment.id,
             "user_id": user.id,
@@ -279,4 +328,49 @@ class CanvasSite:
                 "sis_user_id": user.sis_user_id,
                 "login_id": user.login_id,
             },
+            **extra,
         }
+
+    def grades(self, course: Course, user_id: int) -> dict[str, Any]:
+        """The enrollment's ``grades``: every requirement is a graded item of equal weight;
+        the current score counts the graded ones, the final score the ungraded as zero. The
+        course has no grading scheme, so there are no letter grades."""
+        progress = self.completion.of(course.id, user_id)
+        scores = [progress.scores[r] for r in course.requirements if r in progress.met]
+        current = round(sum(scores) / len(scores), 2) if scores else None
+        final = round(sum(scores) / len(course.requirements), 2) if course.requirements else None
+        return {
+            "html_url": f"{self.html_url}/courses/{course.id}/grades/{user_id}",
+            "current_grade": None,
+            "current_score": current,
+            "final_grade": None,
+            "final_score": final,
+            "unposted_current_grade": None,
+            "unposted_current_score": current,
+            "unposted_final_grade": None,
+            "unposted_final_score": final,
+        }
+
+    def progress_json(self, course: Course, user_id: int) -> dict[str, Any]:
+        """``CourseProgress#to_json`` (read only): the next requirement's URL only while the
+        learner is on their way through a sequential module."""
+        progress = self.completion.of(course.id, user_id)
+        met = [r for r in course.requirements if r in progress.met]
+        completed = bool(course.requirements) and len(met) == len(course.requirements)
+        following = next((r for r in course.requirements if r not in progress.met), None)
+        url = None
+        if course.sequential and progress.timestarted and following is not None:
+            url = f"{self.html_url}/courses/{course.id}/modules/items/{following}"
+        return {
+            "requirement_count": len(course.requirements),
+            "requirement_completed_count": len(met),
+            "next_requirement_url": url,
+            "completed_at": _iso(progress.timecompleted) if completed else None,
+        }
+
+
+def _iso(timestamp: int) -> str | None:
+    """Canvas's timestamps: ISO 8601 in UTC (None for 0: never)."""
+    if not timestamp:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

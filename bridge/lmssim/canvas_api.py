@@ -1,7 +1,8 @@
 """The simulated Canvas's routes: LMS.md's subset of Canvas's REST API under ``/api/v1``.
 
 Every call is checked against the site's bearer token and charged to its leaky bucket
-(``X-Request-Cost`` / ``X-Rate-Limit-Remaining``, 403 "Rate Limit Exceeded" when it overflows).
+(``X-Request-Cost`` / ``X-Rate-Limit-Remaining``, 403 "Rate Limit Exceeded" when it overflows),
+then takes the time a real request would (``bridge.lmssim.cost``) when the service times say so.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from bridge.lmssim.canvas_wire import section
 from bridge.lmssim.canvas_wire import truthy
 from bridge.lmssim.canvas_wire import unbookmark
 from bridge.lmssim.canvas_wire import valid_email
+from bridge.lmssim.cost import ServiceTime
+from bridge.lmssim.cost import canvas_seconds
+from bridge.lmssim.cost import spend
 
 if TYPE_CHECKING:
     from bridge.lmssim.canvas import CanvasSite
@@ -61,10 +65,17 @@ USER_FIELDS = frozenset(
 Handler = Callable[[Request, dict[str, Any]], Awaitable[tuple[int, Any, dict[str, str]]]]
 
 COSTS = {"GET": 0.05, "POST": 0.2, "PUT": 0.2, "DELETE": 0.2}
+NO_PROGRESS = {
+    "error": {
+        "message": "no progress available because this course is not module based (has modules "
+        "and module completion requirements) or the user is not enrolled as a student in this "
+        "course"
+    }
+}
 
 
-def routes(site: CanvasSite) -> list[BaseRoute]:
-    """Canvas's REST subset of LMS.md under ``/api/v1``."""
+def routes(site: CanvasSite, times: ServiceTime | None = None) -> list[BaseRoute]:
+    """Canvas's REST subset of LMS.md under ``/api/v1``, each request taking ``times``."""
 
     def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -80,6 +91,9 @@ def routes(site: CanvasSite) -> list[BaseRoute]:
             if left is None:  # Canvas sends no Retry-After: clients back off on their own
                 return PlainTextResponse("403 Forbidden (Rate Limit Exceeded)", 403, rate)
             rate = {"X-Request-Cost": f"{cost:.4f}", "X-Rate-Limit-Remaining": f"{left:.4f}"}
+            if times is not None:  # before the request runs: its effects show when it answers
+                await spend(canvas_seconds(times))
+            site.completion.catch_up()  # the learners' days that passed since the last call
             try:
                 status, body, headers = await handler(request, await parameters(request))
             except NotFound:
@@ -277,6 +291,24 @@ def routes(site: CanvasSite) -> list[BaseRoute]:
         enrollment.enrollment_state = "active"
         return 200, site.enrollment_json(enrollment), {}
 
+    async def user_progress(
+        request: Request, params: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """courses_controller#user_progress: the user must be in the course (404), as a student
+        in a module-based course (else 400 with CourseProgress's error)."""
+        course = site.find_course(request.path_params["course_id"])
+        user = site.find_user(request.path_params["user_id"])
+        kinds = {
+            e.type
+            for e in site.enrollments.values()
+            if (e.course_id, e.user_id) == (course.id, user.id) and e.enrollment_state != "deleted"
+        }
+        if not kinds:  # api_find(@context.users, …)
+            raise NotFound(request.path_params["user_id"])
+        if not course.requirements or "StudentEnrollment" not in kinds:
+            raise Refused(400, NO_PROGRESS)
+        return 200, site.progress_json(course, user.id), {}
+
     async def unknown(request: Request, params: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         raise NotFound(request.url.path)
 
@@ -289,6 +321,11 @@ def routes(site: CanvasSite) -> list[BaseRoute]:
         Route(enrollments, endpoint(list_enrollments), methods=["GET"]),
         Route(enrollments + "/{enrollment_id}", endpoint(end_enrollment), methods=["DELETE"]),
         Route(enrollments + "/{enrollment_id}/reactivate", endpoint(reactivate), methods=["PUT"]),
+        Route(
+            "/api/v1/courses/{course_id}/users/{user_id}/progress",
+            endpoint(user_progress),
+            methods=["GET"],
+        ),
         # Anything else under /api (another route, another method) is Canvas's JSON 404.
         Route(
             "/api/{rest:path}", endpoint(unknown), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]

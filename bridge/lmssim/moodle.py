@@ -4,9 +4,10 @@
 token's service, ``extendedusernamechars``…) and the primitives Moodle's enrolment API offers
 (enrol and unenrol through an instance, cohort membership with cohort-sync); ``call`` runs a
 web-service function as ``webservice_base_server`` does. The REST protocol lives in
-``moodle_rest``, the functions in ``moodle_webservice``, ``moodle_users`` and ``moodle_enrol``,
-their machinery in ``moodle_ws``. Where LMS.md and a real Moodle 4.3 site disagree with this
-package, they win.
+``moodle_rest``, the functions in ``moodle_webservice``, ``moodle_users``, ``moodle_enrol`` and
+``moodle_completion`` (with the courses' activities), their machinery in ``moodle_ws``; learners'
+progress is a ``bridge.lmssim.completion.Completion``. Where LMS.md and a real Moodle 4.3 site
+disagree with this package, they win.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from bridge.lmssim import moodle_completion
 from bridge.lmssim import moodle_enrol
 from bridge.lmssim import moodle_users
 from bridge.lmssim import moodle_webservice
+from bridge.lmssim.completion import Completion
+from bridge.lmssim.completion import Pace
+from bridge.lmssim.moodle_completion import AUTOMATIC
+from bridge.lmssim.moodle_completion import Activity
 from bridge.lmssim.moodle_ws import SiteParams
 from bridge.lmssim.moodle_ws import WsError
 from bridge.lmssim.moodle_ws import invalid_parameter
@@ -35,14 +41,19 @@ GUEST_ID, ADMIN_ID = 1, 2
 SITE_COURSE_ID = 1
 ROLES = moodle_enrol.ROLE_NAMES  # the roles the token may assign
 
-FUNCTIONS = {**moodle_webservice.FUNCTIONS, **moodle_users.FUNCTIONS, **moodle_enrol.FUNCTIONS}
+FUNCTIONS = {
+    **moodle_webservice.FUNCTIONS,
+    **moodle_users.FUNCTIONS,
+    **moodle_enrol.FUNCTIONS,
+    **moodle_completion.FUNCTIONS,
+}
 """Every web-service function the simulator implements (the default service of its token)."""
 NOT_SIMULATED = frozenset(
     {
         "core_cohort_create_cohorts",
         "core_cohort_get_cohort_members",
-        "core_completion_get_activities_completion_status",
-        "core_completion_get_course_completion_status",
+        "core_completion_mark_course_self_completed",
+        "core_completion_override_activity_completion_status",
         "core_course_create_courses",
         "core_group_add_group_members",
         "core_role_assign_roles",
@@ -82,6 +93,7 @@ class Course:
     fullname: str
     idnumber: str = ""
     visible: bool = True
+    enablecompletion: bool = True
 
 
 @dataclass
@@ -125,6 +137,8 @@ class MoodleSite:
     ``debug`` (debugging on: ``debuginfo`` in errors), ``max_input_vars``, ``langs``. Also
     ``rest_enabled``, ``cohort_unenrol_action`` (``unenrol`` or ``suspend``), ``clock``.
     ``dropped_profile_fields`` records each (userid, shortname) Moodle silently ignored.
+    ``completion`` holds the learners' progress; ``pace`` and ``seed`` say how they move on
+    their own as the clock's days pass (``bridge.lmssim.completion``).
     """
 
     def __init__(
@@ -142,6 +156,8 @@ class MoodleSite:
         langs: Iterable[str] = ("en",),
         sitename: str = "Simulated Moodle",
         wwwroot: str = "http://moodle.test",
+        pace: Pace | None = None,
+        seed: int | None = None,
     ) -> None:
         self.token = token
         self.clock = clock
@@ -153,6 +169,7 @@ class MoodleSite:
         self.auth_plugins = set(auth_plugins)
         self.profile_fields = set(profile_fields)
         self.langs = set(langs)
+        self.themes = {"boost", "classic"}
         functions = set(FUNCTIONS if service_functions is None else service_functions)
         unknown = functions - set(FUNCTIONS)
         if unknown:
@@ -170,8 +187,16 @@ class MoodleSite:
         self.cohorts: dict[int, Cohort] = {}
         self.members: set[tuple[int, int]] = set()  # (cohortid, userid)
         self.dropped_profile_fields: list[tuple[int, str]] = []
+        self.activities: dict[int, Activity] = {}
         self.calls: dict[str, int] = {}
         self._ids: dict[str, int] = {}
+        self.completion = Completion(
+            lambda: self.clock(),
+            lambda courseid: moodle_completion.requirements(self, courseid),
+            lambda at: moodle_completion.learners(self, at),
+            pace or Pace(),
+            seed=None if seed is None else f"moodle-{seed}",  # its own stream of draws
+        )
         self._seed()
 
     @property
@@ -198,7 +223,10 @@ class MoodleSite:
         self.add_cohort("BEN2026", "Benefits 2026 cohort")
         self.add_cohort("MANAGERS", "People managers")
         self.add_course("SEC-AWARE", "Security awareness", idnumber="SEC-AWARE", cohort=staff.id)
-        self.add_course("LIBRARY", "Library tour", idnumber="LIB", methods=("self",))
+        library = self.add_course(
+            "LIBRARY", "Library tour", idnumber="LIB", methods=("self",), activities=()
+        )
+        library.enablecompletion = False  # a course without completion tracking
 
     # -- catalogue -------------------------------------------------------------------------
 
@@ -219,9 +247,14 @@ class MoodleSite:
         idnumber: str = "",
         methods: Iterable[str] = ("manual",),
         cohort: int | None = None,
+        activities: Iterable[tuple[str, str]] = (("page", "Read"), ("quiz", "Check")),
     ) -> Course:
+        """A course with completion enabled whose criteria require each of ``activities``
+        (modname, name): a page is complete when viewed, anything else when graded."""
         course = Course(self._next("course"), shortname, fullname, idnumber)
         self.courses[course.id] = course
+        for modname, name in activities:
+            self.add_activity(course.id, modname, f"{fullname}: {name}")
         for method in methods:
             instance = EnrolInstance(self._next("enrol"), course.id, method)
             self.instances[instance.id] = instance
@@ -229,6 +262,17 @@ class MoodleSite:
             instance = EnrolInstance(self._next("enrol"), course.id, "cohort", cohortid=cohort)
             self.instances[instance.id] = instance
         return course
+
+    def add_activity(self, courseid: int, modname: str, name: str, **settings: Any) -> Activity:
+        """A course module with automatic completion tracking, named by the course criteria."""
+        settings.setdefault("tracking", AUTOMATIC)
+        settings.setdefault("completionview", modname == "page")
+        settings.setdefault("completiongrade", modname != "page")
+        activity = Activity(
+            self._next("course_modules"), courseid, modname, self._next(modname), name, **settings
+        )
+        self.activities[activity.id] = activity
+        return activity
 
     def add_cohort(self, idnumber: str, name: str) -> Cohort:
         cohort = Cohort(self._next("cohort"), idnumber, name)
@@ -260,9 +304,10 @@ class MoodleSite:
             None,
         )
 
-    def is_active(self, enrolment: Enrolment) -> bool:
-        """Moodle's "active enrolment": status active, instance enabled, within the dates."""
-        now = self.clock()
+    def is_active(self, enrolment: Enrolment, at: float | None = None) -> bool:
+        """Moodle's "active enrolment": status active, instance enabled, within the dates
+        (now, or at time ``at``)."""
+        now = self.clock() if at is None else at
         return (
             enrolment.status == ACTIVE
             and self.instances[enrolment.instanceid].enabled
@@ -287,6 +332,7 @@ class MoodleSite:
         current = self.enrolments.get(key)
         if current is None:
             self.enrolments[key] = Enrolment(instance.id, userid, status, timestart, timeend)
+            self.completion.enrolled(instance.courseid, userid)
         else:  # Moodle updates start, end and status when any differs
             current.status, current.timestart, current.timeend = status, timestart, timeend
         component = "" if instance.enrol == "manual" else f"enrol_{instance.enrol}"
@@ -351,6 +397,7 @@ class MoodleSite:
         """What webservice_base_server::run does after parsing: token, function, params, run."""
         if not token or not hmac.compare_digest(token, self.token):
             raise WsError("invalidtoken", "Invalid token - token not found")
+        self.completion.catch_up()  # the learners' days that passed since the last call
         if not function:
             raise invalid_parameter("Missing function name")
         self.calls[function] = self.calls.get(function, 0) + 1
@@ -377,6 +424,7 @@ class MoodleSite:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole site as plain JSON-able data (for ``/_sim/state`` and tests)."""
+        self.completion.catch_up()
         enrolments = []
         for (instanceid, userid), row in sorted(self.enrolments.items()):
             instance = self.instances[instanceid]
@@ -404,8 +452,10 @@ class MoodleSite:
                 for c in self.courses.values()
                 if c.id != SITE_COURSE_ID
             ],
+            "activities": [asdict(a) for a in self.activities.values()],
             "cohorts": [asdict(c) for c in self.cohorts.values()],
             "enrolments": enrolments,
+            "completion": self.completion.snapshot(),
             "cohort_members": [{"cohortid": c, "userid": u} for c, u in sorted(self.members)],
             "dropped_profile_fields": [
                 {"userid": u, "shortname": f} for u, f in self.dropped_profile_fields

@@ -287,10 +287,42 @@ def get_users_courses(site: MoodleSite, params: dict[str, Any]) -> Any:
     return answer
 
 
-_PARTICIPANT_FIELDS = (
-    *("id", "username", "firstname", "lastname", "fullname", "email", "department"),
-    *("idnumber", "firstaccess", "lastaccess"),
+_PARTICIPANT_FIELDS = (  # get_enrolled_users_returns(), in its order
+    *("id", "username", "firstname", "lastname", "fullname", "email", "address", "phone1"),
+    *("phone2", "department", "institution", "idnumber", "interests", "firstaccess"),
+    *("lastaccess", "lastcourseaccess", "description", "descriptionformat", "city", "country"),
+    *("profileimageurlsmall", "profileimageurl", "customfields", "groups", "roles"),
+    *("preferences", "enrolledcourses"),
 )
+
+
+def _participant(
+    site: MoodleSite, course: Course, userid: int, roleids: list[int], courseids: list[int]
+) -> dict[str, Any]:
+    """user_get_user_details() in the course, as get_enrolled_users_returns() keeps it: no
+    groups (none simulated), no preferences (only for oneself), ``enrolledcourses`` the
+    user's active enrolments, ``lastcourseaccess`` their last step in the course."""
+    details = user_details(site, site.users[userid])
+    details["lastcourseaccess"] = site.completion.of(course.id, userid).last_activity
+    if details.get("description"):
+        details["descriptionformat"] = 1
+    picture = f"{site.wwwroot}/theme/image.php/boost/core/1/u"
+    details.update(profileimageurlsmall=f"{picture}/f2", profileimageurl=f"{picture}/f1")
+    if "customfields" in details:
+        details["customfields"] = [
+            {k: f[k] for k in ("type", "value", "name", "shortname")}
+            for f in details["customfields"]
+        ]
+    details["roles"] = [
+        {"roleid": r, "name": "", "shortname": ROLE_NAMES.get(r, ""), "sortorder": 0}
+        for r in roleids
+    ]
+    if courseids:
+        details["enrolledcourses"] = [
+            {"id": c, "fullname": site.courses[c].fullname, "shortname": site.courses[c].shortname}
+            for c in courseids
+        ]
+    return {k: details[k] for k in _PARTICIPANT_FIELDS if k in details}
 
 
 @FUNCTIONS.register(
@@ -324,16 +356,19 @@ def get_enrolled_users(site: MoodleSite, params: dict[str, Any]) -> Any:
     count = int(clean(options.get("limitnumber", "0"), "int", site.params))
     userids = userids[start : start + count] if count else userids[start:]
     wanted = [f.strip() for f in options.get("userfields", "").split(",") if f.strip()]
+    wanted_ids = set(userids)
+    roleids: dict[int, list[int]] = {}  # one pass over roles and enrolments, not one a user
+    for courseid, userid, roleid, _component in sorted(site.roles):
+        if courseid == course.id and userid in wanted_ids:
+            roleids.setdefault(userid, []).append(roleid)
+    courseids: dict[int, set[int]] = {}
+    for row in site.enrolments.values():
+        if row.userid in wanted_ids and site.is_active(row):
+            courseids.setdefault(row.userid, set()).add(site.instances[row.instanceid].courseid)
     answer = []
     for userid in userids:
-        details = user_details(site, site.users[userid])
-        participant = {k: details[k] for k in _PARTICIPANT_FIELDS if k in details}
-        participant["lastcourseaccess"] = 0
-        participant["roles"] = [
-            {"roleid": r[2], "name": "", "shortname": ROLE_NAMES.get(r[2], ""), "sortorder": 0}
-            for r in sorted(site.roles)
-            if r[0] == course.id and r[1] == userid
-        ]
+        mine = sorted(courseids.get(userid, ()))
+        participant = _participant(site, course, userid, roleids.get(userid, []), mine)
         if wanted:
             participant = {k: v for k, v in participant.items() if k in {*wanted, "id", "fullname"}}
         answer.append(participant)

@@ -2,7 +2,8 @@
 
 As Moodle 4.3 serves it: PHP form arrays truncated at ``max_input_vars``, JSON bodies ignored,
 XML unless ``moodlewsrestformat=json``, every answer HTTP 200, errors included, and HTTP 403
-with an empty body when the REST protocol is disabled.
+with an empty body when the REST protocol is disabled. Each call takes the time a real site
+would (``bridge.lmssim.cost``) when the service times say so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route
 
+from bridge.lmssim.cost import ServiceTime
+from bridge.lmssim.cost import moodle_rows
+from bridge.lmssim.cost import moodle_seconds
+from bridge.lmssim.cost import spend
 from bridge.lmssim.moodle_ws import WsError
 
 if TYPE_CHECKING:
@@ -94,8 +99,8 @@ def render(result: Any, error: WsError | None, restformat: str, debug: bool) -> 
     return Response(xml, 200, media_type="application/xml; charset=utf-8")
 
 
-def routes(site: MoodleSite) -> list[BaseRoute]:
-    """``/webservice/rest/server.php`` for ``site``."""
+def routes(site: MoodleSite, times: ServiceTime | None = None) -> list[BaseRoute]:
+    """``/webservice/rest/server.php`` for ``site``, each call taking ``times`` (None: no time)."""
 
     async def server(request: Request) -> Response:
         if not site.rest_enabled:  # the REST protocol disabled: 403, empty body (LMS.md)
@@ -109,6 +114,8 @@ def routes(site: MoodleSite) -> list[BaseRoute]:
             post = php_form(parse_qsl(body, keep_blank_values=True)[:limit])
         # Anything else (a JSON body above all) never reaches $_POST: PHP ignores it.
         variables: dict[str, PhpValue] = {**get, **post}
+        if times is not None:  # before the call runs: its effects show when it answers
+            await spend(moodle_seconds(times, moodle_rows(variables)))
         restformat = variables.pop("moodlewsrestformat", "xml")
         restformat = restformat if restformat in ("xml", "json") else "xml"
         token = variables.pop("wstoken", None)

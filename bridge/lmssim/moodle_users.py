@@ -282,6 +282,8 @@ def create_users(site: MoodleSite, params: dict[str, Any]) -> Any:
             raise invalid_parameter(f"Invalid authentication type: {row['auth']}")
         if row["lang"] not in site.langs:
             raise invalid_parameter(f"Invalid language code: {row['lang']}")
+        if row.get("theme") and row["theme"] not in site.themes:
+            raise invalid_parameter(f"Invalid theme: {row['theme']}")
         internal = row["auth"] in _INTERNAL_AUTHS
         if internal and not row.get("password") and not row.get("createpassword"):
             raise invalid_parameter(
