@@ -21,6 +21,7 @@ from bridge.cli.relay import relay_command
 from bridge.cli.revert import revert_command
 from bridge.cli.rules import rules_group
 from bridge.cli.serving import serve
+from bridge.cli.stats import stats_command
 from bridge.cli.targets import targets_group
 from bridge.cli.tokens import tokens_group
 
@@ -48,3 +49,4 @@ main.add_command(revert_command)
 main.add_command(demo_command)
 main.add_command(targets_group)
 main.add_command(quality_command)
+main.add_command(stats_command)
