@@ -24,6 +24,7 @@ from bridge.cli.serving import serve
 from bridge.cli.stats import stats_command
 from bridge.cli.targets import targets_group
 from bridge.cli.tokens import tokens_group
+from bridge.cli.training import training_command
 
 __all__ = ["main"]
 
@@ -50,3 +51,4 @@ main.add_command(demo_command)
 main.add_command(targets_group)
 main.add_command(quality_command)
 main.add_command(stats_command)
+main.add_command(training_command)

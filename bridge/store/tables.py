@@ -250,3 +250,21 @@ class ServerSecretRow(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(32), primary_key=True))
     secret: str = Field(sa_column=Column(String(128), nullable=False))
     created: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class TrainingStatusRow(SQLModel, table=True):
+    """The last reading of one person's progress in one course of one LMS (``bridge training``).
+
+    ``state`` is not_started, in_progress or complete; null when the read failed (``error``).
+    """
+
+    __tablename__ = "training_status"
+
+    target: str = Field(sa_column=Column(String(255), primary_key=True))
+    resource_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    course: str = Field(sa_column=Column(String(255), primary_key=True))
+    state: str | None = Field(default=None, sa_column=Column(String(16)))
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    read_at: datetime = _time_column()
+    error: str | None = Field(default=None, sa_column=Column(Text))
