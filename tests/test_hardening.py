@@ -238,3 +238,29 @@ async def test_the_scim_root_and_dot_segments_are_a_scim_404_not_a_redirect(
     response = await client.get(str(client.base_url).rstrip("/") + path)
     await _error(response, 404, None)
     assert response.headers["x-request-id"]
+
+
+async def test_a_bad_attributes_parameter_on_a_write_refuses_it_before_anything_is_written(
+    client: httpx.AsyncClient,
+) -> None:
+    bad = {"attributes": "urn:ietf:params:scim:schemas:core:2.0:Group"}
+    response = await client.post("/Users", json=user_payload("kept.out"), params=bad)
+    await _error(response, 400, "invalidPath")
+    assert await _stored(client) == 0
+
+    user = assert_scim(await client.post("/Users", json=user_payload("ada")), 201)
+    put = await client.put(
+        f"/Users/{user['id']}", json=user_payload("ada", title="changed"), params=bad
+    )
+    await _error(put, 400, "invalidPath")
+    patch = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}
+    await _error(
+        await client.patch(f"/Users/{user['id']}", json=patch, params=bad), 400, "invalidPath"
+    )
+    assert assert_scim(await client.get(f"/Users/{user['id']}"), 200)["meta"] == user["meta"]
+
+
+async def test_a_path_no_route_matches_is_a_scim_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/Schemas/%0A0")
+    await _error(response, 404, None)
+    assert response.headers["x-request-id"]

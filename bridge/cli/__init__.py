@@ -17,6 +17,7 @@ from bridge.cli.plans import approve_command
 from bridge.cli.plans import explain_command
 from bridge.cli.plans import plan_command
 from bridge.cli.quality import quality_command
+from bridge.cli.reconcile import reconcile_command
 from bridge.cli.relay import relay_command
 from bridge.cli.revert import revert_command
 from bridge.cli.rules import rules_group
@@ -51,4 +52,5 @@ main.add_command(demo_command)
 main.add_command(targets_group)
 main.add_command(quality_command)
 main.add_command(stats_command)
+main.add_command(reconcile_command)
 main.add_command(training_command)

@@ -111,6 +111,11 @@ def apply_command(planfile: Path, skip_preflight: bool) -> None:
         document = json.loads(planfile.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{planfile}: not a plan file: {exc}") from exc
+    if isinstance(document, dict) and document.get("source") == "reconcile":
+        from bridge.cli.reconcile import apply_saved
+
+        apply_saved(document)
+        return
     with planner(load_settings()) as plans:
         if not skip_preflight:
             _preflight(plans, document)

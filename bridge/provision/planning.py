@@ -109,6 +109,38 @@ def intents_fingerprint(intents: list[dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def enqueue_tracked(
+    conn: Any, tracked: list[Tracked], *, run_id: str, quarantined: bool, now: datetime
+) -> int:
+    """Write a plan's intents to the outbox for run ``run_id`` (in the caller's transaction);
+    how many were written. ``bridge apply`` and ``bridge reconcile --apply`` share it.
+
+    A failed intent goes again in its dead letter's place (same id): the rows blocked behind
+    it keep their order, and no new row queues behind it. In a quarantined run it stays dead
+    (still holding them back) until approved; fresh rows wait as quarantined.
+    """
+    fresh: list[Intent] = []
+    requeued = 0
+    for entry in tracked:
+        if entry.state == FAILED and entry.row is not None:
+            intent = entry.intent.as_dict()
+            if (
+                outbox.hold_for_approval(conn, entry.row.id, intent, run_id)
+                if quarantined
+                else outbox.requeue_as(conn, entry.row.id, intent, now=now, run_id=run_id)
+            ):
+                requeued += 1
+                continue
+        fresh.append(entry.intent)  # (a dead letter retried meanwhile: a new row)
+    return requeued + outbox.enqueue(
+        conn,
+        (i.as_dict() for i in fresh),
+        now=now,
+        run_id=run_id,
+        status=outbox.QUARANTINED if quarantined else outbox.PENDING,
+    )
+
+
 def _role_codes(doc: dict[str, Any]) -> list[str]:
     extension = doc.get(HR_ROLE_CODES) or {}
     codes = extension.get("roleCodes") if isinstance(extension, dict) else None
@@ -372,7 +404,6 @@ class Planner:
         run_id = uuid.uuid4().hex[:12]
         now = self.clock()
         status = "quarantined" if quarantined else "applied"
-        row_status = outbox.QUARANTINED if quarantined else outbox.PENDING
         with self.db.write() as conn:
             runs.create(
                 conn,
@@ -384,28 +415,8 @@ class Planner:
                 now=now,
                 actor=actor,
             )
-            fresh: list[Intent] = []
-            requeued = 0
-            for entry in computed.tracked:
-                # A failed intent goes again in its dead letter's place (same id): the rows
-                # blocked behind it keep their order, and no new row queues behind it. In a
-                # quarantined run it stays dead (still holding them back) until approved.
-                if entry.state == FAILED and entry.row is not None:
-                    intent = entry.intent.as_dict()
-                    if (
-                        outbox.hold_for_approval(conn, entry.row.id, intent, run_id)
-                        if quarantined
-                        else outbox.requeue_as(conn, entry.row.id, intent, now=now, run_id=run_id)
-                    ):
-                        requeued += 1
-                        continue
-                fresh.append(entry.intent)  # (a dead letter retried meanwhile: a new row)
-            written = requeued + outbox.enqueue(
-                conn,
-                (i.as_dict() for i in fresh),
-                now=now,
-                run_id=run_id,
-                status=row_status,
+            written = enqueue_tracked(
+                conn, computed.tracked, run_id=run_id, quarantined=quarantined, now=now
             )
             for projection, existed in computed.projections:
                 projections.save(

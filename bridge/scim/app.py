@@ -32,7 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.routing import request_response
 from starlette.types import Receive
+from starlette.types import Scope
+from starlette.types import Send
 
 from bridge.auth.tokens import READ
 from bridge.auth.tokens import WRITE
@@ -332,6 +335,9 @@ class ScimServer:
 
     async def create(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
+        # Every part of the request is checked before the write: a bad ?attributes= after
+        # it would answer 400 over a stored row.
+        selection = self.selection(resource_type, call.request.query_params)
         payload, tolerances = normalize_resource(
             await self.body(call),
             self.catalog.model(resource_type),
@@ -341,13 +347,13 @@ class ScimServer:
         outcome = await self.provisioner.create_async(
             call.cause, resource_type, payload, tolerances
         )
-        selection = self.selection(resource_type, call.request.query_params)
         if outcome.members:
             outcome.record.members = outcome.members
         return self._one(call, outcome.record, selection, status=201)
 
     async def replace(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
+        selection = self.selection(resource_type, call.request.query_params)
         payload, tolerances = normalize_resource(
             await self.body(call),
             self.catalog.model(resource_type),
@@ -365,10 +371,11 @@ class ScimServer:
                 tolerances=tolerances,
             )
         )
-        return await self._reread(call, resource_type, resource_id)
+        return await self._reread(call, resource_type, resource_id, selection)
 
-    async def _reread(self, call: Call, resource_type: str, resource_id: str) -> Response:
-        selection = self.selection(resource_type, call.request.query_params)
+    async def _reread(
+        self, call: Call, resource_type: str, resource_id: str, selection: Selection
+    ) -> Response:
         members = "members" if resource_type == "Group" else "groups"
         try:
             record = await self._read(
@@ -427,6 +434,7 @@ class ScimServer:
 
     async def patch(self, call: Call) -> Response:
         resource_type = self.resource_type(call)
+        selection = self.selection(resource_type, call.request.query_params)
         operations, tolerances = normalize_patch(
             await self.body(call), self.catalog.model(resource_type), **self.door_limits
         )
@@ -450,7 +458,7 @@ class ScimServer:
             # RFC 7644 §3.5.2 allows 204; a group's member list can be 100k rows long, and
             # Okta and Entra both accept 204 for group PATCH. Ask with ?attributes= for a body.
             return Response(status_code=204, headers={"ETag": outcome.record.etag})
-        return await self._reread(call, resource_type, resource_id)
+        return await self._reread(call, resource_type, resource_id, selection)
 
     async def delete(self, call: Call) -> Response:
         await run_in_threadpool(
@@ -553,11 +561,19 @@ class ScimServer:
         ]
 
 
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+class _AnyMethod:
+    """An endpoint as a plain ASGI app: Starlette then routes every method to it (a function
+    endpoint would take GET alone), so one it does not serve, TRACE too, is a SCIM 405."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
-    return Route(path, endpoint, methods=_METHODS)
+    return Route(path, _AnyMethod(endpoint))
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -569,6 +585,14 @@ async def _disconnect(receive: Receive) -> None:
     is read, or for a request without one, so no body is lost."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """A path no route matches (one holding a newline, which no path pattern spans): a SCIM
+    404 with its request id, like every other answer."""
+    response = error_response(404, "no SCIM endpoint at this path")
+    response.headers["X-Request-Id"] = door.request_id(request.headers.get("x-request-id"))
+    return response
 
 
 async def healthz(request: Request) -> Response:
@@ -619,7 +643,9 @@ def create_app(
     register_url_convertor("resource", ResourceEndpoint())
     server = ScimServer(provisioner, catalog, settings, authenticate)
     app = Starlette(
-        routes=[Route("/healthz", healthz), *server.routes()], lifespan=_lifespan(background)
+        routes=[Route("/healthz", healthz), *server.routes()],
+        lifespan=_lifespan(background),
+        exception_handlers={404: _no_route},
     )
     app.state.server = server
     return app

@@ -106,3 +106,21 @@ def confirmed_of(
             document["assignments"] = assignments_of(document)
             found[row.resource_id] = (row.lms_user_id, document, read_time(row.updated))
     return found
+
+
+def page(
+    conn: Connection, target: str, *, after: str | None = None, limit: int = 500
+) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """One page of a target's links in resource id order, after ``after`` (keyset paging, for
+    a reconcile): (resource id, LMS account id, the confirmed document as ``confirmed_of``)."""
+    query = select(LINKS.c.resource_id, LINKS.c.lms_user_id, LINKS.c.confirmed).where(
+        LINKS.c.target == target
+    )
+    if after is not None:
+        query = query.where(LINKS.c.resource_id > after)
+    found = []
+    for row in conn.execute(query.order_by(LINKS.c.resource_id).limit(limit)):
+        document = read_object(row.confirmed)
+        document["assignments"] = assignments_of(document)
+        found.append((row.resource_id, row.lms_user_id, document))
+    return found

@@ -1,0 +1,122 @@
+"""What a Moodle site holds for a reconcile: accounts by id, course participants (LMS.md).
+
+Reads only, streamed and paged so that memory stays flat over 100,000s of people: accounts
+by id in batches (``core_user_get_users_by_field`` with ``field=id``, which never returns
+deleted users), a course's participants page by page (``core_enrol_get_enrolled_users`` with
+``limitfrom``/``limitnumber``, once for active and once for suspended enrolments, narrowed to
+``userfields=id``). Cohort members (``core_cohort_get_cohort_members``) are not read yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.targets.moodle_ws import MoodleError
+from bridge.targets.moodle_ws import Run
+
+Call = Callable[[Run, str, Mapping[str, Any]], Awaitable[Any]]
+"""``MoodleTarget.call``: one web-service call."""
+
+READ_FUNCTIONS = (
+    "core_user_get_users_by_field",
+    "core_course_get_courses_by_field",
+    "core_enrol_get_enrolled_users",
+)
+"""The web-service functions a reconcile calls: the token's service must allow them."""
+USERS_PER_CALL = 100
+PARTICIPANTS_PER_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Participants:
+    """Who a course holds: Moodle user ids with an active enrolment, and with only
+    suspended (or ended) ones."""
+
+    courseid: int
+    active: frozenset[int]
+    suspended: frozenset[int]
+
+    def status(self, userid: int) -> str | None:
+        """``active``, ``suspended`` or None (not a participant)."""
+        if userid in self.active:
+            return "active"
+        return "suspended" if userid in self.suspended else None
+
+
+class MoodleReader:
+    """The reads of one Moodle target, through its ``call``."""
+
+    def __init__(
+        self,
+        call: Call,
+        *,
+        users_per_call: int = USERS_PER_CALL,
+        page: int = PARTICIPANTS_PER_PAGE,
+    ) -> None:
+        self._call = call
+        self.users_per_call = users_per_call
+        self.page = page
+        self.calls = 0
+
+    async def _ask(self, function: str, params: Mapping[str, Any]) -> Any:
+        self.calls += 1
+        return await self._call(Run(), function, params)
+
+    async def users(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The live accounts among ``ids`` (Moodle user ids), by id; a deleted one is absent."""
+        wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i.isdigit()]
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), self.users_per_call):
+            batch = wanted[start : start + self.users_per_call]
+            answer = await self._ask(
+                "core_user_get_users_by_field", {"field": "id", "values": batch}
+            )
+            if not isinstance(answer, list):
+                raise MoodleError(f"core_user_get_users_by_field: unexpected answer {answer!r:.80}")
+            for user in answer:
+                found[str(user["id"])] = user
+        return found
+
+    async def course(self, ref: str) -> int | None:
+        """The id of the course a rule names by idnumber or shortname (None: no such course)."""
+        for field_ in ("idnumber", "shortname"):
+            answer = await self._ask(
+                "core_course_get_courses_by_field", {"field": field_, "value": ref}
+            )
+            courses = answer.get("courses", []) if isinstance(answer, dict) else []
+            if courses:
+                return int(courses[0]["id"])
+        return None
+
+    async def _participant_ids(self, courseid: int, only: str) -> frozenset[int]:
+        ids: set[int] = set()
+        start = 0
+        while True:
+            options = [
+                {"name": only, "value": "1"},
+                {"name": "userfields", "value": "id"},
+                {"name": "limitfrom", "value": str(start)},
+                {"name": "limitnumber", "value": str(self.page)},
+            ]
+            answer = await self._ask(
+                "core_enrol_get_enrolled_users", {"courseid": courseid, "options": options}
+            )
+            if not isinstance(answer, list):
+                raise MoodleError(
+                    f"core_enrol_get_enrolled_users: unexpected answer {answer!r:.80}"
+                )
+            ids.update(int(user["id"]) for user in answer)
+            if len(answer) < self.page:
+                return frozenset(ids)
+            start += self.page
+
+    async def participants(self, courseid: int) -> Participants:
+        """A course's participants, active and suspended, read page by page."""
+        active = await self._participant_ids(courseid, "onlyactive")
+        suspended = await self._participant_ids(courseid, "onlysuspended")
+        return Participants(courseid, active, suspended - active)
