@@ -469,5 +469,10 @@ class Relay:
                         await asyncio.wait_for(stop.wait(), timeout=idle)
 
         await asyncio.gather(*(cycle() for _ in range(max(pipelines, 1))))
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every target's HTTP client (``run`` does it on stop; ``run_once`` callers,
+        once done)."""
         for target in self.targets.values():
             await target.aclose()

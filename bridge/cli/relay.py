@@ -96,8 +96,11 @@ def relay_command(once: bool) -> None:
 
         async def run() -> None:
             if once:
-                while await relay.run_once():
-                    pass
+                try:
+                    while await relay.run_once():
+                        pass
+                finally:
+                    await relay.aclose()
                 return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
