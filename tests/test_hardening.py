@@ -264,3 +264,44 @@ async def test_a_path_no_route_matches_is_a_scim_404(client: httpx.AsyncClient) 
     response = await client.get("/Schemas/%0A0")
     await _error(response, 404, None)
     assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "displayName", "value": ""},
+        {"op": "replace", "value": {"displayName": ""}},
+    ],
+)
+async def test_a_patch_cannot_empty_a_group_display_name(
+    client: httpx.AsyncClient, operation: dict[str, Any]
+) -> None:
+    group = assert_scim(
+        await client.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "g"}), 201
+    )
+    response = await client.patch(
+        f"/Groups/{group['id']}", json={"schemas": [PATCH], "Operations": [operation]}
+    )
+    assert "displayName" in await _error(response, 400, "invalidValue")
+    assert assert_scim(await client.get(f"/Groups/{group['id']}"), 200)["displayName"] == "g"
+
+
+async def test_a_patch_cannot_empty_a_user_name(client: httpx.AsyncClient) -> None:
+    user = assert_scim(await client.post("/Users", json=user_payload("ada")), 201)
+    operation = {"op": "replace", "path": "userName", "value": ""}
+    response = await client.patch(
+        f"/Users/{user['id']}", json={"schemas": [PATCH], "Operations": [operation]}
+    )
+    assert "userName" in await _error(response, 400, "invalidValue")
+
+
+@pytest.mark.parametrize("key", ["count", "startIndex"])
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity"])
+async def test_an_infinite_index_in_a_search_is_invalid_value(
+    client: httpx.AsyncClient, key: str, number: str
+) -> None:
+    content = (
+        f'{{"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "{key}": {number}}}'
+    )
+    response = await client.post("/Users/.search", content=content, headers=SCIM_HEADERS)
+    assert key in await _error(response, 400, "invalidValue")

@@ -248,10 +248,7 @@ class Provisioner(Reader):
             created=now,
             last_modified=now,
         )
-        documents.fill(record, doc)
-        if not record.name:
-            attribute = "userName" if resource_type == "User" else "displayName"
-            raise InvalidValueException(detail=f"'{attribute}' is required")
+        _fill_named(record, doc)
 
         def work(tx: Any) -> Outcome:
             try:
@@ -334,7 +331,7 @@ class Provisioner(Reader):
             changed = doc != before or bool(detail)
             if not changed:
                 return Outcome(record, None, list(tolerances or []))
-            documents.fill(record, doc)
+            _fill_named(record, doc)
             record.version += 1
             record.last_modified = self.clock()
             try:
@@ -394,7 +391,7 @@ class Provisioner(Reader):
                 return Outcome(record, None, used)
             now = self.clock()
             if doc != before:
-                documents.fill(record, doc)
+                _fill_named(record, doc)
                 record.version += 1
                 record.last_modified = now
                 try:
@@ -462,3 +459,12 @@ class Provisioner(Reader):
             return Outcome(record, seq)
 
         return self._write(conn, work)
+
+
+def _fill_named(record: Record, doc: dict[str, Any]) -> None:
+    """Fill ``record`` from ``doc``; a userName or group displayName left empty (by a POST,
+    PUT or a PATCH replace with "") is refused: RFC 7643 requires it."""
+    documents.fill(record, doc)
+    if not record.name:
+        attribute = "userName" if record.type == "User" else "displayName"
+        raise InvalidValueException(detail=f"'{attribute}' is required and cannot be empty")

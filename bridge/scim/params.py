@@ -164,7 +164,7 @@ def _int(name: str, value: Any, default: int) -> int:
         return default
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         raise InvalidValueException(detail=f"{name} must be an integer, not {value!r}") from None
     return check_index(name, number)
 
