@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,25 @@ async def _read(reconciler: Reconciler, ruleset: RuleSet, names: list[str]) -> R
             await target.aclose()
 
 
+@contextmanager
+def _reconciler() -> Iterator[Reconciler]:
+    """A Reconciler over the configured database and rules; what stops a reconcile (broken
+    rules, a target it cannot read, the LMS refusing a read) as a one-line CLI error."""
+    settings = load_settings()
+    catalog = load_schemas(settings)
+    try:
+        book = rule_book(settings, catalog)
+    except RuleErrors as exc:
+        raise click.ClickException(render_errors(exc.errors)) from exc
+    with database(settings) as db:
+        try:
+            yield Reconciler(db, book.current, now_utc)
+        except (ReconcileError, TargetConfigError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except MoodleError as exc:
+            raise click.ClickException(f"reading the LMS failed: {exc.message}") from exc
+
+
 @click.command(name="reconcile")
 @click.option(
     "--target",
@@ -76,21 +97,9 @@ def reconcile_command(
     Exit 0 no drift to re-assert, 2 drift found (shown, saved or applied), 1 error (also a
     target kind reconcile cannot read yet: only moodle for now).
     """
-    settings = load_settings()
-    catalog = load_schemas(settings)
-    try:
-        book = rule_book(settings, catalog)
-    except RuleErrors as exc:
-        raise click.ClickException(render_errors(exc.errors)) from exc
-    with database(settings) as db:
-        reconciler = Reconciler(db, book.current, now_utc)
-        try:
-            names = reconciler.targets(target_name)
-            reconciled = asyncio.run(_read(reconciler, reconciler.ruleset(), names))
-        except (ReconcileError, TargetConfigError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        except MoodleError as exc:
-            raise click.ClickException(f"reading the LMS failed: {exc.message}") from exc
+    with _reconciler() as reconciler:
+        names = reconciler.targets(target_name)
+        reconciled = asyncio.run(_read(reconciler, reconciler.ruleset(), names))
         document = reconciled.document()
         if out is not None:
             out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
@@ -158,27 +167,15 @@ def render(reconciled: Reconciled, console: Console) -> None:
 def apply_saved(document: dict[str, Any]) -> None:
     """``bridge apply FILE`` of a saved reconcile: read the LMS again and enqueue only if the
     drift is the same as reviewed (else the plan is stale: reconcile again)."""
-    settings = load_settings()
-    catalog = load_schemas(settings)
-    try:
-        book = rule_book(settings, catalog)
-    except RuleErrors as exc:
-        raise click.ClickException(render_errors(exc.errors)) from exc
-    with database(settings) as db:
-        reconciler = Reconciler(db, book.current, now_utc)
-        try:
-            ruleset = reconciler.ruleset()
-            if document.get("rules_version") != ruleset.version:
-                raise ReconcileError(
-                    f"the reconcile was made with rules {document.get('rules_version')}, "
-                    f"the bridge has {ruleset.version}: reconcile again"
-                )
-            names = [str(n) for n in document.get("targets") or []]
-            reconciled = asyncio.run(_read(reconciler, ruleset, reconciler.targets_named(names)))
-        except (ReconcileError, TargetConfigError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        except MoodleError as exc:
-            raise click.ClickException(f"reading the LMS failed: {exc.message}") from exc
+    with _reconciler() as reconciler:
+        ruleset = reconciler.ruleset()
+        if document.get("rules_version") != ruleset.version:
+            raise ReconcileError(
+                f"the reconcile was made with rules {document.get('rules_version')}, "
+                f"the bridge has {ruleset.version}: reconcile again"
+            )
+        names = [str(n) for n in document.get("targets") or []]
+        reconciled = asyncio.run(_read(reconciler, ruleset, reconciler.targets_named(names)))
         if reconciled.fingerprint != document.get("fingerprint"):
             raise click.ClickException(
                 "the reconcile is stale: the LMS or the outbox changed since it was made; "

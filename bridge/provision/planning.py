@@ -109,6 +109,36 @@ def intents_fingerprint(intents: list[dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def open_run(
+    conn: Any,
+    plan: Plan,
+    tracked: list[Tracked],
+    *,
+    kind: str,
+    rules_version: str,
+    actor: str,
+    now: datetime,
+) -> tuple[str, str, int]:
+    """Record a run of ``plan`` and enqueue its intents (in the caller's transaction),
+    quarantined when the plan is over a safety threshold; (run id, status, written).
+    ``bridge apply`` and ``bridge reconcile --apply`` share it."""
+    quarantined = plan.status == "quarantined"
+    run_id = uuid.uuid4().hex[:12]
+    status = "quarantined" if quarantined else "applied"
+    runs.create(
+        conn,
+        run_id,
+        kind=kind,
+        status=status,
+        rules_version=rules_version,
+        summary=plan_to_json(plan)["counts"],
+        now=now,
+        actor=actor,
+    )
+    written = enqueue_tracked(conn, tracked, run_id=run_id, quarantined=quarantined, now=now)
+    return run_id, status, written
+
+
 def enqueue_tracked(
     conn: Any, tracked: list[Tracked], *, run_id: str, quarantined: bool, now: datetime
 ) -> int:
@@ -400,23 +430,16 @@ class Planner:
             raise PlanError(
                 "the plan is stale: people or projections changed since it was made; plan again"
             )
-        quarantined = computed.plan.status == "quarantined"
-        run_id = uuid.uuid4().hex[:12]
         now = self.clock()
-        status = "quarantined" if quarantined else "applied"
         with self.db.write() as conn:
-            runs.create(
+            run_id, status, written = open_run(
                 conn,
-                run_id,
+                computed.plan,
+                computed.tracked,
                 kind="apply",
-                status=status,
                 rules_version=ruleset.version,
-                summary=plan_to_json(computed.plan)["counts"],
-                now=now,
                 actor=actor,
-            )
-            written = enqueue_tracked(
-                conn, computed.tracked, run_id=run_id, quarantined=quarantined, now=now
+                now=now,
             )
             for projection, existed in computed.projections:
                 projections.save(

@@ -10,7 +10,6 @@ account it never created — is reported, never touched.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from bridge.provision.drift import managed_of
 from bridge.provision.drift import outcomes_of
 from bridge.provision.evidence import evidence
 from bridge.provision.evidence import waiting_targets
-from bridge.provision.planning import enqueue_tracked
 from bridge.provision.planning import intents_fingerprint
+from bridge.provision.planning import open_run
 from bridge.rules.model import AssignmentKind
 from bridge.rules.model import RuleSet
 from bridge.rules.plan import FAILED
@@ -36,7 +35,6 @@ from bridge.rules.plan import Plan
 from bridge.rules.plan import build_plan
 from bridge.rules.plan import plan_to_json
 from bridge.store import links
-from bridge.store import runs
 from bridge.store.engine import Database
 from bridge.targets.moodle_reconcile import MoodleReader
 from bridge.targets.moodle_reconcile import Participants
@@ -261,26 +259,18 @@ class Reconciler:
     def apply(self, reconciled: Reconciled, *, actor: str) -> tuple[str, str, int]:
         """Enqueue a reconcile's intents in one transaction, as ``bridge apply`` does (the
         same outbox code; quarantined over the safety threshold); (run id, status, written)."""
-        ruleset = self.ruleset()
-        quarantined = reconciled.plan.status == "quarantined"
-        run_id = uuid.uuid4().hex[:12]
+        version = self.ruleset().version
         now = self.clock()
-        status = "quarantined" if quarantined else "applied"
         with self.db.write() as conn:
-            runs.create(
+            return open_run(
                 conn,
-                run_id,
+                reconciled.plan,
+                reconciled.plan.tracked,
                 kind=SOURCE,
-                status=status,
-                rules_version=ruleset.version,
-                summary=plan_to_json(reconciled.plan)["counts"],
-                now=now,
+                rules_version=version,
                 actor=actor,
+                now=now,
             )
-            written = enqueue_tracked(
-                conn, reconciled.plan.tracked, run_id=run_id, quarantined=quarantined, now=now
-            )
-        return run_id, status, written
 
 
 def _has_account(lms_user_id: str | None, confirmed: Mapping[str, Any]) -> bool:

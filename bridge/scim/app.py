@@ -551,10 +551,6 @@ class ScimServer:
                 ),
             ),
             _route(
-                "/scim/v2",
-                e({m: (READ, self.not_found) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}),
-            ),
-            _route(
                 "/scim/v2/{rest:path}",
                 e({m: (READ, self.not_found) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}),
             ),
@@ -588,8 +584,8 @@ async def _disconnect(receive: Receive) -> None:
 
 
 async def _no_route(request: Request, exc: Exception) -> Response:
-    """A path no route matches (one holding a newline, which no path pattern spans): a SCIM
-    404 with its request id, like every other answer."""
+    """A path no route matches (``/scim/v2`` itself, one holding a newline, which no path
+    pattern spans): a SCIM 404 with its request id, like every other answer."""
     response = error_response(404, "no SCIM endpoint at this path")
     response.headers["X-Request-Id"] = door.request_id(request.headers.get("x-request-id"))
     return response
@@ -647,5 +643,8 @@ def create_app(
         lifespan=_lifespan(background),
         exception_handlers={404: _no_route},
     )
+    # A SCIM client follows no redirect: ``/scim/v2`` (or ``/Users/..``) answers the SCIM 404
+    # of ``_no_route`` rather than Starlette's 307 to the trailing-slash form.
+    app.router.redirect_slashes = False
     app.state.server = server
     return app
