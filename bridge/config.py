@@ -70,6 +70,7 @@ class Settings:
     rules_reload_seconds: float = 5.0
     relay_lease_seconds: float = 60.0
     relay_per_target: int = 8
+    relay_batch: int = 0  # rows claimed a cycle; 0: 500 when a target takes batches, else 64
     preflight_recheck_seconds: float = 30.0
     probe_cap_seconds: float = 5.0
     max_string_length: int = 2048
@@ -79,6 +80,8 @@ class Settings:
     body_timeout_seconds: float = 30.0
     username_policy: str = "exact"
     cursor_secret: str | None = None
+    scheduler: bool = True
+    """``BRIDGE_SCHEDULER=on|off``: whether ``bridge serve`` runs the rules' ``schedule:``."""
     jwt: JwtSettings = field(default_factory=JwtSettings)
 
     @classmethod
@@ -93,6 +96,9 @@ class Settings:
         if username_policy not in USERNAME_POLICIES:
             allowed = " or ".join(repr(p) for p in USERNAME_POLICIES)
             raise ValueError(f"BRIDGE_USERNAME_POLICY must be {allowed}, not {username_policy!r}")
+        scheduler = env.get("BRIDGE_SCHEDULER", "on").strip().lower()
+        if scheduler not in ("on", "off"):
+            raise ValueError(f"BRIDGE_SCHEDULER must be 'on' or 'off', not {scheduler!r}")
         return cls(
             database_url=env.get("BRIDGE_DATABASE_URL", DEFAULT_DATABASE_URL),
             scim_token=env.get("BRIDGE_SCIM_TOKEN") or None,
@@ -110,6 +116,7 @@ class Settings:
                 env, "BRIDGE_RELAY_LEASE_SECONDS", "60", float, minimum=1, maximum=86400
             ),
             relay_per_target=_number(env, "BRIDGE_RELAY_CONCURRENCY", "8", maximum=1024),
+            relay_batch=_number(env, "BRIDGE_RELAY_BATCH", "0", minimum=0, maximum=100_000),
             preflight_recheck_seconds=_number(
                 env, "BRIDGE_PREFLIGHT_RECHECK_SECONDS", "30", float, minimum=1, maximum=86400
             ),
@@ -131,6 +138,7 @@ class Settings:
             ),
             username_policy=username_policy,
             cursor_secret=env.get("BRIDGE_CURSOR_SECRET") or None,
+            scheduler=scheduler == "on",
             jwt=JwtSettings(
                 jwks_url=env.get("BRIDGE_JWT_JWKS_URL") or None,
                 key_file=Path(key_file) if key_file else None,

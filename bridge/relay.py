@@ -3,6 +3,8 @@
 At-least-once with per-person order: a person's rows go one at a time, oldest first; a row
 claimed by a relay that died is reclaimed when its lease expires; targets make redelivery
 harmless (look up before create, repeat-safe enrolment). Every outcome is journalled.
+A target with ``deliver_many`` gets the claimed rows in batches (one row per person, so a
+batch never holds two of a person's intents); the others get one row per call.
 The retry policy (``bridge.retry``) and what a delivery confirms (``bridge.confirmed``) are
 pure functions, tested without a clock.
 """
@@ -16,10 +18,14 @@ import random
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
+from typing import Protocol
+from typing import cast
 
 from bridge.confirmed import confirm
 from bridge.retry import Decision
@@ -37,12 +43,71 @@ from bridge.targets.base import Target
 from bridge.targets.circuit import Breaker
 from bridge.targets.preflight import Verdict
 
-__all__ = ["Decision", "Preflight", "Relay", "RetryPolicy", "confirm"]
+__all__ = ["BatchTarget", "Decision", "Preflight", "Relay", "RetryPolicy", "batch_size", "confirm"]
 
 log = logging.getLogger("bridge.relay")
 
 Preflight = Callable[[str], Awaitable[Verdict]]
 """Re-check one target's setup (``bridge.provision.preflight``), given by the composition root."""
+
+
+Row = dict[str, Any]
+Outcome = tuple[Row, Result]
+
+CLAIM = 64
+"""Rows claimed a cycle when no target takes batches."""
+BATCHED_CLAIM = 500
+"""Rows claimed a cycle when a target takes batches: enough to fill a few of them."""
+DEFAULT_BATCH_SIZE = 200
+"""Rows a ``deliver_many`` call gets when the target names no ``batch_size``."""
+
+
+class BatchTarget(Target, Protocol):
+    """A target that takes many intents in one go (e.g. one Moodle call for 200 enrolments).
+
+    ``deliver_many`` answers one Result per Delivery, in order, and never raises for LMS or
+    network trouble (a raise is a bug: the relay retries every row of that call).
+    """
+
+    async def deliver_many(self, deliveries: Sequence[Delivery]) -> list[Result]: ...
+
+
+def batch_size(target: Target, configured: int | None = None) -> int | None:
+    """Rows per ``deliver_many`` call for ``target``, or None: it takes one intent per call.
+
+    ``configured`` (the target's ``options.batch_size``) wins over the target's own
+    ``batch_size`` attribute; 1 turns batching off.
+    """
+    if not callable(getattr(target, "deliver_many", None)):
+        return None
+    own = getattr(target, "batch_size", None)
+    size = configured if configured is not None else own
+    if not isinstance(size, int) or isinstance(size, bool):
+        size = DEFAULT_BATCH_SIZE
+    return size if size > 1 else None
+
+
+def chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
+    """``rows`` in claim order, in as few parts of at most ``size`` as will do, of about equal
+    length (500 rows at 200 make 167 + 167 + 166, not 200 + 200 + 100)."""
+    parts = -(-len(rows) // max(size, 1))
+    if parts == 0:
+        return []
+    each, longer = divmod(len(rows), parts)
+    found, start = [], 0
+    for part in range(parts):
+        end = start + each + (1 if part < longer else 0)
+        found.append(list(rows[start:end]))
+        start = end
+    return found
+
+
+def by_target(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Claimed rows grouped by target, each group in claim order."""
+    found: dict[str, list[Row]] = {}
+    for row in rows:
+        found.setdefault(str(row["target"]), []).append(row)
+    return found
 
 
 def _resumed(name: str) -> None:
@@ -55,6 +120,11 @@ def _resumed(name: str) -> None:
 
 class Relay:
     """One relay process (or task): many may share a PostgreSQL outbox.
+
+    Each cycle claims up to ``batch`` due rows (default: ``BATCHED_CLAIM`` when a target
+    takes batches, else ``CLAIM``) and sends them at once, whatever is due: a batch is never
+    held back to fill up. ``batch_sizes``: rows per ``deliver_many`` call by target (the
+    target's ``options.batch_size``; 1: one intent per call).
 
     Before each claim the relay asks which targets it may send to: a target whose circuit
     breaker is open (``bridge.targets.circuit``) is probed with backoff instead; a target
@@ -72,7 +142,8 @@ class Relay:
         policy: RetryPolicy | None = None,
         worker: str | None = None,
         lease_seconds: float = 60.0,
-        batch: int = 64,
+        batch: int | None = None,
+        batch_sizes: Mapping[str, int] | None = None,
         per_target: int = 8,
         rng: random.Random | None = None,
         preflight: Preflight | None = None,
@@ -86,7 +157,14 @@ class Relay:
         self.policy = policy or RetryPolicy()
         self.worker = worker or f"relay-{uuid.uuid4().hex[:8]}"
         self.lease = timedelta(seconds=lease_seconds)
-        self.batch = batch
+        configured = batch_sizes or {}
+        # target → rows per deliver_many call, for the targets that take batches
+        self.batch_sizes = {
+            name: size
+            for name, target in targets.items()
+            if (size := batch_size(target, configured.get(name))) is not None
+        }
+        self.batch = batch if batch is not None else (BATCHED_CLAIM if self.batch_sizes else CLAIM)
         self.limits = {name: asyncio.Semaphore(per_target) for name in targets}
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self.preflight = preflight
@@ -265,29 +343,65 @@ class Relay:
                 targets=list(self.targets) if targets is None else targets,
             )
 
-    def _delivery(self, row: dict[str, Any]) -> Delivery:
-        intent = row["intent"]
+    def _deliveries(self, rows: Sequence[Row]) -> dict[int, Delivery]:
+        """What the bridge knows of each row's person in its LMS, read in one transaction."""
+        found: dict[int, Delivery] = {}
         with self.db.read() as conn:
-            link = links.get(conn, row["target"], intent["person"])
-            account = links.account(conn, row["target"], intent["person"])
-        return Delivery(intent=intent, lms_user_id=link[0] if link else None, account=account)
+            for row in rows:
+                intent, target = row["intent"], row["target"]
+                link = links.get(conn, target, intent["person"])
+                account = links.account(conn, target, intent["person"])
+                found[row["id"]] = Delivery(
+                    intent=intent, lms_user_id=link[0] if link else None, account=account
+                )
+        return found
 
-    async def _deliver(self, row: dict[str, Any]) -> tuple[dict[str, Any], Result]:
+    async def _deliver(self, row: Row, delivery: Delivery) -> list[Outcome]:
         target = self.targets.get(row["target"])
         if target is None:
-            return row, Result.dead(
-                Category.configuration, f"no target named {row['target']!r} is configured"
-            )
-        delivery = await asyncio.to_thread(self._delivery, row)
+            missing = f"no target named {row['target']!r} is configured"
+            return [(row, Result.dead(Category.configuration, missing))]
         async with self.limits[row["target"]]:
             try:
                 result = await target.deliver(delivery)
             except Exception as exc:  # a target bug must not stop the relay; retried, then dead
                 log.exception("target %s failed on outbox row %s", row["target"], row["id"])
                 result = Result.retry(f"{type(exc).__name__}: {exc}")
-        return row, result
+        return [(row, result)]
 
-    async def _excused(self, outcomes: list[tuple[dict[str, Any], Result]]) -> dict[str, str]:
+    async def _deliver_many(
+        self, name: str, rows: Sequence[Row], deliveries: Mapping[int, Delivery]
+    ) -> list[Outcome]:
+        """One ``deliver_many`` call for ``rows`` of one target, under its concurrency limit.
+
+        A batch still running at 80 % of the lease is given up (its rows retried, none
+        charged twice by another relay taking them over when the lease ends).
+        """
+        target = cast(BatchTarget, self.targets[name])  # batch_size checked it has one
+
+        async def send() -> list[Result]:
+            async with self.limits[name]:
+                return list(await target.deliver_many([deliveries[row["id"]] for row in rows]))
+
+        try:
+            results = await asyncio.wait_for(send(), timeout=0.8 * self.lease.total_seconds())
+            if len(results) != len(rows):
+                raise ValueError(f"{len(results)} results for {len(rows)} deliveries")
+        except Exception as exc:  # a target bug must not stop the relay; retried, then dead
+            log.exception(
+                "target %s failed on a batch of %d outbox rows (%s…)",
+                name,
+                len(rows),
+                rows[0]["id"],
+            )
+            if isinstance(exc, TimeoutError):
+                lease = self.lease.total_seconds()
+                exc = TimeoutError(f"the batch outlasted 80 % of the {lease:g} s lease")
+            failed = Result.retry(f"{type(exc).__name__}: {exc}")
+            results = [failed] * len(rows)
+        return list(zip(rows, results, strict=True))
+
+    async def _excused(self, outcomes: list[Outcome]) -> dict[str, str]:
         """Targets whose failures in this batch are the target's, not the rows': name → why.
 
         A transient failure is an outage when a probe of the target fails too; a
@@ -313,7 +427,7 @@ class Relay:
 
     def _settle(
         self,
-        outcomes: list[tuple[dict[str, Any], Result]],
+        outcomes: list[Outcome],
         excused: Mapping[str, str] | None = None,
     ) -> None:
         now = self.clock()
@@ -433,14 +547,29 @@ class Relay:
             )
 
     async def run_once(self) -> int:
-        """Claim one batch, deliver it, settle it; the number of rows settled."""
+        """Claim what is due, deliver it, settle it; the number of rows settled.
+
+        A batching target's rows go in ``deliver_many`` calls of at most its batch size, the
+        others' one per call; all of them at once, bounded per target by ``per_target``.
+        """
         targets = await self.sendable()
         if not targets:
             return 0
         rows = await asyncio.to_thread(self._claim, targets)
         if not rows:
             return 0
-        outcomes = list(await asyncio.gather(*(self._deliver(row) for row in rows)))
+        deliveries = await asyncio.to_thread(self._deliveries, rows)
+        calls: list[Awaitable[list[Outcome]]] = []
+        for name, group in by_target(rows).items():
+            size = self.batch_sizes.get(name)
+            if size is None:
+                calls.extend(self._deliver(row, deliveries[row["id"]]) for row in group)
+            else:
+                calls.extend(
+                    self._deliver_many(name, part, deliveries) for part in chunks(group, size)
+                )
+        found = await asyncio.gather(*calls)
+        outcomes = sorted((o for part in found for o in part), key=lambda o: int(o[0]["id"]))
         excused = await self._excused(outcomes)
         await asyncio.to_thread(self._settle, outcomes, excused)
         return len(rows)

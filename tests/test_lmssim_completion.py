@@ -166,10 +166,10 @@ async def test_moodle_course_completion_errors_are_moodles(
         "invalidrecord",
         "Can't find data record in database table course.",
     )
-    assert error(await status(client, 999)) == (
+    assert error(await status(client, 999)) == (  # observed on Moodle 4.3
         "dml_missing_record_exception",
-        "invalidrecord",
-        "Can't find data record in database table user.",
+        "invaliduser",
+        "Invalid user",
     )
     assert error(await status(client, ada, course=LIBRARY)) == (
         "moodle_exception",
@@ -193,7 +193,7 @@ async def test_moodle_course_completion_errors_are_moodles(
     await ws(client, "core_user_delete_users", {"userids": [dee]})
     assert error(await status(client, dee))[1:] == (
         "userdeleted",
-        "This user account has been deleted",
+        "error/userdeleted",
     )
     bare = moodle_of(app).add_course("BARE", "No criteria", activities=())
     await enrol(client, [ada], course=bare.id)

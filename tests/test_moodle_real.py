@@ -15,11 +15,20 @@ database (PostgreSQL, tables prefixed ``BRIDGE_TEST_MOODLE_DB_PREFIX``, default 
 
 The real site keeps its users between runs, so every userName, email and externalId carries a
 run id. ``pytest -s`` prints what Moodle answered at each step.
+
+The read-back is checked on the same site: ``bridge training --refresh`` reads the completion
+a learner reached (activities marked complete through
+``core_completion_override_activity_completion_status``, which the setup script adds to the
+service for the tests alone), and ``bridge reconcile`` finds what was changed by hand through
+the web services (an enrolment removed, one suspended, a cohort membership removed). With
+``BRIDGE_TEST_MOODLE_DB_URL``, a read-back function is taken out of the token's service in the
+site's database (and put back): preflight warns of it, ``bridge training --refresh`` names it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import unicodedata
@@ -35,6 +44,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy import TextClause
 from sqlalchemy import create_engine
 from sqlalchemy import text
 
@@ -42,6 +53,7 @@ from bridge.cli.relay import build_relay
 from bridge.cli.rules import check_rules
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.preflight import check_target
 from bridge.provision.revert import Reverter
 from bridge.relay import Relay
 from bridge.relay import RetryPolicy
@@ -53,6 +65,13 @@ from bridge.scim.auth import Authenticator
 from bridge.store import outbox
 from bridge.store.engine import Database
 from bridge.store.engine import connect
+from bridge.targets.completion import Ask
+from bridge.targets.completion import read_all
+from bridge.targets.moodle import MoodleTarget
+from bridge.targets.moodle_completion import MoodleCompletion
+from bridge.targets.moodle_preflight import TRAINING
+from bridge.targets.moodle_preflight import read_refusal
+from bridge.targets.preflight import requirements
 from tests.conftest import ENTERPRISE
 from tests.conftest import HR
 from tests.conftest import ROOT
@@ -62,6 +81,7 @@ from tests.conftest import app_client
 from tests.conftest import assert_scim
 from tests.conftest import clean_database
 from tests.conftest import patch_body
+from tests.conftest import run_cli
 from tests.conftest import shipped_rules
 from tests.pilots import draw
 
@@ -383,6 +403,22 @@ class Bridge:
     ruleset: RuleSet
     relay: Relay
     scim: httpx.AsyncClient
+    database_url: str = ""
+    rules: Path = Path()
+
+    @property
+    def moodle(self) -> MoodleTarget:
+        target = self.relay.targets["moodle"]
+        assert isinstance(target, MoodleTarget)
+        return target
+
+    async def cli(self, *args: str) -> tuple[int, str]:
+        """``bridge ARGS`` on this bridge's database and rules (in a thread: the command runs
+        its own event loop)."""
+        result = await asyncio.to_thread(
+            run_cli, self.database_url, self.rules, *args, MOODLE_TOKEN=MOODLE_TOKEN
+        )
+        return result.exit_code, result.output
 
     def stuck(self) -> int:
         """Rows not settled that a relay could still deliver (not behind a dead letter)."""
@@ -435,7 +471,7 @@ async def bridge(tmp_path: Path, sqlite_template: Path, catalog: Catalog) -> Asy
     settings = Settings(database_url=database_url, scim_token=TOKEN, schemas_dir=ROOT / "schemas")
     app = create_app(provisioner, catalog, settings, Authenticator(db, env_token=TOKEN))
     async with app_client(app) as scim:
-        yield Bridge(db, provisioner, ruleset, relay, scim)
+        yield Bridge(db, provisioner, ruleset, relay, scim, database_url, rules)
     for target in relay.targets.values():
         await target.aclose()
     db.dispose()
@@ -589,3 +625,172 @@ def due_is_not_an_end(report: Report, run: str) -> list[str]:
         for (username, course), end in sorted(ends.items())
         if end
     ]
+
+
+# -- the read-back: training completion and reconcile ------------------------------------------
+
+OVERRIDE = "core_completion_override_activity_completion_status"
+ACTIVITIES = "core_completion_get_activities_completion_status"
+UNTRACKED_COURSE = "LIB"  # tests/moodle_site_setup.php: completion tracking off
+
+
+async def deliver(bridge: Bridge, site: Site, people: list[Person]) -> dict[str, int]:
+    """Push ``people`` over SCIM, draw the pilot, relay; their Moodle ids by given name."""
+    for person in people:
+        assert_scim(await bridge.scim.post("/Users", json=person.scim()), 201)
+    draw(bridge.provisioner)
+    await bridge.drain()
+    assert not bridge.dead_letters(), bridge.dead_letters()
+    ids = {}
+    for person in people:
+        found = await site.user("username", person.username)
+        assert found, f"{person.username}: no account in Moodle after delivery"
+        ids[person.given] = int(found[0]["id"])
+    return ids
+
+
+async def complete(site: Site, userid: int, cmid: int) -> int:
+    """Mark one activity complete for a learner, as a teacher overriding it; when it was."""
+    answer = await site.call(OVERRIDE, userid=userid, cmid=cmid, newstate=1)
+    assert answer["state"] == 1, answer
+    return int(answer["timecompleted"])
+
+
+def epoch(value: str | None) -> int | None:
+    return int(datetime.fromisoformat(value).timestamp()) if value else None
+
+
+async def test_training_and_reconcile_read_back_from_a_real_moodle(
+    bridge: Bridge, site: Site
+) -> None:
+    run = f"rb{uuid.uuid4().hex[:6]}"
+    ann, raj, tom = (p for p in pilot(run) if p.given in ("Ann", "Raj", "Tom"))
+    report = Report()
+    refused = await read_refusal(bridge.moodle, TRAINING)
+    assert refused is None, f"{refused} (run tests/moodle_site_setup.php on the site)"
+    try:
+        report.step(f"Read-back (run {run}): Ann, Raj (manager), Tom delivered")
+        ids = await deliver(bridge, site, [ann, raj, tom])
+        course = await site.course_id(COURSE)
+        statuses = (await site.call(ACTIVITIES, courseid=course, userid=ids["Ann"]))["statuses"]
+        cmids = [int(s["cmid"]) for s in statuses]
+        assert len(cmids) >= 2, f"{COURSE} needs two tracked activities (run the setup): {statuses}"
+        ann_times = [await complete(site, ids["Ann"], cmid) for cmid in cmids]
+        raj_time = await complete(site, ids["Raj"], cmids[0])
+        report.say(f"marked: Ann every activity of {COURSE} {ann_times}, Raj one {raj_time}")
+
+        code, output = await bridge.cli("training", "--refresh", "--json")
+        assert code == 0, output
+        document = json.loads(output)
+        rows = {(p["userName"], p["course"]): p for p in document["people"]}
+        for key, row in sorted(rows.items()):
+            report.say(f"training {key}: {row['status']} {row['started_at']} {row['completed_at']}")
+        assert document["read"]["refreshed"] == {"read": 4, "failed": 0}
+        done = rows[(ann.user_name, COURSE)]
+        assert (done["status"], epoch(done["started_at"]), epoch(done["completed_at"])) == (
+            "complete",
+            min(ann_times),
+            max(ann_times),
+        )
+        started = rows[(raj.user_name, COURSE)]
+        assert (started["status"], epoch(started["started_at"])) == ("in_progress", raj_time)
+        assert rows[(raj.user_name, MANAGER_COURSE)]["status"] == "not_started"
+        assert rows[(tom.user_name, COURSE)]["status"] == "not_started"
+
+        # Moodle's own errors, per person, through the same reader.
+        asks = [
+            Ask("ann-untracked", str(ids["Ann"]), None, UNTRACKED_COURSE),
+            Ask("tom-not-enrolled", str(ids["Tom"]), None, MANAGER_COURSE),
+            Ask("nobody", "999999", None, COURSE),
+        ]
+        errors = [r.error for r in await read_all(MoodleCompletion(bridge.moodle), asks)]
+        report.say(f"errors: {errors}")
+        codes = ["cannotviewreport", "usernotenroled", "invaliduser"]
+        assert all(e is not None and c in e for e, c in zip(errors, codes, strict=True)), errors
+
+        # Changed by hand in Moodle: the reconcile finds each, and re-asserts it.
+        report.step("Reconcile after changes by hand")
+        await site.call(
+            "enrol_manual_unenrol_users",
+            **{"enrolments[0][userid]": ids["Tom"], "enrolments[0][courseid]": course},
+        )
+        await site.call(
+            "enrol_manual_enrol_users",
+            **{
+                "enrolments[0][roleid]": 5,
+                "enrolments[0][userid]": ids["Ann"],
+                "enrolments[0][courseid]": course,
+                "enrolments[0][suspend]": 1,
+            },
+        )
+        cohorts = await site.call("core_cohort_get_cohorts")
+        cohort = next(int(c["id"]) for c in cohorts if c.get("idnumber") == COHORT)
+        await site.call(
+            "core_cohort_delete_cohort_members",
+            **{"members[0][cohortid]": cohort, "members[0][userid]": ids["Raj"]},
+        )
+        code, output = await bridge.cli("reconcile", "--json")
+        document = json.loads(output)
+        mine = {ann.user_name, raj.user_name, tom.user_name}
+        drift = {
+            (d["label"], d["kind"], d["ref"], d["action"])
+            for d in document["drift"]
+            if d["label"] in mine
+        }
+        for item in sorted(drift):
+            report.say(f"drift {item}")
+        assert code == 2, output
+        assert drift == {
+            (tom.user_name, "enrolment-removed", COURSE, "enrol"),
+            (ann.user_name, "enrolment-suspended", COURSE, "enrol"),
+            (raj.user_name, "cohort-member-removed", COHORT, "add_cohort_member"),
+        }
+    finally:
+        report.print()
+
+
+def service_functions(function: str) -> tuple[Engine, TextClause, dict[str, str]] | None:
+    """An engine on the site's database, the statement that puts ``function`` back into the
+    token's service, and its parameters; None without ``BRIDGE_TEST_MOODLE_DB_URL``."""
+    if not MOODLE_DB_URL:
+        return None
+    url = MOODLE_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    p = MOODLE_DB_PREFIX
+    insert = text(
+        f"INSERT INTO {p}external_services_functions (externalserviceid, functionname) "  # noqa: S608 - a prefix from the test's environment
+        f"SELECT t.externalserviceid, :function FROM {p}external_tokens t WHERE t.token = :token"
+    )
+    return create_engine(url), insert, {"function": function, "token": MOODLE_TOKEN}
+
+
+async def test_a_read_function_taken_out_of_the_real_service(bridge: Bridge) -> None:
+    """Preflight warns (delivery passes), names the function and where to add it, and the
+    training refresh answers every person with it instead of Moodle's accessexception."""
+    site_db = service_functions(ACTIVITIES)
+    if site_db is None:
+        pytest.skip("set BRIDGE_TEST_MOODLE_DB_URL to take a function out of the service")
+    engine, put_back, params = site_db
+    p = MOODLE_DB_PREFIX
+    remove = text(
+        f"DELETE FROM {p}external_services_functions WHERE functionname = :function AND "  # noqa: S608 - a prefix from the test's environment
+        f"externalserviceid = (SELECT externalserviceid FROM {p}external_tokens "
+        "WHERE token = :token)"
+    )
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(remove, params).rowcount == 1, f"{ACTIVITIES} not in the service"
+        verdict = await check_target(bridge.moodle, requirements(bridge.ruleset, "moodle"))
+        warned = [f for f in verdict.findings if f.check == "read_function" and not f.ok]
+        print("\n".join(f.line() for f in warned))
+        assert verdict.passed, verdict.reason()
+        assert [(f.subject, f.severity) for f in warned] == [(ACTIVITIES, "warning")]
+        assert "External services → the token's service → Functions" in warned[0].fix
+        refused = await read_refusal(bridge.moodle, TRAINING)
+        assert refused is not None and ACTIVITIES in refused
+        readings = await read_all(MoodleCompletion(bridge.moodle), [Ask("p", "2", None, COURSE)])
+        assert [r.error for r in readings] == [refused]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(put_back, params)
+        engine.dispose()
+    assert await read_refusal(bridge.moodle, TRAINING) is None

@@ -226,7 +226,7 @@ async def test_moodle_max_input_vars_at_a_row_boundary_drops_rows_silently(
 # -- core_user --------------------------------------------------------------------------------
 
 
-async def test_moodle_get_users_by_field_empty_and_never_deleted(
+async def test_moodle_get_users_by_field_empty_and_deleted_only_by_id(
     client: httpx.AsyncClient,
 ) -> None:
     assert (
@@ -241,11 +241,15 @@ async def test_moodle_get_users_by_field_empty_and_never_deleted(
     )
     assert [u["id"] for u in found] == [created["id"]]
     assert await ws(client, "core_user_delete_users", {"userids": [created["id"]]}) is None
-    for field_, value in (("id", created["id"]), ("email", "ada@example.com")):
+    for field_, value in (("username", "ada"), ("email", "ada@example.com")):
         assert (
             await ws(client, "core_user_get_users_by_field", {"field": field_, "values": [value]})
             == []
         )
+    # By id Moodle 4.3 still answers it, as delete_user() left it (observed).
+    by_id = {"field": "id", "values": [created["id"]]}
+    [gone] = await ws(client, "core_user_get_users_by_field", by_id)
+    assert gone["username"].startswith("ada@example.com.") and "@" not in gone["email"]
 
 
 async def test_moodle_get_users_by_field_refuses_uppercase_usernames(

@@ -544,6 +544,10 @@ class FakeDocebo:
             return docebo_error(404, "Enrollment not found")
         if method == "DELETE":
             del self.enrolments[key]
+        elif method == "GET":
+            found = self.enrolments[key]
+            keys = ("status", "date_first_access", "date_complete")
+            return httpx.Response(200, json={"data": {k: found.get(k) for k in keys}})
         else:
             self.enrolments[key].update(body)
         return httpx.Response(200, json={"data": {"success": True}})

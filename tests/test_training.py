@@ -89,6 +89,16 @@ def test_moodle_course_status_derives_start_and_completion_from_the_criteria() -
     assert broken.state is None and broken.error is not None
 
 
+def test_moodle_course_completed_by_any_criterion_completes_at_the_first() -> None:
+    """``aggregation`` 2 (COMPLETION_AGGREGATION_ANY): the first criterion met completed it."""
+    rows = [criterion(T + 60), criterion(T)]
+    answer = {"completionstatus": {"completed": True, "aggregation": 2, "completions": rows}}
+    first = datetime.fromtimestamp(T, UTC)
+    assert parse_course_status(answer) == Reading("complete", first, first)
+    bare = {"completionstatus": {"completed": True, "aggregation": 1, "completions": []}}
+    assert parse_course_status(bare) == Reading("complete")
+
+
 def test_canvas_progress_completed_at_and_requirements_met() -> None:
     """CourseProgress#to_json: completed_at set → complete; requirement_completed_count > 0 →
     started; Canvas has no start time."""
@@ -394,20 +404,38 @@ def test_a_course_without_completion_tracking_is_a_read_error_per_person(
     assert training(database_url, rules_dir, "--course", "BEN-2026-MGR").exit_code == 0
 
 
-def test_a_function_outside_the_token_service_is_shown_per_person(
-    pilot: Pilot, database_url: str, rules_dir: Path
+@pytest.mark.parametrize(
+    "missing",
+    [
+        ("core_completion_get_course_completion_status",),
+        (
+            "core_completion_get_activities_completion_status",
+            "core_course_get_courses_by_field",
+        ),
+    ],
+)
+def test_a_function_outside_the_token_service_is_named_with_where_to_add_it(
+    pilot: Pilot, database_url: str, rules_dir: Path, missing: tuple[str, ...]
 ) -> None:
-    """Reading needs core_completion_get_course_completion_status in the token's service;
-    without it Moodle answers ``accessexception`` for every read."""
+    """Reading needs both completion functions and the course lookup in the token's service
+    (without one, Moodle answers ``accessexception``): the refresh asks the site once and
+    refuses before reading anything, naming each missing function and where an admin adds
+    it; the readings already stored are kept, not overwritten with the refusal."""
+    first = training(database_url, rules_dir, "--refresh", "--json")
+    assert first.exit_code == 0, first.output
+    before = people(json.loads(first.output))
     site = pilot.simulator.state.moodle
-    site.service_functions.discard("core_completion_get_course_completion_status")
+    for function in missing:
+        site.service_functions.discard(function)
     result = training(database_url, rules_dir, "--refresh", "--json")
     assert result.exit_code == 1
-    document = json.loads(result.output)
-    assert document["read"]["refreshed"] == {"read": 0, "failed": 5}
-    enrolled = [p for p in document["people"] if p["enrolled"]]
-    assert {p["status"] for p in enrolled} == {"error"}
-    assert all("accessexception" in p["error"] for p in enrolled)
+    error = " ".join(result.output.split())
+    assert "target moodle: bridge training --refresh needs web-service functions" in error
+    assert all(function in error for function in missing)
+    assert "Site administration → Server → Web services → External services" in error
+    kept = training(database_url, rules_dir, "--json")
+    assert kept.exit_code == 0, kept.output
+    assert people(json.loads(kept.output)) == before
 
 
 def test_json_and_csv_together_is_a_usage_error(database_url: str, tmp_path: Path) -> None:

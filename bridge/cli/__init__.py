@@ -21,6 +21,7 @@ from bridge.cli.reconcile import reconcile_command
 from bridge.cli.relay import relay_command
 from bridge.cli.revert import revert_command
 from bridge.cli.rules import rules_group
+from bridge.cli.runs import runs_command
 from bridge.cli.serving import serve
 from bridge.cli.stats import stats_command
 from bridge.cli.targets import targets_group
@@ -54,3 +55,4 @@ main.add_command(quality_command)
 main.add_command(stats_command)
 main.add_command(reconcile_command)
 main.add_command(training_command)
+main.add_command(runs_command)

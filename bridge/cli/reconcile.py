@@ -25,32 +25,19 @@ from bridge.cli.settings import load_settings
 from bridge.provision.reconcile import Reconciled
 from bridge.provision.reconcile import ReconcileError
 from bridge.provision.reconcile import Reconciler
+from bridge.provision.reconcile_read import read_targets
 from bridge.provision.resources import now_utc
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
 from bridge.targets.base import TargetConfigError
-from bridge.targets.moodle import MoodleTarget
-from bridge.targets.moodle_reconcile import MoodleReader
+from bridge.targets.canvas_reconcile import CanvasReadError
 from bridge.targets.moodle_ws import MoodleError
-from bridge.targets.registry import make_target
+from bridge.targets.scim_reconcile import ScimReadError
 
 
 async def _read(reconciler: Reconciler, ruleset: RuleSet, names: list[str]) -> Reconciled:
-    built: list[MoodleTarget] = []
-    try:
-        readers = {}
-        for name in names:
-            target = make_target(ruleset.targets[name], os.environ)
-            if not isinstance(target, MoodleTarget):  # Reconciler.targets checked the kind
-                await target.aclose()
-                raise ReconcileError(f"reconcile cannot read target {name!r}")
-            built.append(target)
-            readers[name] = MoodleReader(target.call)
-        return await reconciler.compute(readers)
-    finally:
-        for target in built:
-            await target.aclose()
+    return await read_targets(reconciler, ruleset, names, os.environ)
 
 
 @contextmanager
@@ -70,6 +57,8 @@ def _reconciler() -> Iterator[Reconciler]:
             raise click.ClickException(str(exc)) from exc
         except MoodleError as exc:
             raise click.ClickException(f"reading the LMS failed: {exc.message}") from exc
+        except (CanvasReadError, ScimReadError) as exc:
+            raise click.ClickException(f"reading the LMS failed: {exc}") from exc
 
 
 @click.command(name="reconcile")
@@ -87,15 +76,18 @@ def _reconciler() -> Iterator[Reconciler]:
 def reconcile_command(
     target_name: str | None, as_json: bool, do_apply: bool, out: Path | None
 ) -> None:
-    """Read what the LMS holds for the people and courses the bridge manages and compare it
-    with what the LMS confirmed: accounts deleted or suspended by hand, mapped fields changed,
-    enrolments removed, suspended or added by hand.
+    """Read what the LMS holds for the people, courses and cohorts the bridge manages and
+    compare it with what the LMS confirmed: accounts deleted or suspended by hand, mapped
+    fields changed, enrolments removed, suspended or added by hand, cohort members removed or
+    added by hand. Reads moodle (accounts, course participants, cohort members), canvas
+    (the account's users, course enrollments) and scim targets (accounts).
 
     Bridge-owned state that drifted becomes intents (a plan: bridge-plan/1 with
     ``source: reconcile``; --apply enqueues them through the outbox, quarantined over the
     safety threshold); what the bridge does not own is reported, never touched.
     Exit 0 no drift to re-assert, 2 drift found (shown, saved or applied), 1 error (also a
-    target kind reconcile cannot read yet: only moodle for now).
+    target kind reconcile cannot read: moodle, canvas and scim are read; a web-service
+    function missing from a Moodle token's service is named, with where to add it).
     """
     with _reconciler() as reconciler:
         names = reconciler.targets(target_name)

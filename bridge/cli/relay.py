@@ -25,9 +25,22 @@ from bridge.relay import Relay
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
+from bridge.rules.model import Target as TargetConfig
 from bridge.store.engine import Database
 from bridge.targets.base import TargetConfigError
 from bridge.targets.registry import make_target
+
+
+def batch_size(config: TargetConfig) -> int | None:
+    """A target's ``options.batch_size``: rows per ``deliver_many`` call (1: one intent per
+    call, batching off; None: the target's default); TargetConfigError if it is not a whole
+    number from 1 up."""
+    size = config.options.get("batch_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise TargetConfigError(
+            f"target {config.name!r}: batch_size must be a whole number from 1 up, not {size!r}"
+        )
+    return size
 
 
 def build_relay(
@@ -42,17 +55,23 @@ def build_relay(
     The relay checks every target (preflight) when it starts, re-checks a failing one every
     ``BRIDGE_PREFLIGHT_RECHECK_SECONDS`` against the rules loaded then (``rules``, e.g. a
     RuleBook's ``current``), and holds a failing target's intents until it passes.
+    A target with ``deliver_many`` gets rows in batches of its ``options.batch_size``
+    (default 200; 1 turns batching off); ``BRIDGE_RELAY_BATCH`` rows are claimed a cycle.
     """
     if ruleset is None or not ruleset.targets:
         return None
     env = os.environ if env is None else env
     targets = {}
+    sizes: dict[str, int] = {}
     used = {rule_file.target for rule_file in ruleset.files}
     for name, config in ruleset.targets.items():
         if name not in used:
             continue  # no rule file drives it: nothing will ever be queued for it
         try:
+            size = batch_size(config)
             targets[name] = make_target(config, env)
+            if size is not None:
+                sizes[name] = size
         except TargetConfigError as exc:
             logging.getLogger("bridge.relay").error("%s: its intents wait in the outbox", exc)
     if not targets:
@@ -63,6 +82,8 @@ def build_relay(
         targets,
         clock=now_utc,
         lease_seconds=settings.relay_lease_seconds,
+        batch=settings.relay_batch or None,
+        batch_sizes=sizes,
         per_target=settings.relay_per_target,
         preflight=preflight_for(db, rules or (lambda: ruleset), targets, now=now_utc),
         recheck_seconds=settings.preflight_recheck_seconds,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
+from collections.abc import Awaitable
+from collections.abc import Callable
 
 import click
 from starlette.applications import Starlette
@@ -18,30 +22,57 @@ from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.reload_guard import ReloadGuard
+from bridge.provision.resources import now_utc
 from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
+from bridge.scheduler import Scheduler
+from bridge.scheduler import Work
+from bridge.schemas import Catalog
 from bridge.schemas import SchemaError
+from bridge.scim.app import Background
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 
 
+def build_scheduler(
+    provisioner: Provisioner, catalog: Catalog, book: RuleBook, settings: Settings
+) -> Scheduler | None:
+    """The scheduler of the rules' ``schedule:`` jobs (None with ``BRIDGE_SCHEDULER=off``)."""
+    if not settings.scheduler:
+        return None
+    db = provisioner.db
+    work = Work(db, provisioner.store, catalog, os.environ, now_utc)
+    return Scheduler(db, book.current, work.runners(), clock=now_utc)
+
+
 def build_app(
-    settings: Settings, book: RuleBook | None = None, *, relay_in_process: bool = True
+    settings: Settings,
+    book: RuleBook | None = None,
+    *,
+    relay_in_process: bool = True,
+    scheduler_in_process: bool | None = None,
 ) -> Starlette:
-    """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app."""
+    """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app.
+
+    ``scheduler_in_process`` (default: as ``relay_in_process``) runs the rules' schedule.
+    """
     db = open_database(settings, serving=True)
     catalog = load_schemas(settings)
     book = book or rule_book(settings, catalog)
     provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
     if book.gate is None:  # every process of a serve follows one decision per reload
         book.gate = ReloadGuard(db, provisioner.store, catalog)
-    background = []
+    background: list[Background] = []
     if relay_in_process:
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is not None:
             background.append(relay.run)
             book.listeners.append(lambda _ruleset: relay.recheck())
+    if relay_in_process if scheduler_in_process is None else scheduler_in_process:
+        scheduler = build_scheduler(provisioner, catalog, book, settings)
+        if scheduler is not None:
+            background.append(scheduler.run)
     jwt_verifier = None
     if settings.jwt.enabled:
         from bridge.auth.jwt import JwtVerifier
@@ -78,6 +109,7 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
 
     With ``--workers N`` the SCIM server runs in N processes sharing the database; the
     relay runs once, in the supervising process, so a target's rate limit holds as set.
+    The rules' ``schedule:`` runs there too (``BRIDGE_SCHEDULER=off``: not in this bridge).
     """
     import uvicorn
 
@@ -86,7 +118,12 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
     try:
         catalog = load_schemas(settings)
         book = rule_book(settings, catalog)
-        app = build_app(settings, book, relay_in_process=not no_relay and workers == 1)
+        app = build_app(
+            settings,
+            book,
+            relay_in_process=not no_relay and workers == 1,
+            scheduler_in_process=workers == 1,
+        )
     except RuleErrors as exc:
         raise click.ClickException(
             f"the rules do not check clean:\n{render_errors(exc.errors)}"
@@ -111,6 +148,7 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
             )
             return
         relay = None if no_relay else _relay_thread(app, book, settings, stop)
+        scheduler = _scheduler_thread(app, book, settings, stop)
         uvicorn.run(
             "bridge.cli.serving:worker_app",
             factory=True,
@@ -125,14 +163,14 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
         stop.set()
     if relay is not None:
         relay.join(timeout=settings.relay_lease_seconds)
+    if scheduler is not None:
+        scheduler.join(timeout=settings.relay_lease_seconds)
 
 
 def _relay_thread(
     app: Starlette, book: RuleBook, settings: Settings, stop: threading.Event
 ) -> threading.Thread | None:
     """The relay of a multi-process ``serve``, on an event loop of its own in the supervisor."""
-    import asyncio
-
     relay = build_relay(
         app.state.server.provisioner.db, book.current(), settings=settings, rules=book.current
     )
@@ -140,21 +178,39 @@ def _relay_thread(
         return None
     book.listeners.append(lambda _ruleset: relay.recheck())
 
+    return _loop_thread("relay", relay.run, stop)
+
+
+def _scheduler_thread(
+    app: Starlette, book: RuleBook, settings: Settings, stop: threading.Event
+) -> threading.Thread | None:
+    """The scheduler of a multi-process ``serve``, beside the relay in the supervisor."""
+    provisioner = app.state.server.provisioner
+    scheduler = build_scheduler(provisioner, app.state.server.catalog, book, settings)
+    return None if scheduler is None else _loop_thread("scheduler", scheduler.run, stop)
+
+
+def _loop_thread(
+    name: str, loop_until: Callable[[asyncio.Event], Awaitable[None]], stop: threading.Event
+) -> threading.Thread:
+    """Run ``loop_until(done)`` on an event loop of its own in a thread, until ``stop``."""
+
     async def run() -> None:
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         threading.Thread(
             target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
         ).start()
-        await relay.run(done)
+        await loop_until(done)
 
-    thread = threading.Thread(target=asyncio.run, args=(run(),), name="relay", daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name=name, daemon=True)
     thread.start()
     return thread
 
 
 def worker_app() -> Starlette:
-    """One process of ``bridge serve --workers N``: the SCIM server without the relay."""
+    """One process of ``bridge serve --workers N``: the SCIM server without the relay and
+    the scheduler (they run once, in the supervisor)."""
     settings = load_settings()
     configure_logging(settings)
     catalog = load_schemas(settings)

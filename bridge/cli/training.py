@@ -57,21 +57,18 @@ from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
 from bridge.provision.resources import now_utc
 from bridge.provision.training import COUNTS
+from bridge.provision.training import ReadRefused
 from bridge.provision.training import Report
 from bridge.provision.training import Training
 from bridge.provision.training import TrainingRow
 from bridge.provision.training import counts
 from bridge.provision.training import grouped
+from bridge.provision.training import refresh_targets
 from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory as check_rules
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleSet
-from bridge.targets.base import Target
-from bridge.targets.base import TargetConfigError
-from bridge.targets.completion import CompletionReader
-from bridge.targets.completion import reader_for
-from bridge.targets.registry import make_target
 
 FIELDS = (
     "person", "userName", "externalId", "department", "role_codes", "target", "course",
@@ -83,23 +80,11 @@ FIELDS = (
 async def _refresh(
     training: Training, ruleset: RuleSet, now: datetime, concurrency: int
 ) -> dict[str, int]:
-    """Build a reader per target (a target that cannot be built: why, for each person)."""
-    readers: dict[str, CompletionReader | str] = {}
-    built: list[Target] = []
+    """Read every target's completion (``refresh_targets``); a refusal is a usage error."""
     try:
-        for name, config in ruleset.targets.items():
-            try:
-                target = make_target(config, os.environ)
-            except TargetConfigError as exc:
-                readers[name] = str(exc)
-                continue
-            built.append(target)
-            reader = reader_for(target)
-            readers[name] = reader or f"a {config.kind} target cannot report completion"
-        return await training.refresh(readers, now, concurrency=concurrency)
-    finally:
-        for target in built:
-            await target.aclose()
+        return await refresh_targets(training.db, ruleset, os.environ, now, concurrency=concurrency)
+    except ReadRefused as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _age(then: datetime, now: datetime) -> str:

@@ -300,6 +300,12 @@ class CanvasSite:
             body["email"] = user.email
         return body
 
+    def account_user_json(self, user: User, *, email: bool) -> dict[str, Any]:
+        """A user in the account's users list: ``user_json`` (email only when included) and
+        the login's ``workflow_state`` (active, suspended; deleted with
+        ``include_deleted_users``), which is how a reader tells a suspended login."""
+        return {**self.user_json(user, email=email), "workflow_state": user.state}
+
     def enrollment_json(self, enrollment: Enrollment) -> dict[str, Any]:
         user = self.users[enrollment.user_id]
         course = self.courses[enrollment.course_id]

@@ -28,8 +28,10 @@ from bridge.lmssim.canvas_wire import create_errors
 from bridge.lmssim.canvas_wire import field_errors
 from bridge.lmssim.canvas_wire import last_name_first
 from bridge.lmssim.canvas_wire import listed
+from bridge.lmssim.canvas_wire import page_links
 from bridge.lmssim.canvas_wire import parameters
 from bridge.lmssim.canvas_wire import parse_id
+from bridge.lmssim.canvas_wire import per_page
 from bridge.lmssim.canvas_wire import section
 from bridge.lmssim.canvas_wire import truthy
 from bridge.lmssim.canvas_wire import unbookmark
@@ -41,6 +43,7 @@ from bridge.lmssim.cost import spend
 if TYPE_CHECKING:
     from bridge.lmssim.canvas import CanvasSite
     from bridge.lmssim.canvas import Enrollment
+    from bridge.lmssim.canvas import User
 
 NOT_FOUND = {"errors": [{"message": "The specified resource does not exist."}]}
 INVALID_TOKEN = {"errors": [{"message": "Invalid access token."}]}
@@ -108,6 +111,42 @@ def routes(site: CanvasSite, times: ServiceTime | None = None) -> list[BaseRoute
         ref = request.path_params["account_id"]
         if ref != "self" and parse_id(ref) != ("id", str(site.account_id)):
             raise NotFound(ref)
+
+    async def list_users(
+        request: Request, params: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """accounts_controller#users (an admin): the account's users, deleted ones only with
+        ``include_deleted_users``, ``sort`` username (sortable name, the default), sis_id or
+        id, ``include[]=email``; ``per_page`` ≤ 100, pages by opaque bookmark (``Link``)."""
+        account(request)
+        sort = str(params.get("sort") or "username")
+        if sort not in ("username", "sis_id", "id"):
+            sort = "username"
+        deleted = truthy(params.get("include_deleted_users"))
+
+        def key(user: User) -> tuple[str, str, int]:
+            value = {"username": user.sortable_name, "sis_id": user.sis_user_id or ""}
+            return "user", value.get(sort, ""), user.id
+
+        found = sorted((u for u in site.users.values() if deleted or u.state != "deleted"), key=key)
+        if str(params.get("order") or "asc") == "desc":
+            found.reverse()
+        size = per_page(params)
+        after = unbookmark(str(params.get("page") or ""))
+        if after is not None:
+            reverse = str(params.get("order") or "asc") == "desc"
+            found = [u for u in found if (key(u) < after if reverse else key(u) > after)]
+        page = found[:size]
+        email = "email" in listed(params.get("include"))
+        kept = [
+            (k, v)
+            for k, v in request.query_params.multi_items()
+            if k not in ("page", "per_page", "access_token")
+        ]
+        base = f"{request.base_url}api/v1/accounts/{request.path_params['account_id']}/users?"
+        following = bookmark(key(page[-1])) if len(found) > size else None
+        header = page_links(base, kept, str(params.get("page") or "first"), following, size)
+        return 200, [site.account_user_json(u, email=email) for u in page], {"Link": header}
 
     async def show_user(
         request: Request, params: dict[str, Any]
@@ -317,6 +356,7 @@ def routes(site: CanvasSite, times: ServiceTime | None = None) -> list[BaseRoute
         Route("/api/v1/users/{user_id}", endpoint(show_user), methods=["GET"]),
         Route("/api/v1/users/{user_id}", endpoint(update_user), methods=["PUT"]),
         Route("/api/v1/accounts/{account_id}/users", endpoint(create_user), methods=["POST"]),
+        Route("/api/v1/accounts/{account_id}/users", endpoint(list_users), methods=["GET"]),
         Route(enrollments, endpoint(enrol), methods=["POST"]),
         Route(enrollments, endpoint(list_enrollments), methods=["GET"]),
         Route(enrollments + "/{enrollment_id}", endpoint(end_enrollment), methods=["DELETE"]),

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 
@@ -156,3 +157,27 @@ def unbookmark(page: str | None) -> tuple[str, str, int] | None:
         return str(kind), str(name), int(ident)
     except (ValueError, TypeError, binascii.Error):
         return None
+
+
+def per_page(params: dict[str, Any]) -> int:
+    """Canvas's ``per_page``: 10 unless given, at most 100 (``Api.per_page``)."""
+    try:
+        return min(max(int(params.get("per_page") or 10), 1), 100)
+    except (TypeError, ValueError):
+        return 10
+
+
+def page_links(
+    base: str, kept: list[tuple[str, str]], current: str, following: str | None, size: int
+) -> str:
+    """The ``Link`` header of one page: current, next (when there is more) and first."""
+
+    def link(token: str, rel: str) -> str:
+        query = urlencode([*kept, ("page", token), ("per_page", str(size))])
+        return f'<{base}{query}>; rel="{rel}"'
+
+    found = [link(current, "current")]
+    if following is not None:
+        found.append(link(following, "next"))
+    found.append(link("first", "first"))
+    return ",".join(found)

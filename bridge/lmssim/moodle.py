@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from bridge.lmssim import moodle_cohorts
 from bridge.lmssim import moodle_completion
 from bridge.lmssim import moodle_enrol
 from bridge.lmssim import moodle_users
 from bridge.lmssim import moodle_webservice
 from bridge.lmssim.completion import Completion
 from bridge.lmssim.completion import Pace
+from bridge.lmssim.cost import moodle_rows
 from bridge.lmssim.moodle_completion import AUTOMATIC
 from bridge.lmssim.moodle_completion import Activity
 from bridge.lmssim.moodle_ws import SiteParams
@@ -46,12 +48,12 @@ FUNCTIONS = {
     **moodle_users.FUNCTIONS,
     **moodle_enrol.FUNCTIONS,
     **moodle_completion.FUNCTIONS,
+    **moodle_cohorts.FUNCTIONS,
 }
 """Every web-service function the simulator implements (the default service of its token)."""
 NOT_SIMULATED = frozenset(
     {
         "core_cohort_create_cohorts",
-        "core_cohort_get_cohort_members",
         "core_completion_mark_course_self_completed",
         "core_completion_override_activity_completion_status",
         "core_course_create_courses",
@@ -137,6 +139,10 @@ class MoodleSite:
     ``debug`` (debugging on: ``debuginfo`` in errors), ``max_input_vars``, ``langs``. Also
     ``rest_enabled``, ``cohort_unenrol_action`` (``unenrol`` or ``suspend``), ``clock``.
     ``dropped_profile_fields`` records each (userid, shortname) Moodle silently ignored.
+    ``calls`` counts the calls of each function and ``rows`` the rows they carried
+    (``bridge.lmssim.cost.moodle_rows``: what the service time is charged on). Fault injection:
+    ``unavailable`` maps a function to how many of its next calls answer HTTP 503 (a web server
+    or PHP-FPM failing under that call), before the call runs.
     ``completion`` holds the learners' progress; ``pace`` and ``seed`` say how they move on
     their own as the clock's days pass (``bridge.lmssim.completion``).
     """
@@ -189,6 +195,8 @@ class MoodleSite:
         self.dropped_profile_fields: list[tuple[int, str]] = []
         self.activities: dict[int, Activity] = {}
         self.calls: dict[str, int] = {}
+        self.rows: dict[str, int] = {}
+        self.unavailable: dict[str, int] = {}
         self._ids: dict[str, int] = {}
         self.completion = Completion(
             lambda: self.clock(),
@@ -386,8 +394,9 @@ class MoodleSite:
                 self.unenrol(self.instances[instanceid], user.id)
         self.members = {m for m in self.members if m[1] != user.id}
         stamp = int(self.clock())
+        old = user.username
         user.username = re.sub(r"[^-.@_a-z0-9]", "", f"{user.email}.{stamp}".lower())
-        user.email = hashlib.md5(user.username.encode(), usedforsecurity=False).hexdigest()
+        user.email = hashlib.md5(old.encode(), usedforsecurity=False).hexdigest()  # the old one
         user.idnumber = ""
         user.deleted = True
 
@@ -401,6 +410,7 @@ class MoodleSite:
         if not function:
             raise invalid_parameter("Missing function name")
         self.calls[function] = self.calls.get(function, 0) + 1
+        self.rows[function] = self.rows.get(function, 0) + moodle_rows(params)
         if function not in FUNCTIONS and function not in NOT_SIMULATED:
             # external_api::external_function_info() on a name Moodle does not have
             raise WsError(
@@ -469,4 +479,5 @@ class MoodleSite:
                 "debug": self.debug,
             },
             "calls": dict(self.calls),
+            "rows": dict(self.rows),
         }

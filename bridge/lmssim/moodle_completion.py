@@ -1,11 +1,14 @@
 """The simulator's ``core_completion`` web-service functions and the activities they report on.
 
-Read from Moodle's ``completion/classes/external.php`` (4.3/4.4): both functions find the course
-(``invalidrecord``) and the user (``invalidrecord``, ``userdeleted``, ``guestsarenotallowed``)
-first. ``core_completion_get_course_completion_status`` then wants completion enabled on the
-course (else ``cannotviewreport``), the user tracked — an active enrolment with the student
-role (else ``usernotenroled``, or ``notenroled`` when the token's user asks about themself) —
-and completion criteria (else ``nocriteriaset``); it answers one row per criterion.
+Read from Moodle's ``completion/classes/external.php`` (4.3/4.4) and checked against a Moodle 4.3
+site: both functions find the course (``invalidrecord``) and the user (``invaliduser``: a
+``dml_missing_record_exception`` on table user; ``userdeleted``, whose message is the bare
+string key ``error/userdeleted``; ``guestsarenotallowed``) first; a suspended account is no
+error. ``core_completion_get_course_completion_status`` then wants completion enabled on the
+course (else ``cannotviewreport``; the site course asks the site, which has it), the user
+tracked — an active enrolment with the student role (else ``usernotenroled``, or ``notenroled``
+when the token's user asks about themself) — and completion criteria (else ``nocriteriaset``);
+it answers one row per criterion.
 ``core_completion_get_activities_completion_status`` needs none of that: it lists the activities
 with completion tracking and the user's state in each, tracked or not. A seeded course requires
 its activities, all of them (aggregation 1, "all"); progress lives in ``bridge.lmssim.completion``.
@@ -34,6 +37,7 @@ NONE, MANUAL, AUTOMATIC = 0, 1, 2  # COMPLETION_TRACKING_*
 CRITERIA_TYPE_ACTIVITY = 4  # COMPLETION_CRITERIA_TYPE_ACTIVITY
 AGGREGATION_ALL = 1  # COMPLETION_AGGREGATION_ALL: the default when none is set
 STUDENT = 5  # the archetype with moodle/course:isincompletionreports
+SITE_COURSE = 1
 MODULE_NAMES = {"page": "Page", "quiz": "Quiz", "assign": "Assignment", "scorm": "SCORM package"}
 
 
@@ -96,10 +100,10 @@ def _course_and_user(site: MoodleSite, params: dict[str, Any]) -> tuple[Course, 
     if course is None:
         raise missing_record("course")
     user = site.users.get(params["userid"])
-    if user is None:
-        raise missing_record("user")
-    if user.deleted:
-        raise WsError("userdeleted", "This user account has been deleted")
+    if user is None:  # dml_missing_record_exception names table user so
+        raise WsError("invaliduser", "Invalid user", exception="dml_missing_record_exception")
+    if user.deleted:  # moodle_exception('userdeleted'): no such string in lang/en/moodle.php
+        raise WsError("userdeleted", "error/userdeleted")
     if user.username == "guest":
         raise WsError("guestsarenotallowed", "The guest user is not allowed to do this")
     return course, user
@@ -123,7 +127,8 @@ def _requirement_text(activity: Activity) -> str:
 )
 def get_course_completion_status(site: MoodleSite, params: dict[str, Any]) -> Any:
     course, user = _course_and_user(site, params)
-    if not course.enablecompletion or course.id == 1:  # completion_can_view_data() is false
+    # completion_can_view_data(): the course's setting; for the site course, the site's (on)
+    if not course.enablecompletion and course.id != SITE_COURSE:
         raise WsError("cannotviewreport", "You cannot view this report")
     if not is_tracked(site, course.id, user.id):
         if user.username == "admin":  # the token's own user

@@ -340,7 +340,12 @@ def get_enrolled_users(site: MoodleSite, params: dict[str, Any]) -> Any:
     onlyactive = options.get("onlyactive", "0") not in ("", "0")
     onlysuspended = options.get("onlysuspended", "0") not in ("", "0")
     if onlyactive and onlysuspended:
-        raise invalid_parameter("Both onlyactive and onlysuspended are set, this is not allowed")
+        raise WsError(  # observed on Moodle 4.3: a coding_exception, not invalidparameter
+            "codingerror",
+            "Coding error detected, it must be fixed by a programmer: Both onlyactive and "
+            "onlysuspended are set, this is probably not what you want!",
+            exception="coding_exception",
+        )
     rows_by_user: dict[int, list[bool]] = {}
     for enrolment in site.enrolments.values():
         if site.instances[enrolment.instanceid].courseid == course.id:

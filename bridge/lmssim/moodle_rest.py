@@ -2,8 +2,10 @@
 
 As Moodle 4.3 serves it: PHP form arrays truncated at ``max_input_vars``, JSON bodies ignored,
 XML unless ``moodlewsrestformat=json``, every answer HTTP 200, errors included, and HTTP 403
-with an empty body when the REST protocol is disabled. Each call takes the time a real site
-would (``bridge.lmssim.cost``) when the service times say so.
+with an empty body when the REST protocol is disabled. A call carrying more form fields than
+the site's ``max_input_vars`` loses the rest, as PHP drops them: the function then fails with
+"Missing required key" (or, cut between two rows, silently carries fewer rows). Each call takes
+the time a real site would (``bridge.lmssim.cost``) when the service times say so.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ def routes(site: MoodleSite, times: ServiceTime | None = None) -> list[BaseRoute
             post = php_form(parse_qsl(body, keep_blank_values=True)[:limit])
         # Anything else (a JSON body above all) never reaches $_POST: PHP ignores it.
         variables: dict[str, PhpValue] = {**get, **post}
+        function = variables.get("wsfunction")
+        if isinstance(function, str) and site.unavailable.get(function, 0) > 0:
+            site.unavailable[function] -= 1  # an injected fault: the call never runs
+            return Response(b"Service Unavailable", 503, {"Retry-After": "1"})
         if times is not None:  # before the call runs: its effects show when it answers
             await spend(moodle_seconds(times, moodle_rows(variables)))
         restformat = variables.pop("moodlewsrestformat", "xml")

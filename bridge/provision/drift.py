@@ -4,12 +4,15 @@
 holds into :class:`Drift` items, each with its reason and, where the bridge owns the state,
 the intent that re-asserts it: an account deleted by hand is created again (and re-enrolled),
 one suspended by hand reactivated, a mapped field changed by hand written back, an enrolment
-removed or suspended by hand enrolled again, one reactivated by hand suspended again. What the
-bridge does not own (an enrolment in a managed course it never made) is reported only.
+removed or suspended by hand enrolled again, one reactivated by hand suspended again, a cohort
+membership removed by hand added again. What the bridge does not own (an enrolment or cohort
+membership it never made) is reported only. The comparison is the same for every LMS; what it
+calls the LMS and how it compares mapped fields come with ``Managed`` (one per target kind).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -36,6 +39,7 @@ ENROLMENT_REMOVED = "enrolment-removed"
 ENROLMENT_SUSPENDED = "enrolment-suspended"
 ENROLMENT_REACTIVATED = "enrolment-reactivated"
 ENROLMENT_GONE = "enrolment-missing-suspended"
+COHORT_REMOVED = "cohort-member-removed"
 ADDED_BY_HAND = "added-by-hand"
 NOT_OWNED = "not-owned"
 UNCHECKED = "unchecked"
@@ -73,10 +77,14 @@ class Drift:
         }
 
 
+FieldDrift = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, str]], dict[str, str]]
+"""(confirmed account, the account the LMS holds, renames) → mapped name → the value held."""
+
+
 @dataclass(frozen=True)
 class Managed:
     """What the rules manage in one target: the rule file accounts belong to, each course
-    (by state key) with its rule and the participants the LMS holds."""
+    and cohort (by state key) with its rule and who the LMS holds in it."""
 
     target: str
     account_rule_file: str
@@ -87,6 +95,17 @@ class Managed:
     """Assignment id → the rule file it is in."""
     profile_fields: Mapping[str, str] = field(default_factory=dict)
     """Attribute → the custom profile field's short name (``options.profile_fields``)."""
+    cohorts: Mapping[str, Participants] = field(default_factory=dict)
+    """Cohort ref → its members (cohorts the LMS has)."""
+    lms: str = "Moodle"
+    """What the reasons call the LMS."""
+    fields: FieldDrift | None = None
+    """How mapped fields are compared (None: Moodle's, :func:`field_drift`)."""
+
+    def holders(self, assignment: Assignment) -> Participants | None:
+        """Who the LMS holds in an assignment's course or cohort (None: not read)."""
+        held = self.cohorts if assignment.kind == AssignmentKind.cohort else self.courses
+        return held.get(assignment.ref)
 
 
 def _expected(name: str, value: Any) -> str:
@@ -120,6 +139,8 @@ def field_drift(
 
 
 def _enrol_data(assignment: Assignment) -> dict[str, Any]:
+    if assignment.kind == AssignmentKind.cohort:
+        return {"kind": assignment.kind.value}
     data: dict[str, Any] = {"kind": assignment.kind.value, "role": assignment.role}
     if assignment.due_days is not None:
         data["due_days"] = assignment.due_days
@@ -152,7 +173,8 @@ def compare(
         return Intent(kind, person, target, rule, ref, data or {})
 
     rule_file = managed.account_rule_file
-    where = f"Moodle user {lms_user_id}" if lms_user_id else "its Moodle account"
+    lms = managed.lms
+    where = f"{lms} user {lms_user_id}" if lms_user_id else f"its {lms} account"
     if lms_user_id is None or user is None:
         if not active:
             drift(ACCOUNT_GONE, f"{where} was deleted by hand; the bridge holds it suspended")
@@ -176,7 +198,7 @@ def compare(
                 f"{where} was reactivated by hand; the bridge holds it suspended: suspended again",
                 intent(IntentKind.suspend_account, rule_file, data={"reason": "reconcile"}),
             )
-        changed = field_drift(account, user, managed.profile_fields)
+        changed = (managed.fields or field_drift)(account, user, managed.profile_fields)
         if changed:
             update = intent(
                 IntentKind.upsert_account,
@@ -186,14 +208,26 @@ def compare(
             for name, held in changed.items():
                 drift(
                     FIELD,
-                    f"{name} is {held!r} in Moodle, the bridge set {_expected(name, account[name])!r}: written back",
+                    f"{name} is {held!r} in {lms}, the bridge set {_expected(name, account[name])!r}: written back",
                     update,
                     ref=name,
                 )
     assignments = confirmed.get("assignments") or {}
     for key, assignment in sorted(managed.assignments.items()):
-        participants = managed.courses.get(assignment.ref)
+        participants = managed.holders(assignment)
         if participants is None:
+            continue
+        if assignment.kind == AssignmentKind.cohort:
+            found += _cohort_drift(
+                person,
+                label,
+                lms_user_id,
+                user,
+                assignment,
+                participants,
+                assignments.get(key),
+                target,
+            )
             continue
         holds = (
             participants.status(int(lms_user_id))
@@ -250,6 +284,45 @@ def compare(
     return found
 
 
+def _cohort_drift(
+    person: str,
+    label: str,
+    lms_user_id: str | None,
+    user: Mapping[str, Any] | None,
+    assignment: Assignment,
+    members: Participants,
+    entry: Any,
+    target: str,
+) -> list[Drift]:
+    """A cohort membership's drift: removed by hand (or with the account) → added again;
+    added by hand → reported. A cohort has no suspended members."""
+    held = (
+        members.status(int(lms_user_id))
+        if user is not None and lms_user_id and lms_user_id.isdigit()
+        else None
+    )
+    status = entry.get("status") if isinstance(entry, Mapping) else None
+    cohort = assignment.ref
+    if status == "active" and held is None:
+        how = "went with the account" if user is None else "was removed by hand"
+        add = Intent(
+            IntentKind.add_cohort_member,
+            person,
+            target,
+            assignment.id,
+            cohort,
+            _enrol_data(assignment),
+        )
+        reason = f"membership of cohort {cohort} {how}: added again"
+        return [Drift(COHORT_REMOVED, target, reason, person, label, cohort, intent=add)]
+    if status is None and held is not None:
+        reason = (
+            f"added by hand to cohort {cohort}: the bridge did not make this membership; left alone"
+        )
+        return [Drift(ADDED_BY_HAND, target, reason, person, label, cohort, owned=False)]
+    return []
+
+
 def outcomes_of(drifts: list[Drift], ledger: Ledger, managed: Managed) -> list[PersonOutcome]:
     """One person's drift as plan outcomes (one per rule file), each intent looked up in the
     outbox: one already on its way is pending, not enqueued again."""
@@ -281,14 +354,24 @@ def outcomes_of(drifts: list[Drift], ledger: Ledger, managed: Managed) -> list[P
     return found
 
 
-def managed_of(ruleset: RuleSet, target: str, courses: Mapping[str, Participants]) -> Managed:
-    """What the rule files driving ``target`` manage there (the first names the accounts)."""
+def managed_of(
+    ruleset: RuleSet,
+    target: str,
+    courses: Mapping[str, Participants],
+    *,
+    cohorts: Mapping[str, Participants] | None = None,
+    reads: frozenset[AssignmentKind] = frozenset({AssignmentKind.enrolment}),
+    lms: str = "Moodle",
+    fields: FieldDrift | None = None,
+) -> Managed:
+    """What the rule files driving ``target`` manage there (the first names the accounts):
+    the assignments of the kinds the target's reader ``reads``."""
     files = [f for f in ruleset.files if f.target == target]
     assignments: dict[str, Assignment] = {}
     rule_file_of: dict[str, str] = {}
     for rule_file in files:
         for assignment in rule_file.assignments:
-            if assignment.kind == AssignmentKind.enrolment:
+            if assignment.kind in reads:
                 assignments.setdefault(state_key(assignment), assignment)
             rule_file_of[assignment.id] = rule_file.name
     config = ruleset.targets[target]
@@ -300,4 +383,7 @@ def managed_of(ruleset: RuleSet, target: str, courses: Mapping[str, Participants
         courses,
         rule_file_of,
         {str(k): str(v) for k, v in renames.items()} if isinstance(renames, Mapping) else {},
+        cohorts or {},
+        lms,
+        fields,
     )

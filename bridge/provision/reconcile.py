@@ -1,7 +1,8 @@
 """Drift reconciliation: what an LMS holds against what it confirmed, as a plan.
 
 The shell around :mod:`bridge.provision.drift`: links page by page, the LMS read in batches
-(``bridge.targets.moodle_reconcile``), the plan built like ``bridge plan``'s (bridge-plan/1
+and pages by a reader per target kind (``bridge.targets.moodle_reconcile``,
+``canvas_reconcile``, ``scim_reconcile``: the :class:`Reader` protocol), the plan built like ``bridge plan``'s (bridge-plan/1
 with ``source: reconcile``, safety verdicts, intents already on their way left alone), and
 applied through the same outbox code as ``bridge apply`` (quarantined over the safety
 threshold). What the bridge does not own — an enrolment in a managed course it never made, an
@@ -11,14 +12,17 @@ account it never created — is reported, never touched.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from typing import Protocol
 
 from bridge.provision.drift import NOT_OWNED
 from bridge.provision.drift import UNCHECKED
 from bridge.provision.drift import Drift
+from bridge.provision.drift import FieldDrift
 from bridge.provision.drift import Managed
 from bridge.provision.drift import compare
 from bridge.provision.drift import managed_of
@@ -27,6 +31,7 @@ from bridge.provision.evidence import evidence
 from bridge.provision.evidence import waiting_targets
 from bridge.provision.planning import intents_fingerprint
 from bridge.provision.planning import open_run
+from bridge.rules.model import Assignment
 from bridge.rules.model import AssignmentKind
 from bridge.rules.model import RuleSet
 from bridge.rules.plan import FAILED
@@ -36,12 +41,39 @@ from bridge.rules.plan import build_plan
 from bridge.rules.plan import plan_to_json
 from bridge.store import links
 from bridge.store.engine import Database
-from bridge.targets.moodle_reconcile import MoodleReader
 from bridge.targets.moodle_reconcile import Participants
 
 SOURCE = "reconcile"
-KINDS = ("moodle",)
+KINDS = ("moodle", "canvas", "scim")
 """The target kinds a reconcile can read."""
+
+
+class Reader(Protocol):
+    """What a reconcile reads of one target (``MoodleReader``, ``CanvasReader``,
+    ``ScimReader``): accounts by LMS id, who holds a course or cohort."""
+
+    lms: str
+    """What reasons call the LMS ("Moodle")."""
+    reads: frozenset[AssignmentKind]
+    """The assignment kinds whose holders it reads (the others: unchecked)."""
+    calls: int
+    """Calls made so far."""
+
+    async def users(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The live accounts among ``ids`` (LMS ids), by id; a deleted one is absent."""
+        ...
+
+    async def holders(self, assignment: Assignment) -> Participants | None:
+        """Who holds the assignment's course or cohort (None: the LMS has no such one)."""
+        ...
+
+
+def label_of(user: Mapping[str, Any], userid: int) -> str:
+    """How a report names an account the bridge never created."""
+    for key in ("username", "login_id", "userName"):
+        if user.get(key):
+            return str(user[key])
+    return str(userid)
 
 
 class ReconcileError(Exception):
@@ -144,8 +176,13 @@ class Reconciler:
             raise ReconcileError("the reconcile names no target: reconcile again")
         return [found for name in names for found in self.targets(name)]
 
-    async def compute(self, readers: Mapping[str, MoodleReader]) -> Reconciled:
-        """Read each target (links page by page, the LMS in batches) and plan the drift."""
+    async def compute(
+        self,
+        readers: Mapping[str, Reader],
+        fields: Mapping[str, FieldDrift | None] | None = None,
+    ) -> Reconciled:
+        """Read each target (links page by page, the LMS in batches) and plan the drift;
+        ``fields``: per target, how its mapped fields compare (default: Moodle's)."""
         ruleset = self.ruleset()
         now = self.clock()
         outcomes: list[PersonOutcome] = []
@@ -155,7 +192,8 @@ class Reconciler:
         with self.db.read() as conn:
             waiting = waiting_targets(conn)
         for target, reader in readers.items():
-            managed, unread = await self._managed(ruleset, target, reader)
+            compare_fields = (fields or {}).get(target)
+            managed, unread = await self._managed(ruleset, target, reader, compare_fields)
             drift.extend(unread)
             linked: set[int] = set()
             active = 0
@@ -196,58 +234,77 @@ class Reconciler:
         return Reconciled(plan, drift, list(readers), reads)
 
     async def _managed(
-        self, ruleset: RuleSet, target: str, reader: MoodleReader
+        self,
+        ruleset: RuleSet,
+        target: str,
+        reader: Reader,
+        compare_fields: FieldDrift | None = None,
     ) -> tuple[Managed, list[Drift]]:
-        """The managed courses with their participants, and what cannot be checked."""
+        """The managed courses and cohorts with who holds them, and what cannot be checked."""
         unread: list[Drift] = []
-        courses: dict[str, Participants] = {}
-        skeleton = managed_of(ruleset, target, {})
+        held: dict[AssignmentKind, dict[str, Participants]] = {}
+        skeleton = managed_of(ruleset, target, {}, reads=reader.reads)
         for assignment in skeleton.assignments.values():
-            courseid = await reader.course(assignment.ref)
-            if courseid is None:
+            holders = await reader.holders(assignment)
+            if holders is None:
+                what = "cohort" if assignment.kind == AssignmentKind.cohort else "course"
                 unread.append(
                     Drift(
                         UNCHECKED,
                         target,
-                        f"no Moodle course {assignment.ref!r}: not checked",
+                        f"no {reader.lms} {what} {assignment.ref!r}: not checked",
                         ref=assignment.ref,
                     )
                 )
                 continue
-            courses[assignment.ref] = await reader.participants(courseid)
+            held.setdefault(assignment.kind, {})[assignment.ref] = holders
         for rule_file in ruleset.files:
             for assignment in rule_file.assignments:
-                if rule_file.target == target and assignment.kind != AssignmentKind.enrolment:
+                if rule_file.target == target and assignment.kind not in reader.reads:
                     unread.append(
                         Drift(
                             UNCHECKED,
                             target,
                             f"{assignment.kind.value} {assignment.ref} ({assignment.id}): "
-                            "reconcile does not read its members yet",
+                            f"reconcile does not read its members in {reader.lms}",
                             ref=assignment.ref,
                         )
                     )
-        return managed_of(ruleset, target, courses), unread
+        managed = managed_of(
+            ruleset,
+            target,
+            held.get(AssignmentKind.enrolment, {}),
+            cohorts=held.get(AssignmentKind.cohort, {}),
+            reads=reader.reads,
+            lms=reader.lms,
+            fields=compare_fields,
+        )
+        return managed, unread
 
-    async def _not_owned(
-        self, managed: Managed, linked: set[int], reader: MoodleReader
-    ) -> list[Drift]:
-        """Participants of managed courses whose account the bridge never created."""
+    async def _not_owned(self, managed: Managed, linked: set[int], reader: Reader) -> list[Drift]:
+        """Participants of managed courses and members of managed cohorts whose account the
+        bridge never created."""
         strangers: dict[int, list[tuple[str, str]]] = {}
-        for ref, participants in sorted(managed.courses.items()):
+        places = [
+            *((f"is enrolled in {ref}", p) for ref, p in sorted(managed.courses.items())),
+            *((f"is a member of cohort {ref}", p) for ref, p in sorted(managed.cohorts.items())),
+        ]
+        for where, participants in places:
             for userid in sorted((participants.active | participants.suspended) - linked):
-                strangers.setdefault(userid, []).append((ref, participants.status(userid) or ""))
+                enrolled = where.startswith("is enrolled")
+                status = participants.status(userid) if enrolled else None
+                said = f"{where} ({status})" if status else where
+                strangers.setdefault(userid, []).append((where.rsplit(" ", 1)[-1], said))
         names = await reader.users(str(userid) for userid in strangers)
         found = []
-        for userid, courses in sorted(strangers.items()):
-            user = names.get(str(userid)) or {}
-            label = str(user.get("username") or userid)
-            for ref, status in courses:
+        for userid, places_held in sorted(strangers.items()):
+            label = label_of(names.get(str(userid)) or {}, userid)
+            for ref, said in places_held:
                 found.append(
                     Drift(
                         NOT_OWNED,
                         managed.target,
-                        f"Moodle user {userid} ({label}) is enrolled in {ref} ({status}): "
+                        f"{managed.lms} user {userid} ({label}) {said}: "
                         "an account the bridge never created; left alone",
                         label=label,
                         ref=ref,

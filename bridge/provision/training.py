@@ -20,6 +20,7 @@ want — *desired* — or the LMS confirmed holding — *enrolled*, bridge-made 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -28,13 +29,22 @@ from datetime import date
 from datetime import datetime
 from typing import Any
 
+from bridge.rules.model import RuleSet
 from bridge.store import links
 from bridge.store import training
 from bridge.store.engine import Database
+from bridge.targets.base import Target
+from bridge.targets.base import TargetConfigError
 from bridge.targets.completion import Ask
 from bridge.targets.completion import CompletionReader
 from bridge.targets.completion import Reading
 from bridge.targets.completion import read_all
+from bridge.targets.completion import reader_for
+from bridge.targets.moodle import MoodleTarget
+from bridge.targets.moodle_preflight import TRAINING
+from bridge.targets.moodle_preflight import read_refusal
+from bridge.targets.preflight import requirements
+from bridge.targets.registry import make_target
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
@@ -276,12 +286,18 @@ class Training:
         now: datetime,
         *,
         concurrency: int = 8,
+        targets: Collection[str] | None = None,
     ) -> dict[str, int]:
         """Read completion for every confirmed course enrolment from its target's reader (a
         string instead of a reader: why that target cannot be read, recorded per person), store
-        every reading, and say how many were read and how many failed."""
+        every reading, and say how many were read and how many failed. ``targets``: only the
+        enrolments in these targets (None: all)."""
         with self.db.read() as conn:
-            all_links = links.all_of(conn)
+            all_links = [
+                link
+                for link in links.all_of(conn)
+                if targets is None or str(link["target"]) in targets
+            ]
             ids = {str(link["resource_id"]) for link in all_links}
             people = training.people(conn, ids)
         asks: dict[str, list[Ask]] = {}
@@ -320,3 +336,56 @@ class Training:
             training.save(conn, statuses)
         failed = sum(1 for s in statuses if s.error is not None)
         return {"read": len(statuses) - failed, "failed": failed}
+
+
+class ReadRefused(Exception):
+    """A target's setup cannot answer the completion reads (a web-service function missing
+    from the token's service): nothing was read, the stored readings are kept."""
+
+
+def _unreadable(name: str, kind: str) -> str:
+    if kind == "rest":
+        return (
+            f"target {name} declares no `completion:` request in targets.yaml: add one to "
+            "read progress (rules/examples/docebo/targets.yaml shows how)"
+        )
+    return f"a {kind} target cannot report completion"
+
+
+async def refresh_targets(
+    db: Database,
+    ruleset: RuleSet,
+    env: Mapping[str, str],
+    now: datetime,
+    *,
+    targets: Collection[str] | None = None,
+    concurrency: int = 8,
+) -> dict[str, int]:
+    """``bridge training --refresh`` (and the scheduled ``training`` job): build a reader per
+    target of the rules (``targets``: only these), read, store, and close the targets.
+
+    A target that cannot be built is recorded as why, for each person. A Moodle token whose
+    service lacks a read function raises ``ReadRefused`` before anything is read: storing
+    that refusal as every person's error would overwrite the readings already held.
+    """
+    readers: dict[str, CompletionReader | str] = {}
+    built: list[Target] = []
+    try:
+        for name, config in ruleset.targets.items():
+            if targets is not None and name not in targets:
+                continue
+            try:
+                target = make_target(config, env)
+            except TargetConfigError as exc:
+                readers[name] = str(exc)
+                continue
+            built.append(target)
+            if isinstance(target, MoodleTarget):
+                refused = await read_refusal(target, TRAINING, requirements(ruleset, name))
+                if refused is not None:
+                    raise ReadRefused(f"target {name}: {refused}")
+            readers[name] = reader_for(target) or _unreadable(name, config.kind)
+        return await Training(db).refresh(readers, now, concurrency=concurrency, targets=targets)
+    finally:
+        for target in built:
+            await target.aclose()

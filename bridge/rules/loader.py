@@ -43,6 +43,8 @@ from bridge.rules.role_catalogue import DeclaredCode
 from bridge.rules.role_catalogue import catalogue
 from bridge.rules.role_catalogue import declared_in
 from bridge.rules.transforms import TRANSFORMS
+from bridge.schedule import Schedule
+from bridge.schedule import parse as parse_schedule
 
 TARGETS_FILE = "targets.yaml"
 TARGET_KINDS = ("moodle", "canvas", "rest", "scim")
@@ -535,8 +537,7 @@ def parse_rule_file(root: Node, display: str, errors: list[RuleError]) -> RuleFi
             max_removals=safety_reader.typed("max_removals", int),
             max_removals_percent=safety_reader.typed("max_removals_percent", (int, float)),
         )
-    schedule_node = reader.get("schedule")
-    schedule = schedule_node.plain() if schedule_node is not None else {}
+    schedule = _schedule(reader.get("schedule"), errors)
     if version is not None and version != 1:
         version_node = reader.get("version")
         assert version_node is not None
@@ -559,9 +560,37 @@ def parse_rule_file(root: Node, display: str, errors: list[RuleError]) -> RuleFi
         mapping=mapping,
         assignments=tuple(assignments),
         safety=safety,
-        schedule=schedule if isinstance(schedule, dict) else {},
+        schedule=schedule,
         mark=root.mark,
     )
+
+
+def _schedule_value(node: Node) -> Any:
+    """The plain values of ``schedule:``; a time written unquoted (``at: 02:00``, which YAML
+    1.1 reads as the sexagesimal number 120) is kept as written."""
+    if isinstance(node.value, dict):
+        return {key: _schedule_value(child) for key, child in node.value.items()}
+    if isinstance(node.value, list):
+        return [_schedule_value(child) for child in node.value]
+    if isinstance(node.value, int | float) and ":" in node.text:
+        return node.text
+    return node.value
+
+
+def _schedule(node: Node | None, errors: list[RuleError]) -> Schedule:
+    """``schedule:`` through ``bridge.schedule.parse``, each problem at the key it is about."""
+    if node is None:
+        return Schedule()
+    schedule, problems = parse_schedule(_schedule_value(node))
+    for problem in problems:
+        at = node
+        for key in problem.path:
+            child = at.value.get(key) if isinstance(at.value, dict) else None
+            if child is None:
+                break
+            at = child
+        errors.append(RuleError(at.mark, problem.message, text=at.text, hint=problem.hint))
+    return schedule
 
 
 def parse_targets(root: Node, display: str, errors: list[RuleError]) -> dict[str, Target]:

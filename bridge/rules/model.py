@@ -13,6 +13,8 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
+from bridge.schedule import Schedule
+
 
 @dataclass(frozen=True, order=True)
 class Mark:
@@ -185,7 +187,7 @@ class RuleFile:
     mapping: tuple[FieldMapping, ...]
     assignments: tuple[Assignment, ...]
     safety: Safety
-    schedule: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule = field(default_factory=Schedule)
     mark: Mark = field(default=Mark(""), compare=False)
 
 

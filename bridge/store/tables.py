@@ -268,3 +268,30 @@ class TrainingStatusRow(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     read_at: datetime = _time_column()
     error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class ScheduleRunRow(SQLModel, table=True):
+    """One occurrence of a scheduled job (``schedule:`` of a rule file), claimed once.
+
+    The unique (``job_key``, ``occurrence``) insert is the claim: of every process that sees
+    the occurrence due, the one whose insert lands runs it. ``state`` is running, done or
+    failed; ``summary`` says what the job found and did, ``error`` why it failed.
+    """
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        Index("ux_schedule_runs_occurrence", "job_key", "occurrence", unique=True),
+        Index("ix_schedule_runs_started", "started"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    job_key: str = Field(sa_column=Column(String(320), nullable=False))
+    rule_file: str = Field(sa_column=Column(String(255), nullable=False))
+    job: str = Field(sa_column=Column(String(32), nullable=False))
+    occurrence: datetime = _time_column()
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    started: datetime = _time_column()
+    finished: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    worker: str = Field(sa_column=Column(String(128), nullable=False))
+    summary: dict[str, Any] | None = _json_column()
+    error: str | None = Field(default=None, sa_column=Column(Text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -46,6 +47,9 @@ from bridge.targets.canvas_api import retry_after
 from bridge.targets.canvas_api import sis
 from bridge.targets.canvas_api import taken
 from bridge.targets.canvas_api import update_user
+from bridge.targets.pacing import LEAK_PER_S
+from bridge.targets.pacing import Allowance
+from bridge.targets.pacing import AllowanceTransport
 
 __all__ = [
     "CANVAS_KEYS",
@@ -77,6 +81,16 @@ __all__ = [
 ]
 
 
+def _number(options: Mapping[str, Any], name: str, default: float | None) -> float | None:
+    """A numeric option (None: not set and no default); ValueError unless a number ≥ 0."""
+    value = options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a number from 0 up, not {value!r}")
+    return float(value)
+
+
 class _Stop(Exception):
     """Ends a delivery early with an outcome (a classified answer mid-way)."""
 
@@ -92,6 +106,12 @@ class CanvasTarget:
     lookups, ≤ 100), ``unenrol_task`` (``conclude``, the default: the enrollment is kept,
     read-only, with its grades — completion records stay; or ``delete``), ``roles`` (extra
     role → enrollment type names), ``authentication_provider_id`` (SSO logins), ``timeout``.
+
+    Throttling (``bridge.targets.pacing.Allowance``): every answer's ``X-Rate-Limit-Remaining``
+    and ``X-Request-Cost`` are read, and calls are spaced once the allowance would fall under
+    ``throttle_low_water`` (default: a tenth of the fullest seen), given that the bucket drains
+    at ``throttle_leak_per_s`` (default 10, Canvas's); a 403 "Rate Limit Exceeded" pauses
+    every call of the target. ``throttle_pacing: false`` turns that off.
     """
 
     kind = "canvas"
@@ -114,6 +134,16 @@ class CanvasTarget:
         self.roles = {**ROLE_TYPES, **{str(k).lower(): str(v) for k, v in dict(extra).items()}}
         provider = options.get("authentication_provider_id")
         self.provider = str(provider) if provider is not None else None
+        self.pacing: AllowanceTransport | None = None
+        if options.get("throttle_pacing", True):
+            self.pacing = AllowanceTransport(
+                transport or httpx.AsyncHTTPTransport(),
+                Allowance(
+                    leak_per_s=max(_number(options, "throttle_leak_per_s", LEAK_PER_S) or 0, 0.01),
+                    low_water=_number(options, "throttle_low_water", None),
+                ),
+            )
+            transport = self.pacing
         self.client = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},

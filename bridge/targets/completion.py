@@ -5,7 +5,8 @@ One call per person and course (neither Moodle's ``core_completion`` functions n
 ``…/users/:id/progress`` take a batch); at most ``concurrency`` at a time per target. A read
 that fails is a ``Reading`` with ``error`` (the LMS's words), never an exception: every
 person gets an answer. The readers are ``bridge.targets.moodle_completion`` and
-``bridge.targets.canvas_completion``.
+``bridge.targets.canvas_completion`` and, where a ``rest`` target declares it,
+``bridge.targets.rest_completion``.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ def from_epoch(seconds: int | float | None) -> datetime | None:
 
 
 def reader_for(target: Target) -> CompletionReader | None:
-    """The completion reader of a built target; None for a kind that has none (rest, scim)."""
+    """The completion reader of a built target; None for a kind that has none (scim, and a
+    rest target whose options declare no ``completion`` request)."""
     from bridge.targets.canvas import CanvasTarget
     from bridge.targets.moodle import MoodleTarget
+    from bridge.targets.rest import RestTarget
 
     if isinstance(target, MoodleTarget):
         from bridge.targets.moodle_completion import MoodleCompletion
@@ -72,6 +75,10 @@ def reader_for(target: Target) -> CompletionReader | None:
         from bridge.targets.canvas_completion import CanvasCompletion
 
         return CanvasCompletion(target)
+    if isinstance(target, RestTarget) and target.spec.completion is not None:
+        from bridge.targets.rest_completion import RestCompletion
+
+        return RestCompletion(target, target.spec.completion)
     return None
 
 

@@ -4,13 +4,14 @@
 ``bridge.targets.moodle_ws``: it looks up before it creates (idnumber is not unique in Moodle),
 checks every value against what Moodle accepts before sending it, reads an account back after
 writing it (Moodle drops unknown profile fields silently), resolves courses and cohorts by
-idnumber or shortname once per instance, chunks batches under ``max_input_vars``, and journals
-every call it makes (LMS.md, DESIGN §7). ``probe`` is the relay's circuit-breaker probe.
+idnumber or shortname once per instance, and journals every call it makes (LMS.md, DESIGN §7).
+``deliver_many`` does the same for many people in batch calls chunked under the options
+``max_input_vars`` and ``batch_size`` (``bridge.targets.moodle_batch``). ``probe`` is the
+relay's circuit-breaker probe.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -25,13 +26,14 @@ from bridge.targets.base import Category
 from bridge.targets.base import Delivery
 from bridge.targets.base import Result
 from bridge.targets.moodle_accounts import Accounts
+from bridge.targets.moodle_batch import DEFAULT_BATCH_SIZE
+from bridge.targets.moodle_batch import Batch
 from bridge.targets.moodle_ws import PATH
 from bridge.targets.moodle_ws import PROBE_FUNCTIONS
 from bridge.targets.moodle_ws import SERVER_FIELDS
 from bridge.targets.moodle_ws import Course
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
-from bridge.targets.moodle_ws import chunk
 from bridge.targets.moodle_ws import enrolment_row
 from bridge.targets.moodle_ws import flatten
 from bridge.targets.moodle_ws import parse_answer
@@ -54,7 +56,12 @@ class MoodleTarget:
     ) -> None:
         self.name = config.name
         self.options = dict(config.options)
-        self.max_input_vars = max_input_vars
+        # PHP's max_input_vars of the site (LMS.md: at least 5000) and the most rows a batch
+        # call carries: target options, as a site may be configured below or above the default
+        self.max_input_vars = int(self.options.get("max_input_vars", max_input_vars))
+        self.batch_size = int(self.options.get("batch_size", DEFAULT_BATCH_SIZE))
+        if self.max_input_vars <= SERVER_FIELDS + 1 or self.batch_size < 1:
+            raise ValueError("options.max_input_vars must exceed 4 and options.batch_size be ≥ 1")
         self._token = token
         self._clock = clock
         timeout = float(self.options.get("timeout", 30))
@@ -306,56 +313,6 @@ class MoodleTarget:
     # -- batches -------------------------------------------------------------------------------
 
     async def deliver_many(self, deliveries: Sequence[Delivery]) -> list[Result]:
-        """Deliver intents in order; runs of enrolments of linked accounts go in batch calls.
-
-        Batches are chunked under ``max_input_vars``. enrol_manual_enrol_users is
-        transactional: a chunk refused for a permanent reason is delivered again one row at
-        a time, so that only the bad row goes dead.
-        """
-        results: list[Result] = []
-        pending: list[Delivery] = []
-        for delivery in deliveries:
-            if delivery.kind == "enrol" and delivery.lms_user_id:
-                pending.append(delivery)
-                continue
-            results.extend(await self._enrol_batch(pending))
-            pending = []
-            results.append(await self.deliver(delivery))
-        results.extend(await self._enrol_batch(pending))
-        return results
-
-    async def _enrol_batch(self, deliveries: Sequence[Delivery]) -> list[Result]:
-        results: dict[int, Result] = {}
-        rows: list[tuple[int, dict[str, Any]]] = []
-        run = Run()
-        for index, delivery in enumerate(deliveries):
-            try:
-                course = await self._course(run, delivery.ref)
-                rows.append(
-                    (index, self._enrol_row(delivery, int(delivery.lms_user_id or 0), course))
-                )
-            except MoodleError as error:
-                results[index] = dataclasses.replace(
-                    run.result(error), lms_user_id=delivery.lms_user_id
-                )
-        budget = self.max_input_vars - SERVER_FIELDS
-        done = 0
-        for part in chunk("enrolments", [row for _, row in rows], budget):
-            members = rows[done : done + len(part)]
-            done += len(part)
-            try:
-                await self.call(run, "enrol_manual_enrol_users", {"enrolments": part})
-            except MoodleError as error:
-                for index, _ in members:
-                    delivery = deliveries[index]
-                    results[index] = (
-                        dataclasses.replace(run.result(error), lms_user_id=delivery.lms_user_id)
-                        if error.category is None
-                        else await self.deliver(delivery)
-                    )
-                continue
-            for index, row in members:
-                results[index] = Result.done(
-                    str(row["userid"]), "enrolled", calls=list(run.calls), batch=len(part)
-                )
-        return [results[index] for index in range(len(deliveries))]
+        """Deliver intents (one per person) in batch calls, one Result per delivery in their
+        order (``bridge.targets.moodle_batch``)."""
+        return await Batch(self).deliver(deliveries)

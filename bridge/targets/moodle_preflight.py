@@ -9,19 +9,27 @@ definitions, and Moodle silently drops values for fields it does not define, so 
 probe account (``options.preflight_account``, default ``bridge-preflight``: auth nologin,
 suspended) is written a marker and read back. What each answer means is decided by the pure
 functions of ``bridge.targets.moodle_findings``.
+
+The read-back commands (``bridge training --refresh``, ``bridge reconcile``) call functions
+delivery does not: one missing from the service is a warning finding (``read_function``) that
+names it and where to add it, and ``read_refusal`` is the message those commands refuse with.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
 from bridge.targets.moodle import MoodleTarget
+from bridge.targets.moodle_completion import COURSE_LOOKUP
+from bridge.targets.moodle_completion import FUNCTIONS as COMPLETION_FUNCTIONS
 from bridge.targets.moodle_findings import DEFAULT_AUTH
 from bridge.targets.moodle_findings import PROBE_IDNUMBER
 from bridge.targets.moodle_findings import PROBE_USERNAME
 from bridge.targets.moodle_findings import REFUSED_AUTHS
+from bridge.targets.moodle_findings import SERVICE
 from bridge.targets.moodle_findings import SHORTNAME
 from bridge.targets.moodle_findings import STOCK_AUTHS
 from bridge.targets.moodle_findings import auth_finding
@@ -37,14 +45,27 @@ from bridge.targets.moodle_findings import probe_row
 from bridge.targets.moodle_findings import profile_field_findings
 from bridge.targets.moodle_findings import unverified
 from bridge.targets.moodle_findings import username_finding
+from bridge.targets.moodle_findings import wanted_functions
+from bridge.targets.moodle_reconcile import READ_FUNCTIONS as RECONCILE_FUNCTIONS
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
+from bridge.targets.preflight import WARNING
 from bridge.targets.preflight import Finding
 from bridge.targets.preflight import Requirement
 from bridge.targets.preflight import Requirements
 from bridge.targets.preflight import Unreachable
 from bridge.targets.preflight import Verdict
 from bridge.targets.preflight import unreachable_verdict
+
+TRAINING = "bridge training --refresh"
+RECONCILE = "bridge reconcile"
+TRAINING_FUNCTIONS = (COURSE_LOOKUP, *COMPLETION_FUNCTIONS)
+"""What ``bridge.targets.moodle_completion`` calls."""
+READS: dict[str, tuple[str, ...]] = {TRAINING: TRAINING_FUNCTIONS, RECONCILE: RECONCILE_FUNCTIONS}
+"""The read-back commands and the web-service functions each calls."""
+FOR_COHORTS = frozenset({"core_cohort_search_cohorts", "core_cohort_get_cohort_members"})
+FOR_COURSES = frozenset({*TRAINING_FUNCTIONS, "core_enrol_get_enrolled_users"})
+"""Read only for rules that name a cohort, a course (the rest: always)."""
 
 
 class _Site:
@@ -98,6 +119,7 @@ async def _check(site: _Site, needs: Requirements, findings: list[Finding]) -> N
         listed = info.get("functions") if isinstance(info, dict) else None
         site.functions = frozenset(str(f.get("name")) for f in listed or [] if isinstance(f, dict))
         findings += function_findings(name, needs, site.functions)
+        findings += read_findings(name, needs, site.functions)
     findings += await _auths(site, needs)
     findings += [await _course(site, course) for course in needs.courses]
     findings += [await _cohort(site, cohort) for cohort in needs.cohorts]
@@ -223,3 +245,95 @@ async def _probe(
     return {
         str(c.get("shortname")): c.get("value") for c in fields or [] if isinstance(c, dict)
     }, ""
+
+
+# -- the read-back functions ------------------------------------------------------------------
+
+
+def _read_for(function: str, needs: Requirements | None) -> bool:
+    """Whether the rules make a read-back call ``function`` (None: any rules)."""
+    if needs is None:
+        return True
+    if function in FOR_COHORTS:
+        return bool(needs.cohorts)
+    return bool(needs.courses) if function in FOR_COURSES else True
+
+
+def missing_reads(
+    functions: Iterable[str], needs: Requirements | None = None
+) -> dict[str, list[str]]:
+    """Each read-back function the service lacks → the commands that call it (pure), for the
+    rules of ``needs`` (None: whatever the rules)."""
+    allowed = set(functions)
+    missing: dict[str, list[str]] = {}
+    for command, needed in READS.items():
+        for function in needed:
+            if function not in allowed and _read_for(function, needs):
+                missing.setdefault(function, []).append(command)
+    return missing
+
+
+def read_findings(target: str, needs: Requirements, functions: Iterable[str]) -> list[Finding]:
+    """A warning per read-back function the service lacks (pure): delivery works without it,
+    the commands that read back refuse (``read_refusal``). A function delivery needs too is
+    left to ``function_findings``, whose error already names it."""
+    delivery = wanted_functions(needs)
+    missing = missing_reads(functions, needs)
+    findings = [
+        Finding(
+            target,
+            "read_function",
+            False,
+            f"{function} is not in the token's external service: {' and '.join(commands)} "
+            "cannot run without it (delivery does not need it)",
+            subject=function,
+            severity=WARNING,
+            where=needs.where,
+            fix=f"add {function} under {SERVICE} → the token's service → Functions",
+        )
+        for function, commands in sorted(missing.items())
+        if function not in delivery
+    ]
+    if not missing:
+        count = len({f for needed in READS.values() for f in needed if _read_for(f, needs)})
+        findings.append(
+            Finding(
+                target,
+                "read_function",
+                True,
+                f"the {count} web-service function(s) the read-back commands call are in the "
+                "service",
+                where=needs.where,
+            )
+        )
+    return findings
+
+
+def refusal(
+    command: str, functions: Iterable[str], needs: Requirements | None = None
+) -> str | None:
+    """Why ``command`` cannot run with a service holding ``functions`` (pure); None: it can."""
+    missing = [f for f, commands in missing_reads(functions, needs).items() if command in commands]
+    if not missing:
+        return None
+    return (
+        f"{command} needs web-service functions the token's external service lacks: "
+        f"{', '.join(missing)}; add each under {SERVICE} → the token's service → Functions "
+        "(delivery does not need them)"
+    )
+
+
+async def read_refusal(
+    target: MoodleTarget, command: str, needs: Requirements | None = None
+) -> str | None:
+    """Asks the site which functions the token's service holds (one
+    ``core_webservice_get_site_info``) and says why ``command`` cannot run, or None. A site
+    that cannot be asked is no refusal: the reads then fail on their own, with Moodle's words."""
+    try:
+        info = await target.call(Run(), "core_webservice_get_site_info", {})
+    except MoodleError:
+        return None
+    listed = info.get("functions") if isinstance(info, dict) else None
+    if not isinstance(listed, list):
+        return None
+    return refusal(command, (str(f.get("name")) for f in listed if isinstance(f, dict)), needs)

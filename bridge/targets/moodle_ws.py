@@ -5,6 +5,7 @@
 (request builders), ``parse_answer`` and ``classify`` (Moodle answers HTTP 200 even for errors:
 classify on ``errorcode`` and, where Moodle gives it, ``debuginfo``), ``pick_user`` (idnumber
 is not unique), ``dropped_fields`` and ``confirmed_account`` (what the read-back shows);
+``member_warnings`` (which member each cohort warning is about: Moodle names none);
 ``account_problems`` and ``valid_email`` (the values Moodle refuses) come from
 ``bridge.targets.moodle_values``. ``FUNCTIONS_BY_INTENT`` names every function the target may
 call. Moodle's behaviour is documented in LMS.md; written by hand, as no maintained client
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from typing import TypeVar
 
 from bridge.rules.target_fields import MOODLE_USER_FIELDS
 from bridge.targets.base import Category
@@ -28,6 +31,7 @@ from bridge.targets.base import Result
 from bridge.targets.moodle_values import account_problems as account_problems
 from bridge.targets.moodle_values import valid_email as valid_email
 
+T = TypeVar("T")
 PATH = "/webservice/rest/server.php"
 SERVER_FIELDS = 3  # wstoken, wsfunction, moodlewsrestformat
 # Standard user fields of core_user_create_users / core_user_update_users (Moodle 4.3); any
@@ -39,6 +43,20 @@ USER_FIELDS = MOODLE_USER_FIELDS
 INTERNAL_AUTHS = frozenset({"manual", "email", "nologin", "none", "lti"})
 DEFAULT_ROLE_IDS = {"manager": 1, "editingteacher": 3, "teacher": 4, "student": 5}
 TRANSIENT_CODES = frozenset({"sitemaintenance"})
+WHOLE_CALL_CODES = frozenset(
+    {
+        "invalidtoken",
+        "accessexception",
+        "servicerequireslogin",
+        "servicenotavailable",
+        "webservicenotavailable",
+        "sitemaintenance",
+        "usernotfullysetup",
+        "forcepasswordchangenotice",
+    }
+)
+"""Errorcodes about a call itself (token, service, site), never about one of its rows: a batch
+refused with one of them is not split to find a bad row."""
 # core_user_update_users warnings about the value sent (the HR record's to fix)
 DATA_CODES = frozenset({"useremailinvalid", "useremailduplicate"})
 # invalidparameter's debuginfo, where the site has debugging on: whose fix it is. Anything
@@ -53,6 +71,8 @@ DATA_DEBUGINFO = (
 AUTH_DEBUGINFO = ('the server was expecting "auth" type', "Invalid authentication type")
 LANG_DEBUGINFO = ('the server was expecting "lang" type', "Invalid language code")
 
+_ALREADY = re.compile(r"record already exists: cohort\((\w+):(.*) (\w+):(.*)\)")
+_UNKNOWN = re.compile(r"(cohort|user) (\w+)=(.*) not exists")
 _LOOKUP = "core_user_get_users_by_field"
 _COURSE = "core_course_get_courses_by_field"
 FUNCTIONS_BY_INTENT: dict[str, tuple[str, ...]] = {
@@ -129,6 +149,21 @@ class Run:
         return dataclasses.replace(result, lms_user_id=self.user_id)
 
 
+def deleted_by_moodle(user: Mapping[str, Any]) -> bool:
+    """Whether an account is one Moodle deleted: ``delete_user()`` keeps the row, sets the
+    username to ``<email>.<time>`` and the email to the MD5 of the old username (no ``@``: no
+    live account can have it, Moodle checks emails), and clears the idnumber;
+    ``core_user_get_users_by_field`` by id still answers it (observed on Moodle 4.3)."""
+    username, email = user.get("username"), user.get("email")
+    if not isinstance(username, str) or not isinstance(email, str):
+        return False
+    return _MD5.fullmatch(email) is not None and _STAMPED.search(username) is not None
+
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_STAMPED = re.compile(r"\.\d+$")
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested parameters as PHP form fields: ``{"users": [{"a": 1}]}`` → ``users[0][a]=1``."""
     fields: list[tuple[str, str]] = []
@@ -145,18 +180,17 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]
     return fields
 
 
-def chunk(
-    key: str, rows: Sequence[Mapping[str, Any]], budget: int
-) -> list[list[Mapping[str, Any]]]:
-    """Rows in batches whose flattened field count stays within ``budget`` (LMS.md).
-
-    A row too big for any batch goes alone, for the call to refuse it.
+def chunk(key: str, rows: Sequence[T], budget: int, limit: int = 0) -> list[list[T]]:
+    """Rows in batches whose flattened field count stays within ``budget`` (LMS.md) and, when
+    ``limit`` is set, of at most ``limit`` rows. Rows are structures (``users[n][…]``) or
+    scalars (``values[n]``). A row too big for any batch goes alone, for the call to refuse it.
     """
-    batches: list[list[Mapping[str, Any]]] = [[]]
+    batches: list[list[T]] = [[]]
     used = 0
     for row in rows:
         size = len(flatten({key: [row]}))
-        if batches[-1] and used + size > budget:
+        full = limit > 0 and len(batches[-1]) >= limit
+        if batches[-1] and (used + size > budget or full):
             batches.append([])
             used = 0
         batches[-1].append(row)
@@ -349,3 +383,40 @@ class Course:
     id: int
     shortname: str
     manual: bool  # has an enabled manual enrolment instance
+
+
+def member_warnings(
+    members: Sequence[Mapping[str, Any]], warnings: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any] | None] | None:
+    """The core_cohort_add_cohort_members warning about each of ``members`` (None: added).
+
+    Moodle's warnings carry no item id, only a message naming the cohort and the user as they
+    were sent ("record already exists: cohort(idnumber:X id:7)", "user id=7 not exists",
+    "cohort idnumber=X not exists"; observed in Moodle 4.3's cohort/externallib.php). None when
+    a warning names no member sent: which member it is about cannot be told.
+    """
+
+    def value(member: Mapping[str, Any], side: str) -> str:
+        return str(member[f"{side}type"]["value"])
+
+    verdicts: list[Mapping[str, Any] | None] = [None] * len(members)
+    for warning in warnings:
+        message = str(warning.get("message", ""))
+        already, unknown = _ALREADY.fullmatch(message), _UNKNOWN.fullmatch(message)
+        if already is not None:
+            cohort, user = already.group(2), already.group(4)
+            named = [
+                n
+                for n, m in enumerate(members)
+                if value(m, "cohort") == cohort and value(m, "user") == user
+            ]
+        elif unknown is not None:
+            side, wanted = unknown.group(1), unknown.group(3)
+            named = [n for n, m in enumerate(members) if value(m, side) == wanted]
+        else:
+            return None
+        if not named:
+            return None
+        for n in named:
+            verdicts[n] = verdicts[n] or warning
+    return verdicts

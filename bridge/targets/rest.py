@@ -113,6 +113,7 @@ __all__ = [
     "extract",
     "found_id",
     "lms_message",
+    "parse_body",
     "parse_expr",
     "parse_options",
     "render_text",
@@ -207,7 +208,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _parse(body: bytes | str | None) -> tuple[str, Any]:
+def parse_body(body: bytes | str | None) -> tuple[str, Any]:
+    """An answer's text and its JSON (MISSING when it is not JSON)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     try:
         return text, json.loads(text) if text.strip() else MISSING
@@ -230,7 +232,7 @@ def classify(
     spec: RequestSpec, status: int, headers: Mapping[str, str], body: bytes | str | None
 ) -> Result:
     """What an answer means: the spec's rules first, then the defaults (module docstring)."""
-    text, doc = _parse(body)
+    text, doc = parse_body(body)
     said = lms_message(spec, text, doc)
     for rule in spec.responses:
         if rule.matches(status, text, doc):
@@ -289,7 +291,7 @@ def _outcome(
 def found_id(spec: RequestSpec, delivery: Delivery, body: bytes | str | None) -> str | None:
     """The account id a lookup answer names: among ``items``, the one whose ``match`` fields
     equal the rendered values (all of them when there is no ``match``), else None."""
-    _, doc = _parse(body)
+    _, doc = parse_body(body)
     items = extract(doc, spec.items) if spec.items else [doc]
     if not isinstance(items, list):
         items = [] if items is MISSING or items is None else [items]
@@ -336,6 +338,11 @@ class RestTarget:
             transport=transport,
             timeout=self.spec.timeout,
         )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client with the target's base URL, headers and auth (readers use it)."""
+        return self._client
 
     async def aclose(self) -> None:
         await self._client.aclose()

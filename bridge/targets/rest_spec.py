@@ -33,9 +33,21 @@ REQUESTS = (
     "add_cohort_member",
     "remove_cohort_member",
 )
-OPTION_KEYS = ("auth", "headers", "timeout", "maps", "responses", "error_message", *REQUESTS)
+OPTION_KEYS = (
+    "auth",
+    "headers",
+    "timeout",
+    "maps",
+    "responses",
+    "error_message",
+    *REQUESTS,
+    "completion",
+)
 REQUEST_KEYS = ("method", "url", "headers", "body", "encoding", "id", "responses", "error_message")
 LOOKUP_KEYS = (*REQUEST_KEYS, "items", "match")
+COMPLETION_KEYS = (*REQUEST_KEYS, "state", "states", "started_at", "completed_at")
+COMPLETION_STATES = ("not_started", "in_progress", "complete")
+"""What a ``completion`` request's ``states`` map the LMS's words to (bridge.targets.completion)."""
 RULE_KEYS = ("status", "contains", "match", "outcome", "category", "message")
 AUTH_KEYS = {
     "none": ("type",),
@@ -125,11 +137,29 @@ class AuthSpec:
 
 
 @dataclass(frozen=True)
+class CompletionSpec:
+    """Where a ``rest`` LMS tells one learner's progress in one course (``completion:``).
+
+    ``request`` is sent with ``ref`` = the course, ``lms_user_id`` and ``person`` as for an
+    intent; ``state`` is the JSON path of the LMS's word for it, ``states`` maps each word the
+    LMS uses to not_started | in_progress | complete; ``started_at`` / ``completed_at`` are
+    optional paths of ISO-8601 or Unix times.
+    """
+
+    request: RequestSpec
+    state: str
+    states: dict[str, str]
+    started_at: str | None = None
+    completed_at: str | None = None
+
+
+@dataclass(frozen=True)
 class RestSpec:
     auth: AuthSpec
     headers: dict[str, str]
     timeout: float
     requests: dict[str, RequestSpec]
+    completion: CompletionSpec | None = None
 
 
 def _unknown(keys: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> list[str]:
@@ -206,8 +236,10 @@ def _request(
     if not isinstance(raw, dict):
         problems.append(f"{name}: a request is a mapping with method and url")
         return None
-    problems += _unknown(raw, LOOKUP_KEYS if name == "lookup" else REQUEST_KEYS, name)
-    method = str(raw.get("method", "GET" if name == "lookup" else "POST")).upper()
+    keys = {"lookup": LOOKUP_KEYS, "completion": COMPLETION_KEYS}.get(name, REQUEST_KEYS)
+    problems += _unknown(raw, keys, name)
+    reads = name in ("lookup", "completion")
+    method = str(raw.get("method", "GET" if reads else "POST")).upper()
     if method not in METHODS:
         problems.append(f"{name}.method: one of {', '.join(METHODS)}, not {method!r}")
     url = raw.get("url")
@@ -310,7 +342,53 @@ def parse_options(options: Mapping[str, Any]) -> tuple[RestSpec, list[str]]:
         problems.append("timeout: seconds, a positive number")
         timeout = 30.0
     static = {str(k): str(v) for k, v in headers.items()}
-    return RestSpec(auth, static, float(timeout), requests), problems
+    completion = None
+    if options.get("completion") is not None:
+        completion = _completion(options["completion"], shared, messages, maps, problems)
+    return RestSpec(auth, static, float(timeout), requests, completion), problems
+
+
+def _completion(
+    raw: Any,
+    shared: tuple[Rule, ...],
+    messages: tuple[str, ...],
+    maps: Mapping[str, Mapping[str, Any]],
+    problems: list[str],
+) -> CompletionSpec | None:
+    request = _request("completion", raw, shared, messages, maps, problems)
+    if request is None:
+        return None
+    state = raw.get("state")
+    if not isinstance(state, str) or not is_path(state):
+        problems.append(
+            "completion.state: the JSON path of the LMS's word for the learner's progress, "
+            "like $.data.status"
+        )
+        state = "$"
+    states = raw.get("states")
+    table: dict[str, str] = {}
+    if not isinstance(states, dict) or not states:
+        problems.append(
+            "completion.states: a mapping of each word the LMS answers → "
+            + " | ".join(COMPLETION_STATES)
+        )
+    else:
+        for word, meaning in states.items():
+            if meaning not in COMPLETION_STATES:
+                problems.append(
+                    f"completion.states.{word}: one of {', '.join(COMPLETION_STATES)}, "
+                    f"not {meaning!r}"
+                )
+            else:
+                table[str(word)] = str(meaning)
+    times = {}
+    for key in ("started_at", "completed_at"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, str) and is_path(value)):
+            problems.append(f"completion.{key}: a JSON path like $.data.date_complete")
+            value = None
+        times[key] = value
+    return CompletionSpec(request, state, table, times["started_at"], times["completed_at"])
 
 
 def validate_options(

@@ -253,6 +253,11 @@ class ScimTarget:
             timeout=float(config.options.get("timeout", 30.0)),
         )
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client with the target's base URL and credentials (readers use it)."""
+        return self._client
+
     async def aclose(self) -> None:
         await self._client.aclose()
         if isinstance(self.auth, ClientCredentials):
