@@ -18,13 +18,11 @@ import random
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
-from typing import Protocol
 from typing import cast
 
 from bridge.confirmed import confirm
@@ -40,10 +38,17 @@ from bridge.targets.base import Delivery
 from bridge.targets.base import Result
 from bridge.targets.base import Status
 from bridge.targets.base import Target
+from bridge.targets.batching import BATCHED_CLAIM
+from bridge.targets.batching import CLAIM
+from bridge.targets.batching import BatchTarget
+from bridge.targets.batching import Row
+from bridge.targets.batching import batch_size
+from bridge.targets.batching import by_target
+from bridge.targets.batching import chunks
 from bridge.targets.circuit import Breaker
 from bridge.targets.preflight import Verdict
 
-__all__ = ["BatchTarget", "Decision", "Preflight", "Relay", "RetryPolicy", "batch_size", "confirm"]
+__all__ = ["Decision", "Preflight", "Relay", "RetryPolicy", "confirm"]
 
 log = logging.getLogger("bridge.relay")
 
@@ -51,63 +56,7 @@ Preflight = Callable[[str], Awaitable[Verdict]]
 """Re-check one target's setup (``bridge.provision.preflight``), given by the composition root."""
 
 
-Row = dict[str, Any]
 Outcome = tuple[Row, Result]
-
-CLAIM = 64
-"""Rows claimed a cycle when no target takes batches."""
-BATCHED_CLAIM = 500
-"""Rows claimed a cycle when a target takes batches: enough to fill a few of them."""
-DEFAULT_BATCH_SIZE = 200
-"""Rows a ``deliver_many`` call gets when the target names no ``batch_size``."""
-
-
-class BatchTarget(Target, Protocol):
-    """A target that takes many intents in one go (e.g. one Moodle call for 200 enrolments).
-
-    ``deliver_many`` answers one Result per Delivery, in order, and never raises for LMS or
-    network trouble (a raise is a bug: the relay retries every row of that call).
-    """
-
-    async def deliver_many(self, deliveries: Sequence[Delivery]) -> list[Result]: ...
-
-
-def batch_size(target: Target, configured: int | None = None) -> int | None:
-    """Rows per ``deliver_many`` call for ``target``, or None: it takes one intent per call.
-
-    ``configured`` (the target's ``options.batch_size``) wins over the target's own
-    ``batch_size`` attribute; 1 turns batching off.
-    """
-    if not callable(getattr(target, "deliver_many", None)):
-        return None
-    own = getattr(target, "batch_size", None)
-    size = configured if configured is not None else own
-    if not isinstance(size, int) or isinstance(size, bool):
-        size = DEFAULT_BATCH_SIZE
-    return size if size > 1 else None
-
-
-def chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
-    """``rows`` in claim order, in as few parts of at most ``size`` as will do, of about equal
-    length (500 rows at 200 make 167 + 167 + 166, not 200 + 200 + 100)."""
-    parts = -(-len(rows) // max(size, 1))
-    if parts == 0:
-        return []
-    each, longer = divmod(len(rows), parts)
-    found, start = [], 0
-    for part in range(parts):
-        end = start + each + (1 if part < longer else 0)
-        found.append(list(rows[start:end]))
-        start = end
-    return found
-
-
-def by_target(rows: Iterable[Row]) -> dict[str, list[Row]]:
-    """Claimed rows grouped by target, each group in claim order."""
-    found: dict[str, list[Row]] = {}
-    for row in rows:
-        found.setdefault(str(row["target"]), []).append(row)
-    return found
 
 
 def _resumed(name: str) -> None:

@@ -128,26 +128,31 @@ def test_enrolments_removed_suspended_reactivated_or_added_by_hand() -> None:
 # -- against the LMS simulator, on both databases ---------------------------------------------
 
 
-def provision(db: Database, catalog: Catalog, settings: Settings, rules: Path, people: int) -> None:
-    """People created through SCIM, the pilot admitted by plan + apply."""
+def post(db: Database, catalog: Catalog, settings: Settings, rules: Path, *people: Any) -> None:
+    """SCIM POST /Users of each body, through the real app with ``rules``."""
     book = RuleBook(rules, lambda d: check_directory(d, catalog))
     book.load()
-    settings_app = create_app(
+    app = create_app(
         Provisioner(db, catalog, rules=book.current),
         catalog,
         settings,
         Authenticator(db, env_token=TOKEN),
     )
 
-    async def post() -> None:
-        async with app_client(settings_app) as client:
-            for number in range(1, people + 1):
-                response = await client.post(
-                    "/Users", json=employee(number, codes=["BEN_CHOICE_2026"])
-                )
+    async def send() -> None:
+        async with app_client(app) as client:
+            for body in people:
+                response = await client.post("/Users", json=body)
                 assert response.status_code == 201, response.text
 
-    asyncio.run(post())
+    asyncio.run(send())
+
+
+def provision(db: Database, catalog: Catalog, settings: Settings, rules: Path, people: int) -> None:
+    """People 1..``people`` holding BEN_CHOICE_2026 created through SCIM (the pilot is
+    admitted by plan + apply: ``deliver``)."""
+    bodies = [employee(n, codes=["BEN_CHOICE_2026"]) for n in range(1, people + 1)]
+    post(db, catalog, settings, rules, *bodies)
 
 
 def deliver(database_url: str, rules: Path, tmp_path: Path, catalog: Catalog) -> None:

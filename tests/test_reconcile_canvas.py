@@ -32,8 +32,8 @@ from bridge.targets.canvas_reconcile import CanvasReadError
 from bridge.targets.canvas_reconcile import field_drift
 from tests.conftest import employee
 from tests.conftest import run_cli
+from tests.test_reconcile import post
 from tests.test_reconcile import relay
-from tests.test_reconcile_cohorts import post
 
 RULES = """\
 version: 1

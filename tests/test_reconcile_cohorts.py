@@ -5,7 +5,6 @@ token's service named as a configuration error.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +14,21 @@ from bridge.config import Settings
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.lmssim.moodle import FUNCTIONS
 from bridge.lmssim.moodle_ws import WsError
-from bridge.provision import Provisioner
 from bridge.provision.drift import ADDED_BY_HAND
 from bridge.provision.drift import COHORT_REMOVED
 from bridge.provision.drift import NOT_OWNED
 from bridge.provision.drift import Managed
 from bridge.provision.drift import compare
-from bridge.rules.book import RuleBook
-from bridge.rules.check import check_directory
 from bridge.rules.model import Assignment
 from bridge.rules.model import AssignmentKind
 from bridge.schemas import Catalog
-from bridge.scim.app import create_app
-from bridge.scim.auth import Authenticator
 from bridge.store.engine import Database
 from bridge.targets.moodle_reconcile import Participants
-from tests.conftest import TOKEN
-from tests.conftest import app_client
 from tests.conftest import employee
 from tests.conftest import run_cli
 from tests.conftest import shipped_rules
 from tests.test_reconcile import deliver
+from tests.test_reconcile import post
 from tests.test_reconcile import reconcile
 from tests.test_reconcile import relay
 
@@ -104,25 +97,6 @@ def test_simulated_get_cohort_members_answers_as_moodle(simulator_url: tuple[str
 
 
 # -- against the LMS simulator, on both databases ---------------------------------------------
-
-
-def post(db: Database, catalog: Catalog, settings: Settings, rules: Path, *people: Any) -> None:
-    book = RuleBook(rules, lambda d: check_directory(d, catalog))
-    book.load()
-    app = create_app(
-        Provisioner(db, catalog, rules=book.current),
-        catalog,
-        settings,
-        Authenticator(db, env_token=TOKEN),
-    )
-
-    async def send() -> None:
-        async with app_client(app) as client:
-            for body in people:
-                response = await client.post("/Users", json=body)
-                assert response.status_code == 201, response.text
-
-    asyncio.run(send())
 
 
 def test_reconcile_finds_cohort_hand_changes_and_apply_repairs_them(

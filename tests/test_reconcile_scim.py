@@ -38,8 +38,8 @@ from tests.conftest import TOKEN
 from tests.conftest import employee
 from tests.conftest import free_port
 from tests.conftest import run_cli
+from tests.test_reconcile import post
 from tests.test_reconcile import relay
-from tests.test_reconcile_cohorts import post
 
 RULES = """\
 version: 1

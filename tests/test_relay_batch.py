@@ -27,13 +27,8 @@ from bridge.lmssim.app import Knobs
 from bridge.lmssim.app import create_app as create_simulator
 from bridge.provision import Cause
 from bridge.provision import Provisioner
-from bridge.relay import BATCHED_CLAIM
-from bridge.relay import CLAIM
-from bridge.relay import DEFAULT_BATCH_SIZE
 from bridge.relay import Relay
 from bridge.relay import RetryPolicy
-from bridge.relay import batch_size
-from bridge.relay import chunks
 from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory
 from bridge.rules.model import Target as TargetConfig
@@ -46,6 +41,11 @@ from bridge.targets.base import Category
 from bridge.targets.base import Delivery
 from bridge.targets.base import Result
 from bridge.targets.base import TargetConfigError
+from bridge.targets.batching import BATCHED_CLAIM
+from bridge.targets.batching import CLAIM
+from bridge.targets.batching import DEFAULT_BATCH_SIZE
+from bridge.targets.batching import batch_size
+from bridge.targets.batching import chunks
 from bridge.targets.moodle import MoodleTarget
 from tests.conftest import employee
 from tests.pilots import draw
