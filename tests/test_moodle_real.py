@@ -65,6 +65,9 @@ from bridge.scim.auth import Authenticator
 from bridge.store import outbox
 from bridge.store.engine import Database
 from bridge.store.engine import connect
+from bridge.targets.base import Category
+from bridge.targets.base import Delivery
+from bridge.targets.base import Status
 from bridge.targets.completion import Ask
 from bridge.targets.completion import read_all
 from bridge.targets.moodle import MoodleTarget
@@ -794,3 +797,60 @@ async def test_a_read_function_taken_out_of_the_real_service(bridge: Bridge) -> 
             conn.execute(put_back, params)
         engine.dispose()
     assert await read_refusal(bridge.moodle, TRAINING) is None
+
+
+# -- batches, as the real site takes them ----------------------------------------------------
+
+
+async def test_a_batch_on_the_real_site_isolates_the_row_moodle_refuses(bridge: Bridge) -> None:
+    """core_user_create_users is all-or-nothing on the real site too: a chunk holding one
+    taken email is refused whole, split until that row is alone, and only that person goes
+    dead (data quality, naming the holder); the others are created. Cohort adds answer per
+    member: an unknown cohort is that member's configuration error."""
+    run = f"bt{uuid.uuid4().hex[:6]}"
+    target = bridge.relay.targets["moodle"]
+    assert isinstance(target, MoodleTarget)
+
+    def upsert(n: int, email: str | None = None) -> Delivery:
+        attributes = {
+            "idnumber": f"{run}-{n}",
+            "username": f"{run}.{n}@example.com",
+            "email": email or f"{run}.{n}@example.com",
+            "firstname": "Batch",
+            "lastname": f"Person {n}",
+            "auth": "oauth2",
+        }
+        intent = {
+            "kind": "upsert_account",
+            "person": f"{run}-{n}",
+            "target": "moodle",
+            "rule": "r",
+            "data": {"create": True, "attributes": attributes},
+        }
+        return Delivery(intent, None, account=dict(attributes))
+
+    [holder] = await target.deliver_many([upsert(0)])
+    assert holder.status is Status.done, holder.message
+    results = await target.deliver_many(
+        [upsert(n, f"{run}.0@example.com" if n == 5 else None) for n in range(1, 13)]
+    )
+    assert [r.status for r in results].count(Status.done) == 11, [r.message for r in results]
+    refused = results[4]
+    assert refused.status is Status.dead and refused.category is Category.data_quality
+    assert refused.message.startswith(
+        f"email {run}.0@example.com is already used by Moodle user {holder.lms_user_id}"
+    )
+    creates = [c for c in results[0].detail["calls"] if c["function"] == "core_user_create_users"]
+    assert creates[0]["errorcode"] == "invalidparameter" and creates[0]["batch"] == 12
+
+    def member(result: Any, n: int, cohort: str) -> Delivery:
+        intent = {"kind": "add_cohort_member", "person": f"{run}-{n}", "target": "moodle"}
+        return Delivery({**intent, "rule": "r", "ref": cohort}, result.lms_user_id)
+
+    adds = [member(r, n, COHORT) for n, r in enumerate(results) if r.status is Status.done]
+    adds.append(member(results[0], 99, "NO-SUCH-COHORT"))
+    added = await target.deliver_many(adds)
+    assert [r.status for r in added] == [Status.done] * 11 + [Status.dead]
+    assert added[-1].category is Category.configuration
+    again = await target.deliver_many(adds[:3])  # repeat-safe: already a member
+    assert {r.message for r in again} == {f"already in cohort {COHORT}"}
