@@ -82,6 +82,7 @@ from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleFile
 from bridge.schemas import Catalog
 from bridge.schemas import load_catalog
+from bridge.store import runs
 from bridge.store.engine import Database
 
 __all__ = [
@@ -272,6 +273,7 @@ def run_demo(
                 summary["draw"] = _draw(demo, provisioner, catalog, book, rule_file, console)
                 day_one_seq = last_seq(db)
                 summary.update(_day_two(demo, sample, summary["scim_ids"], console))
+                summary["brake"] = _brake(demo, provisioner, catalog, book, console)
                 state = httpx.get(f"{lms.url}/_sim/state").json()
             summary["lms"] = lms_report(state, baseline)
             summary.update(_bridge_report(db, provisioner, catalog, book, day_one_seq))
@@ -370,6 +372,45 @@ def _draw(
         "candidates": seats.candidates,
         "free_seats": seats.free_seats,
         "drawn": seats.drawn,
+    }
+
+
+def _brake(
+    demo: Demo,
+    provisioner: Provisioner,
+    catalog: Catalog,
+    book: RuleBook,
+    console: Console | None,
+) -> dict[str, Any] | None:
+    """Day 2, after the PATCHes: live removals past the rule file's safety threshold were held
+    by the brake (bridge/provision/brake.py); an admin reviews the held run and approves it
+    (``bridge approve RUN``), and the relay delivers what it released."""
+    with demo.db.read() as conn:
+        held = runs.open_held(conn, TARGET)
+    if held is None:
+        return None
+    facts = held.get("summary") or {}
+    planner = Planner(demo.db, provisioner.store, catalog, book.current, now_utc)
+    released: list[int] = []
+    if console is not None:
+        console.rule(
+            f"Day 2: the brake held {facts.get('held')} removal(s) past "
+            f"{facts.get('allowed')} allowed (run {held['id']}); an admin approves it"
+        )
+    phase, _ = demo.run_phase(
+        "approve",
+        [],
+        work=(
+            "bridge approve",
+            lambda: released.append(planner.approve(held["id"], actor="demo admin")),
+        ),
+    )
+    return {
+        **phase_summary(phase),
+        "run": held["id"],
+        "held": facts.get("held"),
+        "allowed": facts.get("allowed"),
+        "released": released[0] if released else 0,
     }
 
 

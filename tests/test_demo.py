@@ -119,6 +119,12 @@ def test_the_numbers_add_up_against_the_simulator(summary: dict[str, Any], sampl
     assert lms["cohort_members"].get("BEN2026", 0) == len(holders)
     assert set(lms["enrolments"]) <= {"BEN-2026", "BEN-2026-MGR"}
 
+    # day 2 removes more of the pilot than the shipped safety threshold lets through at once:
+    # the brake held the excess, the admin approved it, and it was delivered
+    brake = summary["brake"]
+    assert brake is not None and brake["held"] >= 1
+    assert brake["released"] == brake["held"]
+
     # nothing went wrong on the way
     assert summary["errors"] == {"configuration": 0, "data_quality": 0, "transient": 0}
     assert summary["pending_changes"] == 0

@@ -16,6 +16,7 @@ from bridge.cli.plans import apply_command
 from bridge.cli.plans import approve_command
 from bridge.cli.plans import explain_command
 from bridge.cli.plans import plan_command
+from bridge.cli.plans import reject_command
 from bridge.cli.quality import quality_command
 from bridge.cli.reconcile import reconcile_command
 from bridge.cli.relay import relay_command
@@ -24,6 +25,7 @@ from bridge.cli.rules import rules_group
 from bridge.cli.runs import runs_command
 from bridge.cli.serving import serve
 from bridge.cli.stats import stats_command
+from bridge.cli.sync import sync_command
 from bridge.cli.targets import targets_group
 from bridge.cli.tokens import tokens_group
 from bridge.cli.training import training_command
@@ -44,6 +46,7 @@ main.add_command(rules_group)
 main.add_command(plan_command)
 main.add_command(apply_command)
 main.add_command(approve_command)
+main.add_command(reject_command)
 main.add_command(explain_command)
 main.add_command(relay_command)
 main.add_command(errors_group)
@@ -56,3 +59,4 @@ main.add_command(stats_command)
 main.add_command(reconcile_command)
 main.add_command(training_command)
 main.add_command(runs_command)
+main.add_command(sync_command)

@@ -1,5 +1,6 @@
-"""Plans: ``bridge plan`` computes one, ``apply`` enqueues it, ``approve`` releases a quarantined
-run, ``explain`` says why one person gets what they get."""
+"""Plans: ``bridge plan`` computes one (or shows a run's), ``apply`` enqueues it, ``approve``
+releases a quarantined or held run and ``reject`` cancels one, ``explain`` says why one person
+gets what they get."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from bridge.cli.settings import store_options
 from bridge.cli.targets import check_targets
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.brake import RunError
+from bridge.provision.brake import reject
+from bridge.provision.brake import stored_plan
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
@@ -67,13 +71,29 @@ def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Plann
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Save the plan (JSON) for `bridge apply`."
 )
-def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: Path | None) -> None:
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    help="Show the intents a run wrote as a plan (a held run: the removals it holds).",
+)
+def plan_command(
+    rules_dir: Path | None,
+    as_json: bool,
+    only: str | None,
+    out: Path | None,
+    run_id: str | None,
+) -> None:
     """Desired vs what the LMS confirmed, over every stored person.
 
     Changes are the intents still to make and those whose delivery failed (dead letters);
     intents pending in the outbox or waiting on their target are shown, not counted.
+    With --run, the intents one run wrote instead (what `bridge approve` would release).
     Exit 0 none, 2 changes, 1 error.
     """
+    if run_id is not None:
+        _run_plan(run_id, rules_dir, as_json)
+        return
     selected = {item.strip() for item in only.split(",") if item.strip()} if only else None
     with planner(load_settings(), rules_dir) as plans:
         try:
@@ -91,6 +111,33 @@ def plan_command(rules_dir: Path | None, as_json: bool, only: str | None, out: P
         if out is not None:
             click.echo(f"saved to {out}; apply it with: bridge apply {out}")
     sys.exit(computed.plan.exit_code)
+
+
+def _run_plan(run_id: str, rules_dir: Path | None, as_json: bool) -> None:
+    """``bridge plan --run RUN``: the run's intents as a bridge-plan/1 plan, with the run."""
+    with planner(load_settings(), rules_dir) as plans:
+        ruleset = plans.rules()
+        if ruleset is None:
+            raise click.ClickException("no rules loaded")
+        try:
+            run, plan = stored_plan(plans.db, plans.store, ruleset, run_id, now=now_utc())
+        except RunError as exc:
+            raise click.ClickException(str(exc)) from exc
+    document = plan_to_json(plan)
+    document["run"] = {
+        "id": run["id"],
+        "kind": run["kind"],
+        "status": run["status"],
+        "summary": run.get("summary"),
+    }
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        click.echo(f"run {run['id']} ({run['kind']}, {run['status']})")
+        click.echo(render_text(plan, color=sys.stdout.isatty()))
+        if run["status"] == "quarantined":
+            click.echo(f"bridge approve {run['id']}  or  bridge reject {run['id']}")
+    sys.exit(plan.exit_code)
 
 
 @click.command(name="apply")
@@ -165,13 +212,32 @@ def _preflight(plans: Planner, document: dict[str, Any]) -> None:
 @click.command(name="approve")
 @click.argument("run_id")
 def approve_command(run_id: str) -> None:
-    """Release a quarantined run to the LMS."""
+    """Release a quarantined run (a plan over the threshold, or removals the brake held)
+    to the LMS."""
     with planner(load_settings()) as plans:
         try:
             released = plans.approve(run_id, actor=actor())
         except PlanError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"run {run_id} approved: {released} intent(s) released")
+
+
+@click.command(name="reject")
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (journalled with the decision).")
+def reject_command(run_id: str, reason: str | None) -> None:
+    """Cancel a quarantined or held run: its intents are never sent.
+
+    A rejected removal is not planned away: the people are still removed in the bridge's
+    store, so `bridge plan` shows the removal again as a change to make until the identity
+    provider restores them (fix it there; the next write brings them back) or you apply it.
+    """
+    with planner(load_settings()) as plans:
+        try:
+            cancelled = reject(plans.db, run_id, actor=actor(), reason=reason, now=now_utc())
+        except RunError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"run {run_id} rejected: {cancelled} intent(s) cancelled")
 
 
 @click.command(name="explain")

@@ -40,6 +40,7 @@ from bridge.rules.plan import Plan
 from bridge.schemas import Catalog
 from bridge.store import outbox
 from bridge.store import refusals
+from bridge.store import webhook_events
 from bridge.store.resources import ResourceStore
 
 FORMAT = "bridge-quality/1"
@@ -164,6 +165,8 @@ def quality_report() -> dict[str, Any]:
         with db.read() as conn:
             refused = refusals.unresolved(conn)
             dead = _dead_letters(conn, provisioner.store)
+            ruleset = book.current() if rules_problem is None else None
+            feeds = _feeds(conn, sorted(ruleset.feeds) if ruleset is not None else [])
     missing, other = problem_groups(plan.attention if plan is not None else [])
     return {
         "format": FORMAT,
@@ -176,7 +179,32 @@ def quality_report() -> dict[str, Any]:
         "missing_values": missing,
         "other_problems": other,
         "dead_letters": dead,
+        "feeds": feeds,
     }
+
+
+def _feeds(conn: Any, names: list[str]) -> dict[str, Any]:
+    """Per HR feed: its webhook events by state, and the ones it could not apply (why, and
+    what to fix in the HRIS); a feed with stored events but no longer declared shows too."""
+    declared = set(names)
+    found: dict[str, Any] = {}
+    for name in sorted(declared | set(webhook_events.feeds(conn))):
+        failed = webhook_events.of_state(conn, webhook_events.FAILED, feed=name, limit=5)
+        found[name] = {
+            "declared": name in declared,
+            "events": webhook_events.counts(conn, name),
+            "failed_examples": [
+                {
+                    "event_id": e.event_id,
+                    "event": e.event_type,
+                    "externalId": e.external_id,
+                    "received": e.received.isoformat(),
+                    "why": e.detail,
+                }
+                for e in failed
+            ],
+        }
+    return found
 
 
 def _people(count: int) -> str:
@@ -256,6 +284,22 @@ def render_report(report: dict[str, Any]) -> str:
         out.append(f"  #{row['id']} {row['target']} {row['intent']} for {who}: {row['error']}")
     if dead["count"]:
         out.append(f"  `bridge errors --category {dead['category']}` lists them all")
+    for name, feed in report.get("feeds", {}).items():
+        events = feed["events"]
+        said = ", ".join(f"{n} {state}" for state, n in events.items() if n) or "none yet"
+        note = "" if feed["declared"] else " (no longer in feeds.yaml)"
+        out += ["", f"HR feed {name}{note}: webhook events {said}"]
+        for event in feed["failed_examples"]:
+            out.append(
+                f"  {event['event_id']} {event['event']} for {event['externalId']}: {event['why']}"
+            )
+        if events.get(webhook_events.FAILED):
+            out.append("  fix the record in the HRIS and send the event again (a new event id)")
+        if events.get(webhook_events.IGNORED):
+            out.append(
+                f"  {events[webhook_events.IGNORED]} ignored: older than the person's last "
+                "applied event (out of order), or a termination for someone never provisioned"
+            )
     return "\n".join(out)
 
 

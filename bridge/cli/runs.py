@@ -152,12 +152,15 @@ def render(doc: dict[str, Any], console: Console) -> None:
         did = _did(run["summary"])
         if run["error"]:
             did = f"{did}; {run['error']}" if did else run["error"]
+        state = run["state"]
+        if run["source"] == "runs" and state == "quarantined":
+            state = f"quarantined, awaiting approval (bridge approve/reject {run['id']})"
         past.add_row(
             _when(run["started"]),
             kind,
             escape(run["rule_file"] or ""),
             _when(run["occurrence"]),
-            run["state"],
+            escape(state),
             escape(did),
             escape(run["worker"] or ""),
         )

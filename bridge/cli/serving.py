@@ -8,8 +8,10 @@ import os
 import threading
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Mapping
 
 import click
+import httpx
 from starlette.applications import Starlette
 
 from bridge.cli.database import open_database
@@ -21,10 +23,12 @@ from bridge.cli.settings import load_settings
 from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.events import EventApplier
 from bridge.provision.reload_guard import ReloadGuard
 from bridge.provision.resources import now_utc
 from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
+from bridge.rules.feeds import Feed
 from bridge.rules.model import RuleErrors
 from bridge.scheduler import Scheduler
 from bridge.scheduler import Work
@@ -33,6 +37,8 @@ from bridge.schemas import SchemaError
 from bridge.scim.app import Background
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
+from bridge.scim.hris import HrisIntake
+from bridge.targets.hris_fetch import HrisFetcher
 
 
 def build_scheduler(
@@ -44,6 +50,17 @@ def build_scheduler(
     db = provisioner.db
     work = Work(db, provisioner.store, catalog, os.environ, now_utc)
     return Scheduler(db, book.current, work.runners(), clock=now_utc)
+
+
+def build_events(provisioner: Provisioner, book: RuleBook) -> EventApplier:
+    """The loop applying queued HR webhook events (thin ones completed from the HRIS)."""
+
+    def feeds() -> Mapping[str, Feed]:
+        ruleset = book.current()
+        return {} if ruleset is None else ruleset.feeds
+
+    fetcher = HrisFetcher(httpx.AsyncClient(), os.environ)
+    return EventApplier(provisioner, feeds, fetcher=fetcher, clock=now_utc)
 
 
 def build_app(
@@ -64,6 +81,7 @@ def build_app(
     if book.gate is None:  # every process of a serve follows one decision per reload
         book.gate = ReloadGuard(db, provisioner.store, catalog)
     background: list[Background] = []
+    events = build_events(provisioner, book)
     if relay_in_process:
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is not None:
@@ -73,13 +91,17 @@ def build_app(
         scheduler = build_scheduler(provisioner, catalog, book, settings)
         if scheduler is not None:
             background.append(scheduler.run)
+        background.append(events.run)  # HR webhook events, applied once like the schedule
     jwt_verifier = None
     if settings.jwt.enabled:
         from bridge.auth.jwt import JwtVerifier
 
         jwt_verifier = JwtVerifier(settings.jwt)
     authenticate = Authenticator(db, env_token=settings.scim_token, jwt=jwt_verifier)
-    return create_app(provisioner, catalog, settings, authenticate, background)
+    hris = HrisIntake(provisioner, settings, os.environ, on_queued=events.wake)
+    app = create_app(provisioner, catalog, settings, authenticate, background, hris)
+    app.state.events = events
+    return app
 
 
 @click.command()
@@ -149,6 +171,7 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
             return
         relay = None if no_relay else _relay_thread(app, book, settings, stop)
         scheduler = _scheduler_thread(app, book, settings, stop)
+        events = _loop_thread("hr-events", app.state.events.run, stop)
         uvicorn.run(
             "bridge.cli.serving:worker_app",
             factory=True,
@@ -165,6 +188,7 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
         relay.join(timeout=settings.relay_lease_seconds)
     if scheduler is not None:
         scheduler.join(timeout=settings.relay_lease_seconds)
+    events.join(timeout=settings.relay_lease_seconds)
 
 
 def _relay_thread(

@@ -26,6 +26,7 @@ from dataclasses import field
 from datetime import datetime
 from typing import Any
 
+from bridge.provision import brake
 from bridge.provision.evidence import Evidence
 from bridge.provision.evidence import evidence
 from bridge.provision.evidence import waiting_targets
@@ -448,7 +449,8 @@ class Planner:
         return run_id, status, written
 
     def approve(self, run_id: str, *, actor: str) -> int:
-        """Release a quarantined run to the relay; the number of intents released."""
+        """Release a quarantined run to the relay; the number of intents released. A held
+        run's removals that a later write undid are cancelled instead (``brake``)."""
         with self.db.write() as conn:
             run = runs.get(conn, run_id)
             if run is None:
@@ -456,6 +458,8 @@ class Planner:
             if run["status"] != "quarantined":
                 raise PlanError(f"run {run_id} is {run['status']}, not quarantined")
             now = self.clock()
+            if run["kind"] == runs.HELD:  # what the IdP restored since is not removed after all
+                brake.drop_superseded(conn, run)
             released = outbox.release(conn, run_id) + outbox.release_held(conn, run_id, now)
             runs.approve(conn, run_id, actor=actor, now=now)
         return released

@@ -3,7 +3,8 @@
 For each person and rule file: evaluate the conditions on the person (ScimFilter.match, as
 the server's in-memory filters), compute the desired LMS state, diff it against the last
 projection, store the new projection and enqueue the intents in the outbox — all in the
-transaction of the SCIM write, so a crash loses neither the change nor the LMS calls.
+transaction of the SCIM write, so a crash loses neither the change nor the LMS calls; removals
+past the rule file's safety threshold are held for approval (:mod:`bridge.provision.brake`).
 Whether a pilot takes the person is :func:`bridge.rules.pilot.admission` with no draw: people
 already admitted project as usual, a capped pilot's newcomers wait for ``bridge apply``.
 """
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from bridge.provision import brake
 from bridge.rules.engine import Desired
 from bridge.rules.engine import desired_state
 from bridge.rules.engine import diff
@@ -24,7 +26,6 @@ from bridge.rules.pilot import admission
 from bridge.rules.verdicts import evaluate
 from bridge.rules.verdicts import person_model
 from bridge.schemas import Catalog
-from bridge.store import outbox
 from bridge.store import projections
 from bridge.store.projections import Projection
 from bridge.store.resources import Member
@@ -161,6 +162,11 @@ class Projector:
                 rules_version=rules_version,
                 now=now,
             )
-        return outbox.enqueue(
-            conn, (i.as_dict() for i in intents), now=now, journal_seq=journal_seq
+        return brake.enqueue(
+            conn,
+            rule_file,
+            rules_version,
+            (i.as_dict() for i in intents),
+            now=now,
+            journal_seq=journal_seq,
         )

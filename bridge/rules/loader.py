@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import date
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from scim2_models import ScimFilter
 
 from bridge.rules.aliases import expand_filter
 from bridge.rules.aliases import expand_path
+from bridge.rules.feeds import FEEDS_FILE
+from bridge.rules.feeds import Feed
+from bridge.rules.feeds import parse_feeds
 from bridge.rules.model import Assignment
 from bridge.rules.model import AssignmentKind
 from bridge.rules.model import FieldMapping
@@ -45,6 +49,7 @@ from bridge.rules.role_catalogue import declared_in
 from bridge.rules.transforms import TRANSFORMS
 from bridge.schedule import Schedule
 from bridge.schedule import parse as parse_schedule
+from bridge.schedule import parse_every
 
 TARGETS_FILE = "targets.yaml"
 TARGET_KINDS = ("moodle", "canvas", "rest", "scim")
@@ -531,11 +536,12 @@ def parse_rule_file(root: Node, display: str, errors: list[RuleError]) -> RuleFi
     safety = Safety()
     if safety_node is not None:
         safety_reader = _Reader(
-            safety_node, errors, ("max_removals", "max_removals_percent"), "safety"
+            safety_node, errors, ("max_removals", "max_removals_percent", "window"), "safety"
         )
         safety = Safety(
             max_removals=safety_reader.typed("max_removals", int),
             max_removals_percent=safety_reader.typed("max_removals_percent", (int, float)),
+            window=_window(safety_reader.get("window"), errors),
         )
     schedule = _schedule(reader.get("schedule"), errors)
     if version is not None and version != 1:
@@ -563,6 +569,26 @@ def parse_rule_file(root: Node, display: str, errors: list[RuleError]) -> RuleFi
         schedule=schedule,
         mark=root.mark,
     )
+
+
+def _window(node: Node | None, errors: list[RuleError]) -> timedelta:
+    """``safety.window``: how far back live removals count towards the threshold (the brake);
+    an interval as in ``schedule:`` (``1h``, ``30m``, ``1d``), one hour when absent."""
+    default = Safety().window
+    if node is None or node.value is None:
+        return default
+    window = parse_every(node.value)
+    if window is None:
+        errors.append(
+            RuleError(
+                node.mark,
+                f"bad window {node.value!r}",
+                text=node.text or str(node.value),
+                hint="an interval of a minute or more: e.g. 1h, 30m or 1d",
+            )
+        )
+        return default
+    return window
 
 
 def _schedule_value(node: Node) -> Any:
@@ -692,6 +718,7 @@ def read_ruleset(
     if not directory.is_dir():
         raise RuleErrors([RuleError(Mark(str(directory)), "no such rules directory")])
     targets: dict[str, Target] = {}
+    feeds: dict[str, Feed] = {}
     files = []
     declared: list[DeclaredCode] = []
     for path in sorted(directory.glob("*.yaml")):
@@ -708,6 +735,9 @@ def read_ruleset(
         if path.name == TARGETS_FILE:
             targets = parse_targets(root, display(path), errors)
             continue
+        if path.name == FEEDS_FILE:
+            feeds = parse_feeds(root, errors)
+            continue
         declared += declared_in(path.name, root, errors)
         if path.name == ROLE_CODES_FILE:
             continue
@@ -718,4 +748,5 @@ def read_ruleset(
     errors.sort(key=lambda e: e.mark)
     if any(error.severity == Severity.error for error in errors):
         raise RuleErrors(errors)
-    return RuleSet(tuple(files), targets, digest.hexdigest()[:12], role_codes), errors
+    ruleset = RuleSet(tuple(files), targets, digest.hexdigest()[:12], role_codes, feeds)
+    return ruleset, errors

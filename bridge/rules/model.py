@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import date
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -168,10 +169,12 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Safety:
-    """Removals above either threshold quarantine a plan until approved."""
+    """Removals above either threshold quarantine a plan until approved; removals from live
+    writes above it within ``window`` are held until approved (the brake)."""
 
     max_removals: int | None = None
     max_removals_percent: float | None = None
+    window: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ class RuleSet:
     """The declared role-code catalogue (``role_codes:`` in rule files, ``role-codes.yaml``):
     every code HR may send, including those that drive nothing (``EMPLOYEE``); empty when
     none is declared (then the codes the conditions name are the known ones)."""
+    feeds: dict[str, Any] = field(default_factory=dict)
+    """The HR feeds of ``feeds.yaml`` by name (``bridge.rules.feeds.Feed``)."""
 
     def file(self, name: str) -> RuleFile | None:
         return next((f for f in self.files if f.name == name), None)

@@ -51,6 +51,7 @@ from bridge.scim.bulk import run_bulk
 from bridge.scim.errors import ScimResponse
 from bridge.scim.errors import error_response
 from bridge.scim.errors import from_exception
+from bridge.scim.hris import HrisIntake
 from bridge.scim.params import ListQuery
 from bridge.scim.params import split_list
 from bridge.scim.quirks import normalize_patch
@@ -622,8 +623,10 @@ def create_app(
     settings: Settings,
     authenticate: Authenticate,
     background: Sequence[Background] = (),
+    hris: HrisIntake | None = None,
 ) -> Starlette:
-    """The ASGI application: SCIM at ``/scim/v2`` and ``/healthz``; background loops alongside."""
+    """The ASGI application: SCIM at ``/scim/v2`` and ``/healthz``; background loops alongside;
+    with ``hris``, the HR webhooks at ``/hris/v1/events/{feed}``."""
     from starlette.convertors import Convertor
     from starlette.convertors import register_url_convertor
 
@@ -639,7 +642,11 @@ def create_app(
     register_url_convertor("resource", ResourceEndpoint())
     server = ScimServer(provisioner, catalog, settings, authenticate)
     app = Starlette(
-        routes=[Route("/healthz", healthz), *server.routes()],
+        routes=[
+            Route("/healthz", healthz),
+            *(hris.routes() if hris is not None else []),
+            *server.routes(),
+        ],
         lifespan=_lifespan(background),
         exception_handlers={404: _no_route},
     )

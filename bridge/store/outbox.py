@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection
 from collections.abc import Iterable
@@ -12,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy import and_
+from sqlalchemy import distinct
 from sqlalchemy import exists
 from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy import update
 
 from bridge.store.raw import Sql
@@ -29,6 +32,8 @@ OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 
 PENDING = "pending"
 QUARANTINED = "quarantined"
+REJECTED = "rejected"
+"""Terminal: a quarantined row an admin refused (``bridge reject RUN``); never sent."""
 
 _ENQUEUE = Sql(
     "INSERT INTO outbox"
@@ -86,6 +91,100 @@ def release(conn: Connection, run_id: str) -> int:
         .values(status=PENDING)
     )
     return int(result.rowcount)
+
+
+def reject(conn: Connection, run_id: str) -> int:
+    """Quarantined rows of a run are never sent (``bridge reject RUN``)."""
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.run_id == run_id, OUTBOX.c.status == QUARANTINED)
+        .values(status=REJECTED)
+    )
+    return int(result.rowcount)
+
+
+def _live_removals(target: str, since: datetime, kinds: Collection[str]) -> Any:
+    """Rows live writes (rows of no run) enqueued for ``target`` since ``since`` whose intent
+    is one of ``kinds``, whatever became of them; the kind read in SQL (JSON / JSONB)."""
+    return and_(
+        OUTBOX.c.target == target,
+        OUTBOX.c.run_id.is_(None),
+        OUTBOX.c.created >= since,
+        OUTBOX.c.intent["kind"].as_string().in_(list(kinds)),
+    )
+
+
+def removers_since(conn: Connection, target: str, since: datetime, kinds: Collection[str]) -> int:
+    """How many people live writes removed something from on ``target`` since ``since``:
+    what the brake counts against the threshold (counted in the database, not in Python)."""
+    query = select(func.count(distinct(OUTBOX.c.ordering_key))).where(
+        _live_removals(target, since, kinds)
+    )
+    return int(conn.execute(query).scalar() or 0)
+
+
+def removers_among(
+    conn: Connection,
+    target: str,
+    since: datetime,
+    kinds: Collection[str],
+    people: Collection[str],
+) -> set[str]:
+    """Which of ``people`` are already among those counted by ``removers_since``."""
+    chosen = list(dict.fromkeys(people))
+    found: set[str] = set()
+    for start in range(0, len(chosen), _CHUNK):
+        query = (
+            select(OUTBOX.c.ordering_key)
+            .where(
+                _live_removals(target, since, kinds),
+                OUTBOX.c.ordering_key.in_(chosen[start : start + _CHUNK]),
+            )
+            .distinct()
+        )
+        found.update(str(person) for (person,) in conn.execute(query))
+    return found
+
+
+def later_of(
+    conn: Connection, target: str, people: Collection[str], after_id: int
+) -> list[dict[str, Any]]:
+    """Rows of ``people`` on ``target`` written after row ``after_id``, whatever their status,
+    oldest first (what a held removal may have been undone by)."""
+    chosen = list(dict.fromkeys(people))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(chosen), _CHUNK):
+        query = select(OUTBOX).where(
+            OUTBOX.c.target == target,
+            OUTBOX.c.id > after_id,
+            OUTBOX.c.ordering_key.in_(chosen[start : start + _CHUNK]),
+        )
+        found.extend(_row(row) for row in conn.execute(query))
+    found.sort(key=lambda row: int(row["id"]))
+    return found
+
+
+def cancel(conn: Connection, ids: Collection[int]) -> int:
+    """Quarantined rows that will never be sent (their change was undone meanwhile)."""
+    if not ids:
+        return 0
+    result = conn.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(list(ids)), OUTBOX.c.status == QUARANTINED)
+        .values(status=REJECTED)
+    )
+    return int(result.rowcount)
+
+
+def lock_target(conn: Connection, target: str) -> None:
+    """Serialise the brake's count-then-enqueue per target until the transaction ends (on
+    PostgreSQL a transaction advisory lock; SQLite has one writer at a time anyway)."""
+    if conn.dialect.name != "postgresql":
+        return
+    key = int.from_bytes(
+        hashlib.sha256(f"brake|{target}".encode()).digest()[:8], "big", signed=True
+    )
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 RUNNING = "running"

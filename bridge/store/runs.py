@@ -144,3 +144,41 @@ def approve(conn: Connection, run_id: str, *, actor: str, now: datetime) -> None
         .where(RUNS.c.id == run_id)
         .values(status="approved", approved_by=actor, approved_at=now)
     )
+
+
+HELD = "held"
+"""A run of live-write removals the brake holds back (``bridge approve`` / ``bridge reject``)."""
+
+
+def open_held(conn: Connection, target: str) -> dict[str, Any] | None:
+    """The held run of ``target`` still awaiting a decision, if any (the oldest)."""
+    rows = conn.execute(
+        select(RUNS)
+        .where(RUNS.c.kind == HELD, RUNS.c.status == "quarantined")
+        .order_by(RUNS.c.created, RUNS.c.id)
+    )
+    for row in rows:
+        run = _run(row)
+        if (run.get("summary") or {}).get("target") == target:
+            return run
+    return None
+
+
+def resummarise(conn: Connection, run_id: str, summary: dict[str, Any]) -> None:
+    """A run's summary brought up to date (a held run's counts grow with each write)."""
+    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(summary=summary))
+
+
+def reject(conn: Connection, run_id: str, *, actor: str, now: datetime, reason: str | None) -> bool:
+    """Close a quarantined run as rejected, with who decided, when and why; False when it is
+    no longer quarantined (approved or rejected meanwhile)."""
+    run = get(conn, run_id)
+    if run is None or run["status"] != "quarantined":
+        return False
+    summary = {
+        **(run.get("summary") or {}),
+        "rejected_by": actor,
+        "rejected_at": now.isoformat(),
+        "reason": reason,
+    }
+    return settle(conn, run_id, status="rejected", summary=summary, expected="quarantined")

@@ -295,3 +295,58 @@ class ScheduleRunRow(SQLModel, table=True):
     worker: str = Field(sa_column=Column(String(128), nullable=False))
     summary: dict[str, Any] | None = _json_column()
     error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class FeedPersonRow(SQLModel, table=True):
+    """A person an HR feed owns: the feed created or last synced them (``bridge sync``).
+
+    ``content_hash`` is the hash of what the feed mapped for them at the last sync (an
+    unchanged export row costs no write); ``deactivated`` is set when an export no longer
+    listed them and the sync deactivated them.
+    """
+
+    __tablename__ = "feed_people"
+    __table_args__ = (Index("ix_feed_people_resource", "resource_id"),)
+
+    feed: str = Field(sa_column=Column(String(64), primary_key=True))
+    external_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    resource_id: str = Field(sa_column=Column(String(64), nullable=False))
+    content_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    run_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    seen_at: datetime = _time_column()
+    deactivated: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class WebhookEventRow(SQLModel, table=True):
+    """One HR webhook event (``POST /hris/v1/events/{feed}``), verified and durably queued.
+
+    The unique (``feed``, ``event_id``) index is the dedup: a replay finds its row. ``state`` is
+    queued, applied, ignored (older than the person's last applied event) or failed
+    (``detail`` says why and what to fix in the HRIS); ``journal_seq`` is the write it made.
+    An event whose record the HRIS could not give yet waits until ``next_attempt``, and the
+    person's later events wait behind it.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ux_webhook_events_event", "feed", "event_id", unique=True),
+        Index("ix_webhook_events_state", "state", "occurred"),
+        Index("ix_webhook_events_person", "feed", "external_id", "state"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    feed: str = Field(sa_column=Column(String(64), nullable=False))
+    event_id: str = Field(sa_column=Column(String(255), nullable=False))
+    event_type: str = Field(sa_column=Column(String(32), nullable=False))
+    external_id: str = Field(sa_column=Column(String(255), nullable=False))
+    occurred: datetime = _time_column()
+    received: datetime = _time_column()
+    payload: dict[str, Any] = _json_column(nullable=False)
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    journal_seq: int | None = Field(default=None, sa_column=Column(Integer))
+    attempts: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    next_attempt: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    finished: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
