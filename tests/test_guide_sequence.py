@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -36,24 +38,35 @@ from bridge.config import Settings
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.lmssim.moodle import MoodleSite
 from bridge.provision import Provisioner
+from bridge.provision.events import EventApplier
 from bridge.relay import Relay
 from bridge.relay import RetryPolicy
 from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory
+from bridge.rules.feeds import Feed
 from bridge.scheduler import Scheduler
 from bridge.scheduler import Work
 from bridge.scheduler import job_key
 from bridge.schemas import Catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
+from bridge.scim.hris import HrisIntake
+from bridge.store import journal
+from bridge.store import runs
 from bridge.store import schedule_runs
 from bridge.store.engine import Database
 from bridge.targets.moodle import MoodleTarget
+from tests.conftest import NOW
+from tests.conftest import ROOT
 from tests.conftest import TOKEN
 from tests.conftest import app_client
 from tests.conftest import employee
 from tests.conftest import run_cli
 from tests.conftest import shipped_rules
+from tests.test_sync import export
+from tests.test_sync import row
+from tests.test_sync import sync
+from tests.test_webhooks import standard_headers
 
 BERLIN = ZoneInfo("Europe/Berlin")
 RULES = "benefits-2026"
@@ -260,3 +273,96 @@ def test_the_guides_pilot_from_scim_to_the_overdue_report(
     assert overdue == not_complete
     assert date.fromisoformat(due[unenrolled]) == date(2026, 12, 2)
     assert {p["status"] for p in late["people"]} == {"in_progress", "not_started"}
+
+
+def test_the_guides_hr_feeds_hire_export_delta_termination(
+    tmp_path: Path,
+    catalog: Catalog,
+    settings: Settings,
+    db: Database,
+    database_url: str,
+    simulator_url: tuple[str, Starlette],
+) -> None:
+    """The guide's hybrid cadence with the shipped feed and schedule: a hire arrives as a
+    signed webhook, the nightly export brings the rest of the department, the open-enrolment
+    hourly delta draws the pilot and the relay enrols them, and a termination webhook
+    suspends the leaver's account — each step journalled with its cause."""
+    url, simulator = simulator_url
+    rules = shipped_rules(tmp_path, url)
+    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
+    clock = Clock(berlin(2026, 11, 2, 8, 30))
+    world = World(db, catalog, settings, rules, simulator, clock)
+    run: Callable[[Any], Any] = asyncio.run
+    assert run(world.tick()) == {}
+
+    secret = "the workday feed's secret"
+    env = {"HRIS_WEBHOOK_SECRET": secret}
+    intake = HrisIntake(world.provisioner, settings, env, clock=lambda: NOW.timestamp())
+    app = create_app(
+        world.provisioner, catalog, settings, Authenticator(db, env_token=TOKEN), hris=intake
+    )
+
+    def feeds() -> Mapping[str, Feed]:
+        ruleset = world.book.current()
+        assert ruleset is not None
+        return ruleset.feeds
+
+    applier = EventApplier(world.provisioner, feeds, clock=clock)
+
+    async def webhook(event_id: str, kind: str, when: str) -> None:
+        payload = {
+            "id": event_id,
+            "event": kind,
+            "timestamp": when,
+            "data": {
+                "externalId": "E9001",
+                "email": "new.hire@example.com",
+                "first_name": "New",
+                "last_name": "Hire",
+                "department": "Claims",
+                "role_codes": ["BEN_CHOICE_2026"],
+            },
+        }
+        body = json.dumps(payload).encode()
+        headers = standard_headers(body, event_id, secret)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as client:
+            answer = await client.post("/hris/v1/events/workday", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        assert await applier.drain() == 1
+
+    # 1. A hire, pushed by the HRIS the moment it happens.
+    run(webhook("wh_hire", "user.create", "2026-11-02T07:40:00Z"))
+
+    # 2. The nightly export: the department as HR holds it, the hire included.
+    rows = [row(n) for n in range(1, 6)]
+    rows.append("E9001,new.hire@example.com,New,Hire,Clerk,Claims,Active,BEN_CHOICE_2026")
+    path = export(tmp_path, "workday.csv", *rows)
+    result, synced = sync(database_url, rules, path, "--feed", "workday")
+    assert result.exit_code == 0, result.output
+    assert synced["counts"]["create"] == 5 and synced["counts"]["rejected"] == 0
+
+    # 3. 09:00, inside the open-enrolment window: the hourly delta draws the pilot.
+    clock.now = berlin(2026, 11, 2, 9, 1)
+    assert run(world.tick()) == {job_key(RULES, "deltas"): "done"}
+    assert world.summary("deltas")["counts"]["enrol"] == 6
+    run(world.deliver())
+    enrolled = world.learners("BEN-2026")
+    assert len(enrolled) == 6 and all(enrolled.values())
+    assert enrolled["new.hire@example.com"] is True
+
+    # 4. The termination, pushed by the HRIS: the leaver's account is suspended, never deleted.
+    clock.now = berlin(2026, 11, 2, 15, 0)
+    run(webhook("wh_leave", "user.terminate", "2026-11-02T14:00:00Z"))
+    run(world.deliver())
+    leaver = world.site.user_named("new.hire@example.com")
+    assert leaver is not None and leaver.suspended and not leaver.deleted
+    others = [world.site.user_named(f"person{n}@example.com") for n in range(1, 6)]
+    assert all(u is not None and not u.suspended for u in others)
+
+    # Every change says where it came from: the journal's writes, the delta's run.
+    with db.read() as conn:
+        actors = {entry.actor for entry in journal.read(conn)}
+        drawn = runs.get(conn, world.summary("deltas")["run"])
+    assert {"hris:workday", "sync:workday"} <= actors, actors
+    assert drawn is not None and drawn["summary"]["actor"] == "scheduler"
