@@ -198,7 +198,11 @@ class HrisIntake:
         return {} if ruleset is None else ruleset.feeds
 
     def routes(self) -> list[Route]:
-        return [Route(PATH, self.receive, methods=["POST"])]
+        """The webhook route, and the export upload (``bridge.scim.hris_exports``)."""
+        from bridge.scim.hris_exports import HrisExports
+
+        self.exports = HrisExports(self.provisioner, self.env, clock=self.clock)
+        return [Route(PATH, self.receive, methods=["POST"]), *self.exports.routes()]
 
     async def receive(self, request: Request) -> Response:
         name = request.path_params["feed"]
