@@ -295,3 +295,28 @@ def test_duplicate_employee_id_and_missing_email_are_rejected_naming_the_person(
     assert missing["line"] == 5 and missing["external_id"] == "E0003"
     assert missing["field"].startswith("email")
     assert user(db, "E0001")["title"] == "Clerk"  # the first row of a person wins
+
+
+def test_bridge_quality_shows_the_last_export_its_rejected_rows_and_who_was_missing(
+    database_url: str, feed_rules: Path, tmp_path: Path
+) -> None:
+    first = export(tmp_path, "first.csv", *(row(n) for n in range(1, 11)))
+    assert sync(database_url, feed_rules, first)[0].exit_code == 0
+    second = export(
+        tmp_path,
+        "second.csv",
+        *(row(n) for n in range(1, 10)),  # E0010 is not in it
+        row(4, title="Lead"),  # E0004 twice
+    )
+    result, _ = sync(database_url, feed_rules, second)
+    assert result.exit_code == 1  # a row rejected: the nightly job is flagged
+    report = run_cli(database_url, feed_rules, "quality", "--json")
+    assert report.exit_code == 0, report.output
+    last = json.loads(report.output)["feeds"]["workday"]["last_export"]
+    assert last["people"] == 9 and last["counts"]["deactivate"] == 1
+    assert last["not_in_export"] == ["E0010"]
+    [duplicate] = last["rejected_rows"]
+    assert duplicate["external_id"] == "E0004" and "also on line 5" in duplicate["fix"]
+    text = run_cli(database_url, feed_rules, "quality").output
+    assert "last full export" in text and "1 not in the export (deactivated)" in text
+    assert "not in the export: E0010 (check they really left)" in text

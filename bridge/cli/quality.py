@@ -38,6 +38,7 @@ from bridge.rules.plan import EXAMPLES
 from bridge.rules.plan import AttentionItem
 from bridge.rules.plan import Plan
 from bridge.schemas import Catalog
+from bridge.store import feed_people
 from bridge.store import outbox
 from bridge.store import refusals
 from bridge.store import webhook_events
@@ -190,8 +191,23 @@ def _feeds(conn: Any, names: list[str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in sorted(declared | set(webhook_events.feeds(conn))):
         failed = webhook_events.of_state(conn, webhook_events.FAILED, feed=name, limit=5)
+        last = feed_people.last_accepted(conn, name)
         found[name] = {
             "declared": name in declared,
+            "last_export": None
+            if last is None
+            else {
+                "run": last["run_id"],
+                "at": last["created"].isoformat()
+                if hasattr(last["created"], "isoformat")
+                else str(last["created"]),
+                "people": last.get("people"),
+                "counts": {k: last.get(k, 0) for k in ("create", "update", "deactivate")},
+                "rejected": last.get("rejected", 0),
+                "rejected_rows": last.get("rejected_rows", []),
+                "failed_rows": last.get("failed_rows", []),
+                "not_in_export": last.get("deactivated", []),
+            },
             "events": webhook_events.counts(conn, name),
             "failed_examples": [
                 {
@@ -295,6 +311,24 @@ def render_report(report: dict[str, Any]) -> str:
             )
         if events.get(webhook_events.FAILED):
             out.append("  fix the record in the HRIS and send the event again (a new event id)")
+        export = feed["last_export"]
+        if export is not None:
+            counts = export["counts"]
+            out.append(
+                f"  last full export {export['at']} (run {export['run']}): {export['people']} "
+                f"people; {counts['create']} new, {counts['update']} changed, "
+                f"{counts['deactivate']} not in the export (deactivated), "
+                f"{export['rejected']} row(s) rejected"
+            )
+            for rejected in [*export["rejected_rows"], *export["failed_rows"]]:
+                out.append(
+                    f"    line {rejected['line']} ({rejected['field']}"
+                    + (f", {rejected['external_id']}" if rejected.get("external_id") else "")
+                    + f"): {rejected['fix']}"
+                )
+            if export["not_in_export"]:
+                shown = _shown(export["not_in_export"], counts["deactivate"])
+                out.append(f"    not in the export: {shown} (check they really left)")
         if events.get(webhook_events.IGNORED):
             out.append(
                 f"  {events[webhook_events.IGNORED]} ignored: older than the person's last "

@@ -427,7 +427,14 @@ class Sync:
                 )
             )
             raise
-        final = {**summary, **counts, "actor": self.actor}
+        final = {
+            **summary,
+            **counts,
+            "actor": self.actor,
+            "rejected_rows": [r.to_json() for r in found.rejected],
+            "failed_rows": [r.to_json() for r in failed[:MAX_LISTED]],
+            "deactivated": [external_id for external_id, _ in found.deactivate[:MAX_LISTED]],
+        }
         self.db.run(
             lambda tx: runs.settle(tx, run_id, status="applied", summary=final, expected="running")
         )
