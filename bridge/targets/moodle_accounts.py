@@ -27,8 +27,8 @@ from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
 from bridge.targets.moodle_ws import changed_fields
 from bridge.targets.moodle_ws import confirmed_account
-from bridge.targets.moodle_ws import deleted_by_moodle
 from bridge.targets.moodle_ws import dropped_fields
+from bridge.targets.moodle_ws import live_users
 from bridge.targets.moodle_ws import pick_user
 from bridge.targets.moodle_ws import text
 from bridge.targets.moodle_ws import user_row
@@ -63,9 +63,7 @@ class Accounts:
         answer = await self._call(
             run, "core_user_get_users_by_field", {"field": field_, "values": [value]}
         )
-        if not isinstance(answer, list):
-            raise MoodleError(f"core_user_get_users_by_field: unexpected answer {answer!r:.80}")
-        return [user for user in answer if not deleted_by_moodle(user)]
+        return live_users(answer)
 
     def keys(self, delivery: Delivery) -> tuple[set[str], list[str]]:
         """The idnumbers and the usernames (lowercased, only those Moodle would accept) the

@@ -39,8 +39,8 @@ from bridge.targets.moodle_ws import Course
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
 from bridge.targets.moodle_ws import chunk
-from bridge.targets.moodle_ws import deleted_by_moodle
 from bridge.targets.moodle_ws import enrolment_row
+from bridge.targets.moodle_ws import live_users
 from bridge.targets.moodle_ws import member_warnings
 from bridge.targets.moodle_ws import pick_user
 from bridge.targets.moodle_ws import role_id
@@ -194,16 +194,14 @@ class Batch:
             if not holders:
                 continue
             try:
-                answer = await self.call(
-                    holders,
-                    "core_user_get_users_by_field",
-                    {"field": field_, "values": part},
-                    write=False,
-                )
-                if not isinstance(answer, list):
-                    raise MoodleError(
-                        f"core_user_get_users_by_field: unexpected answer {answer!r:.80}"
+                answer = live_users(  # by id, Moodle answers deleted accounts too
+                    await self.call(
+                        holders,
+                        "core_user_get_users_by_field",
+                        {"field": field_, "values": part},
+                        write=False,
                     )
+                )
             except MoodleError as error:
                 for item in holders:
                     if error.category is None:
@@ -212,8 +210,6 @@ class Batch:
                         item.result = await self.target.deliver(item.delivery)
                 continue
             for user in answer:
-                if deleted_by_moodle(user):  # by id, Moodle answers deleted accounts too
-                    continue
                 value = str(user["id"]) if field_ == "id" else str(user.get(field_) or "")
                 found.setdefault(value, []).append(user)
         return found

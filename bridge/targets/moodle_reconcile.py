@@ -2,9 +2,9 @@
 
 Reads only, streamed and paged so that memory stays flat over 100,000s of people: accounts
 by id in batches (``core_user_get_users_by_field`` with ``field=id`` — which, observed on
-Moodle 4.3, also returns deleted accounts, told apart by what ``delete_user()`` leaves: an
-email that is the MD5 of the username; see ``deleted_by_moodle``), a course's participants page by page (``core_enrol_get_enrolled_users`` with
-``limitfrom``/``limitnumber``, once for active and once for suspended enrolments, narrowed to
+Moodle 4.3, also returns deleted accounts, dropped by ``moodle_ws.live_users``), a course's
+participants page by page (``core_enrol_get_enrolled_users`` with ``limitfrom``/``limitnumber``,
+once for active and once for suspended enrolments, narrowed to
 ``userfields=id``), a cohort's members whole (``core_cohort_get_cohort_members``: Moodle does
 not page it; the cohort found by idnumber with ``core_cohort_search_cohorts`` as the target
 does). A function missing from the token's service is a configuration error that names it.
@@ -25,7 +25,7 @@ from bridge.targets.base import Category
 from bridge.targets.moodle_findings import SERVICE
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.moodle_ws import Run
-from bridge.targets.moodle_ws import deleted_by_moodle
+from bridge.targets.moodle_ws import live_users
 
 Call = Callable[[Run, str, Mapping[str, Any]], Awaitable[Any]]
 """``MoodleTarget.call``: one web-service call."""
@@ -107,11 +107,8 @@ class MoodleReader:
             answer = await self._ask(
                 "core_user_get_users_by_field", {"field": "id", "values": batch}
             )
-            if not isinstance(answer, list):
-                raise MoodleError(f"core_user_get_users_by_field: unexpected answer {answer!r:.80}")
-            for user in answer:
-                if not deleted_by_moodle(user):
-                    found[str(user["id"])] = user
+            for user in live_users(answer):
+                found[str(user["id"])] = user
         return found
 
     async def course(self, ref: str) -> int | None:

@@ -160,6 +160,14 @@ def deleted_by_moodle(user: Mapping[str, Any]) -> bool:
     return _MD5.fullmatch(email) is not None and _STAMPED.search(username) is not None
 
 
+def live_users(answer: Any) -> list[dict[str, Any]]:
+    """``core_user_get_users_by_field``'s answer, the accounts Moodle deleted left out
+    (``deleted_by_moodle``); MoodleError when it is not the documented list."""
+    if not isinstance(answer, list):
+        raise MoodleError(f"core_user_get_users_by_field: unexpected answer {answer!r:.80}")
+    return [user for user in answer if not deleted_by_moodle(user)]
+
+
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _STAMPED = re.compile(r"\.\d+$")
 
