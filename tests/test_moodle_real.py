@@ -63,6 +63,7 @@ from bridge.schemas import Catalog
 from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 from bridge.store import outbox
+from bridge.store import runs
 from bridge.store.engine import Database
 from bridge.store.engine import connect
 from bridge.targets.base import Category
@@ -87,6 +88,7 @@ from tests.conftest import patch_body
 from tests.conftest import run_cli
 from tests.conftest import shipped_rules
 from tests.pilots import draw
+from tests.pilots import planner_of
 
 MOODLE_URL = os.environ.get("BRIDGE_TEST_MOODLE_URL", "").rstrip("/")
 MOODLE_TOKEN = os.environ.get("BRIDGE_TEST_MOODLE_TOKEN", "")
@@ -566,6 +568,14 @@ async def test_the_benefits_pilot_end_to_end_on_a_real_moodle(bridge: Bridge, si
             {"op": "Replace", "path": f"{HR}:employmentStatus", "value": "terminated"},
         )
         assert_scim(await bridge.scim.patch(f"/Users/{ids[1]}", json=termination), 200)
+        report.relay(bridge, await bridge.drain())
+        # Two of the six people in scope lose something within the hour: past the shipped
+        # 10 %, so the brake holds the second removal until an admin approves it.
+        with bridge.db.read() as conn:
+            held = runs.open_held(conn, "moodle")
+        assert held is not None and held["summary"]["held"] == 1, held
+        released = planner_of(bridge.provisioner).approve(held["id"], actor="test-moodle-real")
+        report.say(f"the brake held 1 removal (run {held['id']}); approved: {released} released")
         report.relay(bridge, await bridge.drain())
         seen = await observe(site, people)
         report.seen([removed, terminated], seen)
