@@ -101,6 +101,13 @@ async def test_forged_or_unsigned_uploads_are_refused_and_nothing_written(
     assert answer.status_code == 401 and answer.json()["error"] == "forged"
     bare = await http.post("/hris/v1/exports/workday", content=body)
     assert bare.status_code == 401 and "missing header" in bare.json()["reason"]
+    unsigned = dict(standard_headers(body, "up_2", SECRET))
+    del unsigned["webhook-signature"]
+    answer = await upload(http, body, "up_2", **unsigned)
+    assert (answer.status_code, answer.json()["reason"]) == (
+        401,
+        "missing header webhook-signature",
+    )
     wrong_scheme = sha256_headers(body, SECRET)  # the workday feed signs the Standard way
     assert (await upload(http, body, "up_3", **wrong_scheme)).status_code == 401
     missing = await http.post("/hris/v1/exports/nosuch", content=body)

@@ -24,12 +24,10 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from contextlib import ExitStack
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from typing import TextIO
 
 import click
 from rich.console import Console
@@ -50,9 +48,9 @@ from bridge.cli.settings import store_options
 from bridge.provision import Provisioner
 from bridge.provision.sync import FORMAT
 from bridge.provision.sync import Applied
-from bridge.provision.sync import Opener
 from bridge.provision.sync import Survey
 from bridge.provision.sync import Sync
+from bridge.provision.sync import opener
 from bridge.rules.check import render_errors
 from bridge.rules.feeds import Feed
 from bridge.rules.model import RuleErrors
@@ -141,13 +139,6 @@ def _spooled(stream: Any) -> Iterator[Path]:
         os.unlink(name)
 
 
-def _opener(path: Path) -> Opener:
-    def open_export() -> AbstractContextManager[TextIO]:
-        return path.open(encoding="utf-8-sig", newline="")
-
-    return open_export
-
-
 def _feed(feeds: dict[str, Any], name: str | None) -> Feed:
     if name is None:
         if len(feeds) != 1:
@@ -216,7 +207,7 @@ def sync_command(
         path = file
         if stdin:
             path = stack.enter_context(_spooled(sys.stdin.buffer))
-        opener = _opener(path)
+        open_export = opener(path)
         db = stack.enter_context(database(settings))
         provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
         sync = Sync(
@@ -227,12 +218,12 @@ def sync_command(
         )
         progress = stack.enter_context(_progress(sys.stdout.isatty() and not as_json))
         try:
-            found = sync.survey(opener, force=force, progress=progress)
+            found = sync.survey(open_export, force=force, progress=progress)
         except UnicodeDecodeError as exc:
             raise click.ClickException(f"{shown}: not UTF-8 text ({exc.reason})") from exc
         applied = None
         if found.refusal is None and not dry_run:
-            applied = sync.apply(found, opener, progress)
+            applied = sync.apply(found, open_export, progress)
     doc = document(found, shown, dry_run=dry_run, applied=applied)
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))

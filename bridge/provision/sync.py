@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 from typing import TextIO
 
@@ -53,6 +54,17 @@ KINDS = ("create", "update", "deactivate", "unchanged", "rejected", "failed")
 
 Opener = Callable[[], AbstractContextManager[TextIO]]
 """Opens the export again from its start (each pass streams it once)."""
+
+
+def opener(path: Path) -> Opener:
+    """Each pass opens the export file again (UTF-8, a byte-order mark skipped)."""
+
+    def open_export() -> AbstractContextManager[TextIO]:
+        return path.open(encoding="utf-8-sig", newline="")
+
+    return open_export
+
+
 Progress = Callable[[str, int, int | None], None]
 """Told ``(phase, done, total or None)`` as a pass advances."""
 

@@ -16,19 +16,14 @@ Signatures: ``standard-webhooks`` feeds sign ``{webhook-id}.{webhook-timestamp}.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
-from typing import TextIO
 
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request
@@ -38,59 +33,16 @@ from starlette.routing import Route
 
 from bridge.provision import Provisioner
 from bridge.provision.sync import Sync
+from bridge.provision.sync import opener
 from bridge.rules.feeds import Feed
 from bridge.scim.hris import Refused
-from bridge.scim.hris import secret_key
+from bridge.scim.hris import Signature
 
 log = logging.getLogger("bridge.hris")
 
 PATH = "/hris/v1/exports/{feed}"
 MAX_EXPORT_BYTES = 1 << 30
 """The largest export accepted (1 GiB: about ten million rows)."""
-
-
-class Signer:
-    """The HMACs of one upload, fed chunk by chunk, one per secret (rotation)."""
-
-    def __init__(self, feed: Feed, secrets: list[bytes], headers: Mapping[str, str], now: float):
-        self.feed = feed
-        self.headers = {k.lower(): v for k, v in headers.items()}
-        keys = [secret_key(secret) for secret in secrets]
-        prefix = b""
-        if feed.signature == "standard-webhooks":
-            webhook_id = self._header("webhook-id")
-            stamp = self._header("webhook-timestamp")
-            if not stamp.isdigit():
-                raise Refused(401, "stale", "webhook-timestamp is not Unix seconds")
-            skew, tolerance = abs(now - int(stamp)), feed.tolerance.total_seconds()
-            if skew > tolerance:
-                raise Refused(
-                    401, "stale", f"timestamp outside tolerance: {skew:.0f} s, ±{tolerance:.0f} s"
-                )
-            prefix = f"{webhook_id}.{stamp}.".encode()
-        else:
-            self._header("x-signature")
-        self.macs = [hmac.new(key, prefix, hashlib.sha256) for key in keys]
-
-    def _header(self, name: str) -> str:
-        value = self.headers.get(name)
-        if not value:
-            raise Refused(401, "unsigned", f"missing header {name}")
-        return value
-
-    def update(self, chunk: bytes) -> None:
-        for mac in self.macs:
-            mac.update(chunk)
-
-    def check(self) -> None:
-        if self.feed.signature == "standard-webhooks":
-            given = [s for s in self.headers["webhook-signature"].split() if s.startswith("v1,")]
-            expected = ["v1," + base64.b64encode(m.digest()).decode() for m in self.macs]
-        else:
-            given = [self.headers["x-signature"].lower()]
-            expected = ["sha256=" + m.hexdigest() for m in self.macs]
-        if not any(hmac.compare_digest(e, g) for e in expected for g in given):
-            raise Refused(401, "forged", "bad signature: it matches no secret of the feed")
 
 
 class HrisExports:
@@ -134,14 +86,14 @@ class HrisExports:
         secrets = feed.secret_values(self.env)
         if not secrets:
             raise Refused(503, "not configured", f"no secret set for feed {name!r}")
-        signer = Signer(feed, secrets, request.headers, self.clock())
+        signer = Signature(feed, secrets, request.headers, self.clock())
         path = await self._spool(request, signer)
         try:
             signer.check()
             sync = Sync(self.provisioner, feed, actor=f"hris:{name}", rules_version=version)
-            opener = _opener(path)
+            open_export = opener(path)
             try:
-                found = await asyncio.to_thread(sync.survey, opener, force=False)
+                found = await asyncio.to_thread(sync.survey, open_export, force=False)
             except UnicodeDecodeError as exc:
                 raise Refused(
                     400, "invalid", f"the export is not UTF-8 text ({exc.reason})"
@@ -159,7 +111,7 @@ class HrisExports:
 
         async def apply() -> None:
             try:
-                applied = await asyncio.to_thread(sync.apply, found, opener)
+                applied = await asyncio.to_thread(sync.apply, found, open_export)
                 log.info("HR export of feed %s applied: %s", name, applied.counts)
             except Exception:
                 log.exception("HR export of feed %s failed while applying", name)
@@ -171,7 +123,7 @@ class HrisExports:
         task.add_done_callback(self.running.discard)
         return JSONResponse({"status": "accepted", "feed": name, "planned": planned}, 202)
 
-    async def _spool(self, request: Request, signer: Signer) -> Path:
+    async def _spool(self, request: Request, signer: Signature) -> Path:
         handle, name = tempfile.mkstemp(prefix="bridge-upload-", suffix=".export")
         size = 0
         try:
@@ -188,10 +140,3 @@ class HrisExports:
             os.unlink(name)
             raise
         return Path(name)
-
-
-def _opener(path: Path) -> Callable[[], AbstractContextManager[TextIO]]:
-    def open_export() -> AbstractContextManager[TextIO]:
-        return path.open(encoding="utf-8-sig", newline="")
-
-    return open_export
