@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.cli.relay import build_relay
 from bridge.config import Settings
 from bridge.lmssim.app import SIM_MOODLE_TOKEN
 from bridge.provision import Provisioner
@@ -46,6 +45,7 @@ from tests.conftest import employee
 from tests.conftest import run_cli
 from tests.conftest import shipped_rules
 from tests.pilots import uncapped
+from tests.test_reconcile import drain
 
 SHIPPED_SAFETY = "safety:\n  max_removals: 20\n  max_removals_percent: 10\n"
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -168,18 +168,7 @@ class Bridge:
 
     def relay(self) -> None:
         """Deliver everything due, in process."""
-        relay = build_relay(self.db, self.book.current(), {"MOODLE_TOKEN": SIM_MOODLE_TOKEN})
-        assert relay is not None
-
-        async def run() -> None:
-            try:
-                while await relay.run_once():
-                    pass
-            finally:
-                for target in relay.targets.values():
-                    await target.aclose()
-
-        asyncio.run(run())
+        drain(self.db, self.book.current())
 
     def cli(self, database_url: str, *args: str) -> Any:
         return run_cli(database_url, self.rules, *args, MOODLE_TOKEN=SIM_MOODLE_TOKEN)

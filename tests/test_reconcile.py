@@ -12,6 +12,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from bridge.rules.book import RuleBook
 from bridge.rules.check import check_directory
 from bridge.rules.model import Assignment
 from bridge.rules.model import AssignmentKind
+from bridge.rules.model import RuleSet
 from bridge.rules.plan import plan_from_json
 from bridge.schemas import Catalog
 from bridge.scim.app import create_app
@@ -174,7 +176,15 @@ def relay(
     book = RuleBook(rules, lambda d: check_directory(d, catalog))
     book.load()
     db = connect(database_url)
-    relay = build_relay(db, book.current(), env or {"MOODLE_TOKEN": SIM_MOODLE_TOKEN})
+    try:
+        drain(db, book.current(), env)
+    finally:
+        db.dispose()
+
+
+def drain(db: Database, ruleset: RuleSet | None, env: Mapping[str, str] | None = None) -> None:
+    """The relay of ``ruleset``'s targets run until nothing is due, then closed."""
+    relay = build_relay(db, ruleset, env or {"MOODLE_TOKEN": SIM_MOODLE_TOKEN})
     assert relay is not None
 
     async def run() -> None:
@@ -182,11 +192,9 @@ def relay(
             while await relay.run_once():
                 pass
         finally:
-            for target in relay.targets.values():
-                await target.aclose()
+            await relay.aclose()
 
     asyncio.run(run())
-    db.dispose()
 
 
 def reconcile(database_url: str, rules: Path, *args: str) -> tuple[int, dict[str, Any]]:
