@@ -132,7 +132,7 @@ def test_unknown_scope_is_a_usage_error(database_url: str, scope: str) -> None:
     result = bridge(database_url, "tokens", "create", "okta", "--scope", scope)
     assert result.exit_code == 2
     assert "--scope" in result.stderr
-    assert "use read or write" in result.stderr
+    assert "use read, write, admin or metrics" in result.stderr
     assert result.stdout == ""
     assert "okta" not in bridge(database_url, "tokens", "list").stdout
 

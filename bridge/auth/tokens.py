@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 READ = "scim:read"
 WRITE = "scim:write"
-ALL_SCOPES = (READ, WRITE)
+ADMIN = "admin"
+"""The admin page (``/admin``): its views and its actions (retry, skip, approve, reject)."""
+METRICS = "metrics"
+"""A Prometheus scrape of ``/metrics``, and nothing else."""
+ALL_SCOPES = (READ, WRITE, ADMIN, METRICS)
+_SHORT = {"read": READ, "write": WRITE, "admin": ADMIN, "metrics": METRICS}
 TOKEN_PREFIX = "brg_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -38,12 +43,13 @@ def matches(token: str, stored_digest: str) -> bool:
 
 
 def parse_scopes(text: str) -> frozenset[str]:
-    """``read`` / ``write`` (or the full ``scim:`` names); write implies read."""
+    """``read`` / ``write`` (or the full ``scim:`` names), ``admin``, ``metrics``; write implies
+    read. The admin and metrics scopes are separate: neither reads or writes SCIM."""
     scopes: set[str] = set()
     for item in text.replace(",", " ").split():
-        name = item if item.startswith("scim:") else f"scim:{item}"
+        name = _SHORT.get(item, item)
         if name not in ALL_SCOPES:
-            raise ValueError(f"unknown scope {item!r}: use read or write")
+            raise ValueError(f"unknown scope {item!r}: use read, write, admin or metrics")
         scopes.add(name)
     if WRITE in scopes:
         scopes.add(READ)

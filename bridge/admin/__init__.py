@@ -1,0 +1,1 @@
+"""The admin page: server-rendered views of the journal, people, dead letters, runs and training."""
