@@ -127,7 +127,7 @@ def test_duplicate_token_name_fails_clearly(database_url: str) -> None:
     assert len(bridge(database_url, "tokens", "list").stdout.split("okta")) == 2
 
 
-@pytest.mark.parametrize("scope", ["bogus", "read,admin", "scim:delete"])
+@pytest.mark.parametrize("scope", ["bogus", "read,root", "scim:delete"])
 def test_unknown_scope_is_a_usage_error(database_url: str, scope: str) -> None:
     result = bridge(database_url, "tokens", "create", "okta", "--scope", scope)
     assert result.exit_code == 2
