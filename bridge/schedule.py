@@ -212,6 +212,23 @@ def _job(name: str, value: object, timezone: str, problems: list[Problem]) -> Jo
     return Job(name, timezone, at, every, start, until) if ok else None
 
 
+def parse_job(name: str, value: object, timezone: str = "UTC") -> tuple[Job | None, list[Problem]]:
+    """One job's ``when`` outside a rule file's ``schedule:`` (a feed's ``export.schedule``):
+    ``nightly``, ``hourly``, ``{at: "02:00"}`` or ``{every: 1h}``, with ``from``/``until``."""
+    problems: list[Problem] = []
+    if zone(timezone) is None:
+        problems.append(
+            Problem(
+                ("timezone",),
+                f"unknown time zone {timezone!r}",
+                hint="an IANA name: Europe/Berlin, America/New_York, UTC",
+            )
+        )
+        return None, problems
+    job = _job(name, value, timezone, problems)
+    return job, [Problem(p.path[1:], p.message, p.hint) for p in problems]
+
+
 def parse(value: object) -> tuple[Schedule, list[Problem]]:
     """A rule file's ``schedule:`` (plain YAML values) → the Schedule and every problem."""
     problems: list[Problem] = []

@@ -6,13 +6,15 @@ it; on PostgreSQL also under an advisory lock on the job, so one job never runs 
 once). Only the latest due occurrence is ever run: a bridge that was down at 02:00 runs the
 02:00 job once when it starts, never a backlog. A job seen for the first time (a new install,
 a schedule just added) has missed nothing: its latest due occurrence is recorded ``skipped``
-and it starts at the next one, as cron and systemd's persistent timers do. A failing job is logged, recorded failed with
-its error, and the loop goes on. The clock is injected.
+and it starts at the next one, as cron and systemd's persistent timers do. A failing job is
+logged, recorded failed with its error, and the loop goes on. The clock is injected.
 
 The jobs: ``reconcile`` (drift reconcile of the rule file's target, applied through the
 outbox like ``bridge reconcile --apply``; over the safety threshold it stays quarantined),
 ``deltas`` (plan + apply of the rule file's changes, like ``bridge plan`` + ``bridge apply``)
-and ``training`` (completion read back, like ``bridge training --refresh``).
+``training`` (completion read back, like ``bridge training --refresh``), and each HR feed's
+``export.schedule``: ``sync`` (the export fetched from ``export.source`` and synced, like
+``bridge sync --feed``; a refused export fails the run with its reason).
 """
 
 from __future__ import annotations
@@ -22,21 +24,27 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from bridge.provision import Provisioner
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
 from bridge.provision.reconcile import ReconcileError
 from bridge.provision.reconcile import Reconciler
 from bridge.provision.reconcile_read import read_targets
+from bridge.provision.sync import Sync
+from bridge.provision.sync import opener
 from bridge.provision.training import ReadRefused
 from bridge.provision.training import refresh_targets
+from bridge.rules.feeds import Feed
 from bridge.rules.model import RuleFile
 from bridge.rules.model import RuleSet
 from bridge.schedule import Job
@@ -48,6 +56,8 @@ from bridge.store.engine import Database
 from bridge.store.resources import ResourceStore
 from bridge.targets.base import TargetConfigError
 from bridge.targets.canvas_reconcile import CanvasReadError
+from bridge.targets.hris_fetch import FetchError
+from bridge.targets.hris_fetch import download_export
 from bridge.targets.moodle_ws import MoodleError
 from bridge.targets.scim_reconcile import ScimReadError
 
@@ -60,6 +70,12 @@ POLL_SECONDS = 30.0
 STALE_RETRIES = 3
 """How often a delta is planned again when people changed between its plan and its apply."""
 
+
+class ExportError(Exception):
+    """A scheduled export that cannot be synced: no file at its source, or refused (empty,
+    truncated) — what to fix, and where."""
+
+
 EXPLAINED = (
     TargetConfigError,
     ReconcileError,
@@ -68,11 +84,14 @@ EXPLAINED = (
     CanvasReadError,
     ScimReadError,
     ReadRefused,
+    FetchError,
+    ExportError,
 )
 """Failures whose message says it all: logged without a traceback."""
 
-JobRun = Callable[[RuleFile, RuleSet], Awaitable[dict[str, Any]]]
-"""Run one job for one rule file; what it found and did (a JSON-able summary)."""
+JobRun = Callable[[Any, RuleSet], Awaitable[dict[str, Any]]]
+"""Run one job for one rule file (a ``RuleFile``) or, ``sync``, one HR feed (a ``Feed``); what
+it found and did (a JSON-able summary)."""
 
 
 def job_key(rule_file: str, job: str) -> str:
@@ -82,21 +101,42 @@ def job_key(rule_file: str, job: str) -> str:
 
 @dataclass(frozen=True)
 class Scheduled:
-    """One job of one rule file."""
+    """One job of one rule file, or the ``sync`` of one HR feed's export (``feed``)."""
 
-    rule_file: RuleFile
+    rule_file: RuleFile | None
     job: Job
+    feed: Feed | None = None
+
+    @property
+    def owner(self) -> str:
+        """The rule file's name, or ``feed:NAME``."""
+        if self.feed is not None:
+            return f"feed:{self.feed.name}"
+        assert self.rule_file is not None
+        return self.rule_file.name
 
     @property
     def key(self) -> str:
-        return job_key(self.rule_file.name, self.job.name)
+        return job_key(self.owner, self.job.name)
+
+    @property
+    def subject(self) -> RuleFile | Feed:
+        """What the job's runner is given."""
+        subject = self.feed if self.feed is not None else self.rule_file
+        assert subject is not None
+        return subject
 
 
 def scheduled(ruleset: RuleSet | None) -> list[Scheduled]:
-    """Every job of every rule file, in rule-set order."""
+    """Every job of every rule file, in rule-set order, then each feed's scheduled export."""
     if ruleset is None:
         return []
-    return [Scheduled(f, job) for f in ruleset.files for job in f.schedule.jobs]
+    jobs = [Scheduled(f, job) for f in ruleset.files for job in f.schedule.jobs]
+    for name in sorted(ruleset.feeds):
+        feed = ruleset.feeds[name]
+        if isinstance(feed, Feed) and feed.export.schedule is not None:
+            jobs.append(Scheduled(None, feed.export.schedule, feed))
+    return jobs
 
 
 def next_runs(ruleset: RuleSet | None, now: datetime) -> list[tuple[Scheduled, datetime | None]]:
@@ -169,7 +209,7 @@ class Scheduler:
                 lambda conn: schedule_runs.claim(
                     conn,
                     job_key=key,
-                    rule_file=entry.rule_file.name,
+                    rule_file=entry.owner,
                     job=entry.job.name,
                     occurrence=due,
                     worker=self.worker,
@@ -193,9 +233,9 @@ class Scheduler:
                 log.info(
                     "scheduled %s of %s seen for the first time: it runs from %s on",
                     entry.job.name,
-                    entry.rule_file.name,
+                    entry.owner,
                     upcoming.isoformat() if upcoming else "(its window is over)",
-                    extra={"job": entry.job.name, "rule_file": entry.rule_file.name},
+                    extra={"job": entry.job.name, "rule_file": entry.owner},
                 )
                 return None
             return await self._run(entry, due, run_id, ruleset)
@@ -204,30 +244,30 @@ class Scheduler:
     async def _run(
         self, entry: Scheduled, due: datetime, run_id: int, ruleset: RuleSet
     ) -> dict[str, Any]:
-        name, rule_file = entry.job.name, entry.rule_file
+        name, owner = entry.job.name, entry.owner
         state, summary, error = schedule_runs.DONE, None, None
         log.info(
             "scheduled %s of %s (due %s) started",
             name,
-            rule_file.name,
+            owner,
             due.isoformat(),
-            extra={"job": name, "rule_file": rule_file.name, "run": run_id},
+            extra={"job": name, "rule_file": owner, "run": run_id},
         )
         try:
             run = self.jobs.get(name)
             if run is None:
                 raise LookupError(f"no runner for job {name!r}")
-            summary = await run(rule_file, ruleset)
+            summary = await run(entry.subject, ruleset)
         except Exception as exc:  # a failing job must not stop the loop: recorded, logged
             state, error = schedule_runs.FAILED, f"{type(exc).__name__}: {exc}"
             log.error(
                 "scheduled %s of %s (due %s) failed: %s",
                 name,
-                rule_file.name,
+                owner,
                 due.isoformat(),
                 error,
                 exc_info=None if isinstance(exc, EXPLAINED) else exc,
-                extra={"job": name, "rule_file": rule_file.name, "run": run_id},
+                extra={"job": name, "rule_file": owner, "run": run_id},
             )
         finished = self.clock()
         await self.db.run_async(
@@ -239,9 +279,9 @@ class Scheduler:
             log.info(
                 "scheduled %s of %s done: %s",
                 name,
-                rule_file.name,
+                owner,
                 summary,
-                extra={"job": name, "rule_file": rule_file.name, "run": run_id},
+                extra={"job": name, "rule_file": owner, "run": run_id},
             )
         return {"id": run_id, "job_key": entry.key, "occurrence": due, "state": state}
 
@@ -276,15 +316,27 @@ class Work:
         catalog: Catalog,
         env: Mapping[str, str],
         clock: Callable[[], datetime],
+        *,
+        provisioner: Provisioner | None = None,
+        rules_dir: Path | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.catalog = catalog
         self.env = env
         self.clock = clock
+        self.provisioner = provisioner
+        """Writes the feeds' exports (with the rules' projection); None: no ``sync`` job."""
+        self.rules_dir = rules_dir
+        """Where a feed's relative ``export.source`` is read from."""
 
     def runners(self) -> dict[str, JobRun]:
-        return {"reconcile": self.reconcile, "deltas": self.deltas, "training": self.training}
+        return {
+            "reconcile": self.reconcile,
+            "deltas": self.deltas,
+            "training": self.training,
+            "sync": self.sync,
+        }
 
     async def reconcile(self, rule_file: RuleFile, ruleset: RuleSet) -> dict[str, Any]:
         """Read the rule file's target, re-assert the drift the bridge owns (``bridge reconcile
@@ -338,3 +390,43 @@ class Work:
         return await refresh_targets(
             self.db, ruleset, self.env, self.clock(), targets={rule_file.target}
         )
+
+    async def sync(self, feed: Feed, ruleset: RuleSet) -> dict[str, Any]:
+        """Fetch the feed's export from ``export.source`` (a file, or a URL streamed to a
+        temporary file) and sync it (``bridge sync --feed``). A missing file, an HRIS that
+        does not answer or a refused export (empty, truncated) fails the run with the reason."""
+        source = feed.export.source
+        if source is None or self.provisioner is None:
+            raise ExportError(f"feed {feed.name!r}: export.schedule without export.source")
+        with contextlib.ExitStack() as stack:
+            if source.startswith(("https://", "http://")):
+                spool = stack.enter_context(
+                    tempfile.NamedTemporaryFile(prefix=f"bridge-{feed.name}-", suffix=".export")
+                )
+                size = await download_export(source, feed.export.token, spool, self.env)
+                spool.flush()
+                path = Path(spool.name)
+                where = f"{source} ({size} bytes)"
+            else:
+                path = Path(source)
+                if not path.is_absolute() and self.rules_dir is not None:
+                    path = (self.rules_dir / path).resolve()
+                if not path.is_file():
+                    raise ExportError(
+                        f"feed {feed.name!r}: no export at {path} (export.source); is the "
+                        "HRIS's nightly drop there?"
+                    )
+                where = str(path)
+            sync = Sync(self.provisioner, feed, actor=ACTOR, rules_version=ruleset.version)
+            found = await asyncio.to_thread(sync.survey, opener(path), force=False)
+            if found.refusal is not None:
+                raise ExportError(f"feed {feed.name!r}, {where}: {found.refusal}")
+            applied = await asyncio.to_thread(sync.apply, found, opener(path))
+        return {
+            "feed": feed.name,
+            "source": where,
+            "rows": found.rows,
+            "people": found.people,
+            "counts": {k: v for k, v in applied.counts.items() if v},
+            "run": applied.run_id,
+        }

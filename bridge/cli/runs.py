@@ -103,7 +103,7 @@ def document(
         last = lasts.get(entry.key)
         upcoming.append(
             {
-                "rule_file": entry.rule_file.name,
+                "rule_file": entry.owner,
                 "job": entry.job.name,
                 "job_key": entry.key,
                 "when": entry.job.describe(),

@@ -48,7 +48,15 @@ def build_scheduler(
     if not settings.scheduler:
         return None
     db = provisioner.db
-    work = Work(db, provisioner.store, catalog, os.environ, now_utc)
+    work = Work(
+        db,
+        provisioner.store,
+        catalog,
+        os.environ,
+        now_utc,
+        provisioner=provisioner,
+        rules_dir=settings.rules_dir,
+    )
     return Scheduler(db, book.current, work.runners(), clock=now_utc)
 
 

@@ -11,7 +11,13 @@ transforms (``bridge.rules.transforms``)::
         signature: standard-webhooks        # or sha256 (the guide's `sha256=<hex>` header)
         secrets: [env:HRIS_WEBHOOK_SECRET, env:HRIS_WEBHOOK_SECRET_PREVIOUS]
         tolerance: 5m                       # webhook-timestamp skew accepted (default 5m)
-        export: {format: csv, min_percent: 90}
+        export:                             # bridge sync, uploads, and the schedule:
+          format: csv
+          min_percent: 90                   # under 90 % of the last export: refused
+          source: https://hris.example.com/exports/people.csv   # or a file path
+          token: env:HRIS_EXPORT_TOKEN      # a bearer token for a URL source
+          schedule: {at: "01:30"}           # job `sync`: fetched and synced by the bridge
+          timezone: Europe/Berlin
         mapping:                            # SCIM attribute ← HR record field
           externalId: {from: [employee_id, externalId], required: true}
           userName: {from: email, transforms: [trim, lower], required: true}
@@ -42,6 +48,8 @@ from bridge.rules.model import Mark
 from bridge.rules.model import RuleError
 from bridge.rules.transforms import TransformError
 from bridge.rules.transforms import apply
+from bridge.schedule import Job
+from bridge.schedule import parse_job
 
 if TYPE_CHECKING:  # the loader imports this module: its Node only annotates here
     from bridge.rules.loader import Node
@@ -55,7 +63,7 @@ SCHEMES = ("standard-webhooks", "sha256")
 ``X-Signature: sha256=<hex HMAC-SHA256 of the raw body>``."""
 FORMATS = ("csv", "jsonl")
 FEED_KEYS = ("signature", "secrets", "tolerance", "mapping", "export", "fetch")
-EXPORT_KEYS = ("format", "min_percent", "delimiter")
+EXPORT_KEYS = ("format", "min_percent", "delimiter", "source", "token", "schedule", "timezone")
 FETCH_KEYS = ("url", "token")
 MAPPING_KEYS = ("from", "value", "transforms", "required")
 DEFAULT_TOLERANCE = timedelta(minutes=5)
@@ -95,6 +103,14 @@ class ExportSpec:
     format: str = "csv"
     min_percent: float = 90.0
     delimiter: str = ","
+    source: str | None = None
+    """Where the schedule reads the export: a file path (relative to the rules directory) or
+    an ``https://`` URL (``http://`` only for a loopback host)."""
+    token: str | None = None
+    """The environment variable holding the bearer token for a URL ``source``."""
+    schedule: Job | None = None
+    """When the bridge itself syncs ``source`` (job ``sync``); None: only ``bridge sync`` and
+    uploads."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +318,8 @@ def _feed(name: str, node: Node, errors: list[RuleError]) -> Feed | None:
             if len(delimiter) != 1:
                 errors.append(RuleError(fields["delimiter"].mark, "delimiter: one character"))
                 delimiter = ","
-            export = ExportSpec(fmt, float(percent), delimiter)
+            source, token, job = _export_source(name, export_node, errors)
+            export = ExportSpec(fmt, float(percent), delimiter, source, token, job)
     fetch_url = fetch_token = None
     if "fetch" in values:
         fetch = values["fetch"]
@@ -337,6 +354,81 @@ def _feed(name: str, node: Node, errors: list[RuleError]) -> Feed | None:
         fetch_token,
         node.mark,
     )
+
+
+def _when(node: Node) -> Any:
+    """A schedule's plain value; a time written unquoted (``at: 02:00``, which YAML 1.1 reads
+    as the sexagesimal number 120) is kept as written."""
+    if isinstance(node.value, dict):
+        return {key: _when(child) for key, child in node.value.items()}
+    if isinstance(node.value, int | float) and ":" in node.text:
+        return node.text
+    return node.value
+
+
+def _export_source(
+    feed: str, node: Node, errors: list[RuleError]
+) -> tuple[str | None, str | None, Job | None]:
+    """``export.source`` / ``token`` / ``schedule`` / ``timezone``: where and when the bridge
+    fetches the feed's full export itself."""
+    fields = node.value
+    source = token = job = None
+    if "source" in fields:
+        source = str(fields["source"].value or "").strip() or None
+        if source is None:
+            errors.append(RuleError(fields["source"].mark, "export.source is empty"))
+        elif source.startswith("http://") and not _loopback(source):
+            errors.append(
+                RuleError(
+                    fields["source"].mark,
+                    f"feed {feed!r}: an export over plain http would carry people's data "
+                    "unencrypted",
+                    text=source,
+                    hint="use an https:// URL (http:// is accepted only for localhost)",
+                )
+            )
+    if "token" in fields:
+        names = _secrets(fields["token"], feed, errors)
+        token = names[0] if names else None
+        if source is not None and not source.startswith(("http://", "https://")):
+            errors.append(
+                RuleError(
+                    fields["token"].mark,
+                    "export.token is for a URL source; a file source has no token",
+                    hint="remove token:, or make source an https:// URL",
+                )
+            )
+    if "schedule" in fields:
+        timezone = "UTC"
+        if "timezone" in fields:
+            timezone = str(fields["timezone"].value)
+        schedule = fields["schedule"]
+        job, problems = parse_job("sync", _when(schedule), timezone)
+        for problem in problems:
+            at = fields.get("timezone", schedule) if problem.path == ("timezone",) else schedule
+            for key in problem.path if at is schedule else ():
+                child = at.value.get(key) if isinstance(at.value, dict) else None
+                if child is None:
+                    break
+                at = child
+            errors.append(RuleError(at.mark, problem.message, text=at.text, hint=problem.hint))
+        if source is None:
+            errors.append(
+                RuleError(
+                    schedule.mark,
+                    f"feed {feed!r}: export.schedule needs export.source (what to read)",
+                    hint="source: /srv/hris/workday.csv or https://hris.example.com/export.csv",
+                )
+            )
+    elif "timezone" in fields:
+        errors.append(RuleError(fields["timezone"].mark, "export.timezone is for export.schedule"))
+    return source, token, job
+
+
+def _loopback(url: str) -> bool:
+    host = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in ("localhost", "127.0.0.1", "[::1]")
 
 
 def parse_feeds(root: Node, errors: list[RuleError]) -> dict[str, Feed]:

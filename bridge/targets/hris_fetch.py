@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from typing import IO
 from urllib.parse import quote
 
 import httpx
@@ -71,3 +72,37 @@ class HrisFetcher:
         except ValueError as exc:
             raise FetchError(f"GET {url}: the answer is not JSON", retryable=False) from exc
         return record_of(answer)
+
+
+EXPORT_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+"""An export is large: 30 s to connect, up to 5 minutes between two chunks."""
+
+
+async def download_export(
+    url: str, token_variable: str | None, dest: IO[bytes], env: Mapping[str, str]
+) -> int:
+    """Stream the feed's full export from ``url`` into ``dest`` (never held whole in memory),
+    with the bearer token the environment variable ``token_variable`` holds; the bytes
+    written. FetchError (with the HTTP status) when the HRIS does not give it."""
+    headers = {"Accept": "text/csv, application/x-ndjson, application/jsonl, */*"}
+    if token_variable:
+        token = env.get(token_variable)
+        if not token:
+            raise FetchError(f"{token_variable} is not set (export.token)", retryable=False)
+        headers["Authorization"] = f"Bearer {token}"
+    written = 0
+    async with httpx.AsyncClient(timeout=EXPORT_TIMEOUT, follow_redirects=True) as client:
+        try:
+            async with client.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    retryable = response.status_code >= 500 or response.status_code == 429
+                    raise FetchError(
+                        f"GET {url}: {response.status_code} {response.reason_phrase}",
+                        retryable=retryable,
+                    )
+                async for chunk in response.aiter_bytes(1 << 20):
+                    dest.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {exc}", retryable=True) from exc
+    return written
