@@ -29,11 +29,13 @@ from bridge.cli.settings import load_settings
 from bridge.cli.settings import store_options
 from bridge.config import Settings
 from bridge.provision import Provisioner
+from bridge.provision.feed_quality import feed_quality
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
 from bridge.rules.book import RuleBook
 from bridge.rules.model import RuleErrors
+from bridge.rules.model import RuleSet
 from bridge.rules.plan import EXAMPLES
 from bridge.rules.plan import AttentionItem
 from bridge.rules.plan import Plan
@@ -42,6 +44,7 @@ from bridge.store import feed_people
 from bridge.store import outbox
 from bridge.store import refusals
 from bridge.store import webhook_events
+from bridge.store import webhook_refusals
 from bridge.store.resources import ResourceStore
 
 FORMAT = "bridge-quality/1"
@@ -167,7 +170,7 @@ def quality_report() -> dict[str, Any]:
             refused = refusals.unresolved(conn)
             dead = _dead_letters(conn, provisioner.store)
             ruleset = book.current() if rules_problem is None else None
-            feeds = _feeds(conn, sorted(ruleset.feeds) if ruleset is not None else [])
+            feeds = _feeds(conn, ruleset)
     missing, other = problem_groups(plan.attention if plan is not None else [])
     return {
         "format": FORMAT,
@@ -184,10 +187,12 @@ def quality_report() -> dict[str, Any]:
     }
 
 
-def _feeds(conn: Any, names: list[str]) -> dict[str, Any]:
+def _feeds(conn: Any, ruleset: RuleSet | None) -> dict[str, Any]:
     """Per HR feed: its webhook events by state, and the ones it could not apply (why, and
-    what to fix in the HRIS); a feed with stored events but no longer declared shows too."""
-    declared = set(names)
+    what to fix in the HRIS); the requests refused before anything was stored (unsigned,
+    forged, stale); its last full export; the emails and role codes of its people to fix.
+    A feed with stored events but no longer declared shows too."""
+    declared = set(ruleset.feeds) if ruleset is not None else set()
     found: dict[str, Any] = {}
     for name in sorted(declared | set(webhook_events.feeds(conn))):
         failed = webhook_events.of_state(conn, webhook_events.FAILED, feed=name, limit=5)
@@ -209,6 +214,18 @@ def _feeds(conn: Any, names: list[str]) -> dict[str, Any]:
                 "not_in_export": last.get("deactivated", []),
             },
             "events": webhook_events.counts(conn, name),
+            "refused": [
+                {
+                    "kind": r["kind"],
+                    "error": r["error"],
+                    "count": r["count"],
+                    "last_reason": r["last_reason"],
+                    "first_at": _iso(r["first_at"]),
+                    "last_at": _iso(r["last_at"]),
+                }
+                for r in webhook_refusals.of_feed(conn, name)
+            ],
+            "people": feed_quality(feed_people.active_people(conn, name), ruleset),
             "failed_examples": [
                 {
                     "event_id": e.event_id,
@@ -221,6 +238,20 @@ def _feeds(conn: Any, names: list[str]) -> dict[str, Any]:
             ],
         }
     return found
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+REFUSAL_FIX = {
+    "unsigned": "the HRIS sends no signature: set up signing with the feed's secret",
+    "forged": "the signature matches no secret: the HRIS and the bridge hold different "
+    "secrets (check the feed's secrets: env variables, or a rotation half done)",
+    "stale": "the timestamp is outside the tolerance: check the HRIS's clock, or its retries "
+    "of old events",
+    "not configured": "no secret is set in the bridge for this feed: set its env variable",
+}
 
 
 def _people(count: int) -> str:
@@ -311,6 +342,31 @@ def render_report(report: dict[str, Any]) -> str:
             )
         if events.get(webhook_events.FAILED):
             out.append("  fix the record in the HRIS and send the event again (a new event id)")
+        for refusal in feed["refused"]:
+            what = "webhook(s)" if refusal["kind"] == "event" else "export upload(s)"
+            out.append(
+                f"  {refusal['count']} {what} refused ({refusal['error']}) from "
+                f"{refusal['first_at']} to {refusal['last_at']}: {refusal['last_reason']}"
+            )
+            fix = REFUSAL_FIX.get(refusal["error"])
+            if fix:
+                out.append(f"    {fix}")
+        checks = feed["people"]
+        for key, title in (
+            ("missing_email", "no work email"),
+            ("invalid_email", "a work email that is not an address"),
+        ):
+            finding = checks[key]
+            if finding["count"]:
+                out.append(
+                    f"  {_people(finding['count'])} with {title} "
+                    f"({_shown(finding['examples'], finding['count'])}): {finding['fix']}"
+                )
+        for code in checks["unknown_role_codes"]:
+            out.append(
+                f"  role code {code['code']!r} held by {_people(code['count'])} "
+                f"({_shown(code['examples'], code['count'])}): {code['fix']}"
+            )
         export = feed["last_export"]
         if export is not None:
             counts = export["counts"]

@@ -46,6 +46,7 @@ from bridge.provision.events import external_id_of
 from bridge.provision.resources import now_utc
 from bridge.rules.feeds import Feed
 from bridge.store import webhook_events
+from bridge.store import webhook_refusals
 from bridge.store.engine import DatabaseBusy
 
 log = logging.getLogger("bridge.hris")
@@ -191,6 +192,23 @@ def parse_event(body: bytes, fallback_id: str | None) -> HrEvent:
 # -- the endpoint -------------------------------------------------------------------------------
 
 
+async def count_refusal(
+    db: Any, feeds: Mapping[str, Feed], name: str, kind: str, exc: Refused, now: datetime
+) -> None:
+    """Count a refusal of a declared feed durably (``bridge quality`` shows it); nothing of
+    the body is kept. An undeclared feed (404) is not counted: anyone could invent names."""
+    if name not in feeds or exc.status == 404:
+        return
+    try:
+        await db.run_async(
+            lambda tx: webhook_refusals.record(
+                tx, feed=name, kind=kind, error=exc.error, reason=exc.reason, now=now
+            )
+        )
+    except Exception:  # the answer stands; the count is lost, said so
+        log.warning("could not count a refusal of feed %s", name, exc_info=True)
+
+
 class HrisIntake:
     """The handler of ``POST /hris/v1/events/{feed}``: verify, queue, answer 202."""
 
@@ -238,6 +256,9 @@ class HrisIntake:
                 event_id or "-",
                 exc.reason,
                 extra={"feed": name, "event": event_id},
+            )
+            await count_refusal(
+                self.db, self.feeds(), name, webhook_refusals.EVENT, exc, self.now()
             )
             headers = {"Retry-After": "60"} if exc.status == 503 else None
             return JSONResponse(

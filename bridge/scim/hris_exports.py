@@ -32,11 +32,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge.provision import Provisioner
+from bridge.provision.resources import now_utc
 from bridge.provision.sync import Sync
 from bridge.provision.sync import opener
 from bridge.rules.feeds import Feed
 from bridge.scim.hris import Refused
 from bridge.scim.hris import Signature
+from bridge.scim.hris import count_refusal
+from bridge.store import webhook_refusals
 
 log = logging.getLogger("bridge.hris")
 
@@ -77,6 +80,11 @@ class HrisExports:
         except Refused as exc:
             level = logging.ERROR if exc.status >= 500 else logging.WARNING
             log.log(level, "HR export of feed %s refused (%s): %s", name, exc.status, exc.reason)
+            ruleset = self.provisioner.projector.rules()
+            feeds = {} if ruleset is None else ruleset.feeds
+            await count_refusal(
+                self.provisioner.db, feeds, name, webhook_refusals.EXPORT, exc, now_utc()
+            )
             return JSONResponse({"error": exc.error, "reason": exc.reason}, exc.status)
         except ClientDisconnect:
             return Response(status_code=499)

@@ -184,3 +184,20 @@ def last_accepted(conn: Connection, feed: str) -> dict[str, Any] | None:
         if isinstance(found, dict) and found.get("feed") == feed:
             return {**found, "run_id": run_id, "created": created}
     return None
+
+
+def active_people(conn: Connection, feed: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The feed's people a sync has not deactivated, still active: (externalId, userName,
+    SCIM document), streamed (``bridge quality``'s per-feed checks)."""
+    rows = conn.execution_options(yield_per=BATCH).execute(
+        select(FEED_PEOPLE.c.external_id, R.c.name, R.c.doc)
+        .join(R, R.c.id == FEED_PEOPLE.c.resource_id)
+        .where(
+            FEED_PEOPLE.c.feed == feed,
+            FEED_PEOPLE.c.deactivated.is_(None),
+            R.c.active.is_not(False),
+        )
+        .order_by(FEED_PEOPLE.c.external_id)
+    )
+    for external_id, name, doc in rows:
+        yield external_id, name, json.loads(doc) if isinstance(doc, str) else dict(doc)

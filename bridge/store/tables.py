@@ -94,7 +94,10 @@ class JournalRow(SQLModel, table=True):
     """An append-only record of one write; ``seq`` is the delta cursor."""
 
     __tablename__ = "journal"
-    __table_args__ = (Index("ix_journal_resource", "resource_id", "seq"),)
+    __table_args__ = (
+        Index("ix_journal_resource", "resource_id", "seq"),
+        Index("ix_journal_request", "request_id"),
+    )
 
     seq: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
     at: datetime = _time_column()
@@ -315,6 +318,22 @@ class FeedPersonRow(SQLModel, table=True):
     run_id: str | None = Field(default=None, sa_column=Column(String(64)))
     seen_at: datetime = _time_column()
     deactivated: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class WebhookRefusalRow(SQLModel, table=True):
+    """How often an HR feed's webhooks or export uploads were refused before anything was
+    stored, per reason (``unsigned``, ``forged``, ``stale``…): the count, the last reason and
+    when; nothing of the refused body."""
+
+    __tablename__ = "webhook_refusals"
+
+    feed: str = Field(sa_column=Column(String(64), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), primary_key=True))
+    error: str = Field(sa_column=Column(String(32), primary_key=True))
+    count: int = Field(sa_column=Column(Integer, nullable=False))
+    last_reason: str | None = Field(default=None, sa_column=Column(Text))
+    first_at: datetime = _time_column()
+    last_at: datetime = _time_column()
 
 
 class WebhookEventRow(SQLModel, table=True):
