@@ -320,3 +320,28 @@ def test_bridge_quality_shows_the_last_export_its_rejected_rows_and_who_was_miss
     text = run_cli(database_url, feed_rules, "quality").output
     assert "last full export" in text and "1 not in the export (deactivated)" in text
     assert "not in the export: E0010 (check they really left)" in text
+
+
+def test_a_sync_run_has_a_plan_of_the_lms_changes_its_writes_caused(
+    database_url: str, feed_rules: Path, tmp_path: Path
+) -> None:
+    first = export(tmp_path, "first.csv", *(row(n) for n in range(1, 11)))
+    result, doc = sync(database_url, feed_rules, first)
+    assert result.exit_code == 0, result.output
+    run_id = doc["run_id"]
+    shown = run_cli(database_url, feed_rules, "plan", "--run", run_id, "--json")
+    plan = json.loads(shown.output)
+    assert plan["format"] == "bridge-plan/1"
+    assert plan["run"]["id"] == run_id and plan["run"]["kind"] == "sync"
+    assert len({i["person"] for i in plan["intents"]}) == 10
+    assert plan["counts"]["enrol"]["count"] == 10, plan["counts"]
+    second = export(tmp_path, "second.csv", *(row(n) for n in range(1, 10)))
+    _, doc = sync(database_url, feed_rules, second)
+    later = json.loads(
+        run_cli(database_url, feed_rules, "plan", "--run", doc["run_id"], "--json").output
+    )
+    assert len({i["person"] for i in later["intents"]}) == 1  # only E0010 left the export
+    removals = {i["kind"] for i in later["intents"]}
+    assert removals <= {"suspend_account", "unenrol", "suspend_enrolment"}, removals
+    text = run_cli(database_url, feed_rules, "sync", str(second), "--dry-run").output
+    assert "nothing to do" in text

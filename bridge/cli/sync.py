@@ -124,7 +124,10 @@ def render(doc: dict[str, Any], console: Console) -> None:
         if total > len(rows):
             console.print(f"  … and {total - len(rows)} more")
     if doc["run_id"]:
-        console.print(f"run {doc['run_id']} (see `bridge runs`)")
+        console.print(
+            f"run {doc['run_id']}: `bridge plan --run {doc['run_id']}` shows the LMS changes "
+            "it caused (see also `bridge runs`)"
+        )
 
 
 @contextmanager

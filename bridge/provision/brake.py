@@ -33,6 +33,7 @@ from bridge.rules.model import Safety
 from bridge.rules.plan import PersonOutcome
 from bridge.rules.plan import Plan
 from bridge.rules.plan import build_plan
+from bridge.store import feed_people
 from bridge.store import journal
 from bridge.store import outbox
 from bridge.store import projections
@@ -369,7 +370,10 @@ def stored_plan(
         run = runs.get(conn, run_id)
         if run is None:
             raise RunError(f"no run {run_id!r}")
-        rows = outbox.of_run(conn, run_id)
+        if run["kind"] == feed_people.KIND:  # an export sync: what its writes enqueued
+            rows = outbox.of_request(conn, run_id)
+        else:
+            rows = outbox.of_run(conn, run_id)
         labels: dict[str, str] = {}
         for person in dict.fromkeys(str(row["intent"]["person"]) for row in rows):
             record = store.get(conn, "User", person)

@@ -26,6 +26,7 @@ from bridge.store.raw import execute_many
 from bridge.store.raw import read_time
 from bridge.store.raw import stored_json
 from bridge.store.raw import stored_time
+from bridge.store.tables import JournalRow
 from bridge.store.tables import OutboxRow
 
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
@@ -337,6 +338,19 @@ def backlog(conn: Connection) -> int:
 def of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """The rows an applied plan (a run) enqueued, in order."""
     rows = conn.execute(select(OUTBOX).where(OUTBOX.c.run_id == run_id).order_by(OUTBOX.c.id))
+    return [_row(row) for row in rows]
+
+
+def of_request(conn: Connection, request_id: str) -> list[dict[str, Any]]:
+    """The rows the writes of one request or run enqueued (their journal entries carry its
+    id: an export sync's run), in order."""
+    journal = JournalRow.__table__  # type: ignore[attr-defined]
+    rows = conn.execute(
+        select(OUTBOX)
+        .join(journal, journal.c.seq == OUTBOX.c.journal_seq)
+        .where(journal.c.request_id == request_id)
+        .order_by(OUTBOX.c.id)
+    )
     return [_row(row) for row in rows]
 
 
