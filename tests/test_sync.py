@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +347,47 @@ def test_a_sync_run_has_a_plan_of_the_lms_changes_its_writes_caused(
     assert removals <= {"suspend_account", "unenrol", "suspend_enrolment"}, removals
     text = run_cli(database_url, feed_rules, "sync", str(second), "--dry-run").output
     assert "nothing to do" in text
+
+
+def test_a_sync_left_running_by_a_dead_process_of_this_host_is_closed_as_failed(
+    db: Database,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from bridge.provision.sync import abandon_dead
+    from bridge.provision.sync import worker
+    from bridge.store import runs
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    for run_id, who in (
+        ("dead", f"{host}:{gone.stdout.strip()}"),
+        ("alive", worker()),
+        ("elsewhere", "another-host:1"),
+    ):
+        db.run(
+            lambda tx, run_id=run_id, who=who: runs.create(
+                tx,
+                run_id,
+                kind="sync",
+                status="running",
+                rules_version="v",
+                summary={"feed": "workday", "worker": who},
+                now=now,
+                actor="hris:workday",
+            )
+        )
+    assert abandon_dead(db) == ["dead"]
+    with db.read() as conn:
+        states = {r: runs.get(conn, r)["status"] for r in ("dead", "alive", "elsewhere")}
+        note = runs.get(conn, "dead")["summary"]["error"]
+    assert states == {"dead": "failed", "alive": "running", "elsewhere": "running"}
+    assert "sync the export again" in note

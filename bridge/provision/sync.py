@@ -17,6 +17,9 @@ import copy
 import csv
 import hashlib
 import json
+import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from collections.abc import Container
@@ -43,6 +46,8 @@ from bridge.rules.feeds import to_scim_user
 from bridge.store import feed_people
 from bridge.store import runs
 
+log = logging.getLogger("bridge.sync")
+
 FORMAT = "bridge-sync/1"
 BATCH = 500
 """Changes written per transaction."""
@@ -54,6 +59,52 @@ KINDS = ("create", "update", "deactivate", "unchanged", "rejected", "failed")
 
 Opener = Callable[[], AbstractContextManager[TextIO]]
 """Opens the export again from its start (each pass streams it once)."""
+
+
+def worker() -> str:
+    """This process, as a running sync records it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def abandon_dead(db: Any) -> list[str]:
+    """Close as failed the syncs left ``running`` by a process of this host that is gone (a
+    crash or kill mid-apply: what it wrote stays; the export must be synced again); the ids
+    closed. A run of another host is left: its process cannot be seen from here."""
+    host = socket.gethostname()
+    closed = []
+    with db.read() as conn:
+        running = runs.of_status(conn, kind=feed_people.KIND, status="running")
+    for run in running:
+        summary = run.get("summary") or {}
+        name, _, pid = str(summary.get("worker") or "").rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        note = (
+            f"abandoned: the process applying it ({summary['worker']}) stopped before the end; "
+            "what it wrote stays, sync the export again to finish"
+        )
+        if db.run(
+            lambda tx, run=run, summary=summary, note=note: runs.settle(
+                tx,
+                run["id"],
+                status="failed",
+                summary={**summary, "error": note},
+                expected="running",
+            )
+        ):
+            log.error("sync run %s of feed %s %s", run["id"], summary.get("feed"), note)
+            closed.append(str(run["id"]))
+    return closed
 
 
 def opener(path: Path) -> Opener:
@@ -403,7 +454,13 @@ class Sync:
         failed: list[Rejected] = []
         total = len(found.changes) + len(found.deactivate)
         done = 0
-        summary = {"feed": self.feed.name, "people": found.people, "rows": found.rows}
+        abandon_dead(self.db)
+        summary = {
+            "feed": self.feed.name,
+            "people": found.people,
+            "rows": found.rows,
+            "worker": worker(),
+        }
         self.db.run(
             lambda tx: runs.create(
                 tx,

@@ -34,6 +34,7 @@ from starlette.routing import Route
 from bridge.provision import Provisioner
 from bridge.provision.resources import now_utc
 from bridge.provision.sync import Sync
+from bridge.provision.sync import abandon_dead
 from bridge.provision.sync import opener
 from bridge.rules.feeds import Feed
 from bridge.scim.hris import Refused
@@ -64,6 +65,9 @@ class HrisExports:
         self.running: set[asyncio.Task[Any]] = set()
 
     def routes(self) -> list[Route]:
+        """The upload route; an upload a previous process of this host was applying when it
+        stopped is closed as failed first (``bridge runs`` and the log say so)."""
+        abandon_dead(self.provisioner.db)
         return [Route(PATH, self.receive, methods=["POST"])]
 
     def _feed(self, name: str) -> tuple[Feed, str]:

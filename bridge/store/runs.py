@@ -105,6 +105,14 @@ def latest(conn: Connection, *, kind: str) -> dict[str, Any] | None:
     return None if row is None else _run(row)
 
 
+def of_status(conn: Connection, *, kind: str, status: str) -> list[dict[str, Any]]:
+    """The runs of a kind in a status, oldest first."""
+    rows = conn.execute(
+        select(RUNS).where(RUNS.c.kind == kind, RUNS.c.status == status).order_by(RUNS.c.created)
+    )
+    return [_run(row) for row in rows]
+
+
 def settle(
     conn: Connection, run_id: str, *, status: str, summary: dict[str, Any], expected: str
 ) -> bool:
