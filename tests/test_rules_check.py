@@ -1124,9 +1124,9 @@ def test_a_rule_book_loads_what_rules_check_judges_with_the_data(
 
 
 def test_the_shipped_catalogue_declares_the_sample_codes_not_its_misspellings() -> None:
-    from bridge.demo_sample import BENEFITS
-    from bridge.demo_sample import MANAGER
-    from bridge.demo_sample import NON_STANDARD
+    from bridge.demo.sample import BENEFITS
+    from bridge.demo.sample import MANAGER
+    from bridge.demo.sample import NON_STANDARD
 
     codes = load_ruleset(ROOT / "rules", relative_to=ROOT).role_codes
     assert {BENEFITS, MANAGER, "EMPLOYEE"} <= codes

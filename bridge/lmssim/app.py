@@ -1,11 +1,22 @@
 """The simulator's ASGI app: Moodle and Canvas routes behind the misbehaviour knobs.
 
-Knobs (``Knobs``): added latency, a token-bucket rate limit (Moodle answers 429 with
-Retry-After like a proxy in front of it; Canvas answers 403 "Rate Limit Exceeded" as Canvas
-does), a random error rate (HTTP 500/502), an outage window (every call fails with 503
-while it is open), and the service times of a real site (``bridge.lmssim.cost``: per Moodle
-call, per further row of a batch call, per Canvas request; 0, off, by default). They can be
-changed at run time through ``POST /_sim/knobs``, the Moodle site's configuration
+Moodle's web services answer at ``/webservice/rest/server.php`` (token ``moodle-token`` by
+default), Canvas's REST API under ``/api/v1`` (bearer token ``canvas-token``); ``bridge
+lmssim`` prints both when it starts (:func:`banner`) and takes other tokens by flag or env.
+
+Knobs (``Knobs``), applied to every LMS call before it runs:
+
+- a token-bucket rate limit (``rate_limit_per_s``; the bucket starts empty and holds at most
+  ``burst`` tokens): above it Moodle answers **429** with ``Retry-After``, like a proxy in front
+  of it, and Canvas answers **403** "Rate Limit Exceeded" as Canvas does;
+- an outage window (``Knobs.outage(seconds)``, ``POST /_sim/knobs {"outage_seconds": N}`` or
+  ``bridge lmssim --outage-seconds N [--outage-after S]``): every call answers **503** with
+  ``Retry-After: 1`` while it is open, before the rate limit is counted;
+- a random error rate (``error_rate``): **500** or **502**;
+- added latency, and the service times of a real site (``bridge.lmssim.cost``: per Moodle
+  call, per further row of a batch call, per Canvas request; 0, off, by default).
+
+They can be changed at run time through ``POST /_sim/knobs``, the Moodle site's configuration
 (``auth_plugins``, ``profile_fields``, ``service_functions``, ``extended_username_chars``,
 ``allow_accounts_same_email``, ``debug``, ``max_input_vars``) through ``POST /_sim/moodle``, and
 the simulator's state inspected through ``GET /_sim/state``.
@@ -41,11 +52,14 @@ from starlette.types import Receive
 from starlette.types import Scope
 from starlette.types import Send
 
+from bridge.lmssim import SIM_CANVAS_TOKEN as SIM_CANVAS_TOKEN
+from bridge.lmssim import SIM_MOODLE_TOKEN as SIM_MOODLE_TOKEN
 from bridge.lmssim.clock import SimClock
 from bridge.lmssim.completion import DAY
 from bridge.lmssim.completion import STATES
 from bridge.lmssim.completion import Pace
 from bridge.lmssim.cost import REAL_SITE
+from bridge.lmssim.moodle_rest import PATH as MOODLE_PATH
 
 
 @dataclass
@@ -56,7 +70,7 @@ class Knobs:
     rate_limit_per_s: float | None = None  # None: unlimited
     burst: int = 10
     error_rate: float = 0.0  # share of calls that fail with a 5xx
-    outage_until: float = 0.0  # monotonic time until which every call fails with 503
+    outage_until: float = 0.0  # monotonic time until which every call answers 503
     seed: int | None = None
     moodle_call_ms: float = 0.0  # a web-service call (with one row)
     moodle_row_ms: float = 0.0  # each further row of a batch call
@@ -144,8 +158,34 @@ class Misbehaviour:
         await self.app(scope, receive, send)
 
 
-SIM_MOODLE_TOKEN = "moodle-token"  # noqa: S105 - the simulator's well-known test token
-SIM_CANVAS_TOKEN = "canvas-token"  # noqa: S105 - the simulator's well-known test token
+CANVAS_PATH = "/api/v1"
+
+
+def banner(
+    url: str,
+    *,
+    moodle_token: str,
+    canvas_token: str,
+    outage_seconds: float = 0.0,
+    outage_after: float = 0.0,
+) -> list[str]:
+    """What ``bridge lmssim`` prints when it starts: where each LMS answers, the token each
+    accepts, how to point the bridge at it, and the outage window if one is set."""
+    lines = [
+        f"LMS simulator listening on {url}",
+        f"  Moodle: {url}{MOODLE_PATH} (token {moodle_token})",
+        f"  Canvas: {url}{CANVAS_PATH} (token {canvas_token})",
+        f"  state:  {url}/_sim/state",
+        f"For the bridge (rules/targets.yaml base_url: {url}):",
+        f"  export MOODLE_TOKEN={moodle_token} CANVAS_TOKEN={canvas_token}",
+    ]
+    if outage_seconds > 0:
+        start = f"{outage_after:g} s after start" if outage_after > 0 else "at start"
+        lines.append(
+            f"Outage: every call answers 503 (Retry-After: 1) for {outage_seconds:g} s, "
+            f"from {start}"
+        )
+    return lines
 
 
 MOODLE_SETTINGS = {

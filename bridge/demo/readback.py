@@ -5,7 +5,10 @@ Everything the report shows comes from here, never from the generated sample.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.provision import Provisioner
@@ -22,10 +25,88 @@ from bridge.targets.moodle_findings import PROBE_IDNUMBER
 
 TARGET = "moodle"
 CATEGORIES = {
-    "data_quality": "Data quality (fix the HR record)",
-    "configuration": "Configuration (fix the target or the rules)",
-    "transient": "Transient (outage, throttling)",
+    "data_quality": "Data: fix the HR record",
+    "configuration": "Setup: fix the LMS link or rules",
+    "transient": "Temporary: LMS down or busy",
 }
+"""The dead letters' categories (``bridge errors``), in words for an HR admin."""
+
+
+_MISSING = re.compile(r"^missing required (?P<attribute>\S+) \(from (?P<source>.+?)\)")
+_WHAT = {
+    "problems": "missing data",
+    "duplicates": "shared id",
+    "unknown_role_codes": "unknown code",
+    "blocked": "waiting",
+}
+
+
+def _plain_reason(reason: str, details: Mapping[str, Any]) -> str:
+    """The rules engine's reason, said for an HR admin (attribute paths left out)."""
+    found = _MISSING.match(reason)
+    if found is not None:
+        return f"no {found['attribute']} in the HR record; the LMS needs one"
+    if details.get("code") and details.get("count") == 1:
+        suggestion = details.get("suggestion")
+        return f"{details['code']}" + (f": did you mean {suggestion}?" if suggestion else "")
+    return reason
+
+
+def problems(
+    rejected: Sequence[Mapping[str, Any]], attention: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Every person the bridge held back before the LMS, one row each: the records SCIM
+    refused (``rejected``, from the day-1 answers) and the plan's attention items.
+
+    Each row is ``{"what", "person", "why", "category"}``; ``category`` is the dead-letter
+    category the problem belongs to (``data_quality``), or None for a person waiting behind
+    a failed change (that change is counted as a dead letter already). The report lists
+    these rows and counts them by category, so its list and its counts cannot disagree.
+    """
+    rows: list[dict[str, Any]] = []
+    for item in rejected:
+        duplicate = item.get("scimType") == "uniqueness"
+        if duplicate:
+            holder = item.get("held_by") or "another record"
+            why = f"employee id {item['externalId']} already belongs to {holder}"
+        else:
+            why = f"the bridge refused this record (HTTP {item['status']}): {item['detail']}"
+        rows.append(
+            {
+                "what": "duplicate id" if duplicate else "refused",
+                "person": item["userName"],
+                "why": why,
+                "category": "data_quality",
+            }
+        )
+    for kind, what in _WHAT.items():
+        for item in attention.get(kind, ()):
+            person = item["person"]
+            examples = (item.get("details") or {}).get("examples") or []
+            if kind == "unknown_role_codes" and len(examples) == 1:
+                person = examples[0]
+            rows.append(
+                {
+                    "what": what,
+                    "person": person,
+                    "why": _plain_reason(item["reason"], item.get("details") or {}),
+                    "category": None if kind == "blocked" else "data_quality",
+                }
+            )
+    return rows
+
+
+def errors_by_category(
+    rows: Sequence[Mapping[str, Any]], dead_letters: Mapping[str, int]
+) -> dict[str, dict[str, int]]:
+    """Per category: problems the bridge caught before the LMS (``rows`` of :func:`problems`)
+    and changes the LMS refused (dead letters), and their total."""
+    out: dict[str, dict[str, int]] = {}
+    for name in CATEGORIES:
+        held = sum(1 for row in rows if row["category"] == name)
+        refused = int(dead_letters.get(name, 0))
+        out[name] = {"held_back": held, "refused_by_lms": refused, "total": held + refused}
+    return out
 
 
 def journal_since(db: Database, since: int) -> list[journal.Entry]:
@@ -44,7 +125,8 @@ def last_seq(db: Database, since: int = 0) -> int:
     return int(entries[-1].seq or since) if entries else since
 
 
-SETTLED = (outbox.DONE, outbox.DEAD, outbox.SKIPPED)
+FAILED = (outbox.DEAD, outbox.SKIPPED)
+"""Outbox statuses of a change given up: a dead letter, or one an admin skipped."""
 
 
 def outbox_counts(db: Database) -> dict[str, int]:
@@ -84,7 +166,7 @@ def lms_report(state: dict[str, Any], baseline: set[int]) -> dict[str, Any]:
     }
 
 
-def _bridge_report(
+def bridge_report(
     db: Database,
     provisioner: Provisioner,
     catalog: Catalog,
@@ -110,12 +192,14 @@ def _bridge_report(
         "duplicates": [],
         "unknown_role_codes": [],
         "refused_duplicates": [],
+        "blocked": [],
     }
     key = {
         "problem": "problems",
         "duplicate": "duplicates",
         "unknown-role-code": "unknown_role_codes",
         "duplicate-refused": "refused_duplicates",
+        "blocked": "blocked",
     }
     for item in plan.attention:
         # an item about several people (one per unknown code, per refusal) has no label
@@ -131,7 +215,7 @@ def _bridge_report(
         )
     return {
         "outbox": dict(sorted(counts.items())),
-        "errors": {
+        "dead_letters_by_category": {
             name: sum(1 for row in dead if row.get("category") == name) for name in CATEGORIES
         },
         "dead_letters": [

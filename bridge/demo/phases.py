@@ -1,6 +1,7 @@
 """``bridge demo``'s phases: SCIM calls sent to the bridge — or an admin's step such as
-``bridge plan`` + ``bridge apply`` — then the relay settling every outbox row they caused,
-with a progress bar for each (:class:`Demo`, :class:`Phase`).
+``bridge plan`` + ``bridge apply`` — then the relay finishing every outbox row they caused
+(delivered, or given up as a dead letter), with a progress bar for each (:class:`Demo`,
+:class:`Phase`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,27 +27,39 @@ from rich.progress import TaskID
 from rich.progress import TextColumn
 from rich.progress import TimeElapsedColumn
 
-from bridge.demo_readback import SETTLED
-from bridge.demo_readback import outbox_counts
+from bridge.demo.readback import FAILED
+from bridge.demo.readback import outbox_counts
 from bridge.store import outbox
 from bridge.store.engine import Database
 
 
 @dataclass
 class Phase:
-    """One phase's progress: SCIM requests sent and outbox rows settled."""
+    """One phase's progress: SCIM requests sent, and the LMS changes they caused (outbox rows)
+    delivered or failed (a dead letter, or skipped by an admin)."""
 
     label: str
     requests: int
     started: float = field(default_factory=time.monotonic)
     answers: Counter[int] = field(default_factory=Counter)
     rows: int = 0
-    settled: int = 0
+    delivered: int = 0
+    failed: int = 0
     timed_out: bool = False
 
     @property
     def seconds(self) -> float:
         return round(time.monotonic() - self.started, 2)
+
+    @property
+    def finished(self) -> int:
+        return self.delivered + self.failed
+
+    def count(self, counts: Mapping[str, int], base: Mapping[str, int]) -> None:
+        """Take the outbox's counts by status, less those before the phase (``base``)."""
+        self.rows = sum(counts.values()) - sum(base.values())
+        self.delivered = counts.get(outbox.DONE, 0) - base.get(outbox.DONE, 0)
+        self.failed = sum(counts.get(s, 0) - base.get(s, 0) for s in FAILED)
 
 
 class Demo:
@@ -100,8 +114,6 @@ class Demo:
         work: tuple[str, Callable[[], object]] | None = None,
     ) -> tuple[Phase, list[httpx.Response]]:
         before = await asyncio.to_thread(outbox_counts, self.db)
-        base_rows = sum(before.values())
-        base_settled = sum(before.get(s, 0) for s in SETTLED)
         phase = Phase(label, len(calls))
         responses: list[httpx.Response] = []
         with ExitStack() as stack:
@@ -119,18 +131,16 @@ class Demo:
                     )
                 )
                 scim_task = progress.add_task(
-                    f"{label}: {work[0] if work else 'SCIM → bridge'}",
+                    f"{label}: {work[0] if work else 'HR records → bridge'}",
                     total=1 if work else len(calls),
                 )
-                lms_task = progress.add_task(f"{label}: outbox → Moodle", total=None)
+                lms_task = progress.add_task(f"{label}: changes → Moodle", total=None)
 
             async def watch() -> None:
                 while True:
-                    counts = await asyncio.to_thread(outbox_counts, self.db)
-                    phase.rows = sum(counts.values()) - base_rows
-                    phase.settled = sum(counts.get(s, 0) for s in SETTLED) - base_settled
+                    phase.count(await asyncio.to_thread(outbox_counts, self.db), before)
                     if progress is not None:
-                        progress.update(lms_task, total=phase.rows, completed=phase.settled)
+                        progress.update(lms_task, total=phase.rows, completed=phase.finished)
                     await asyncio.sleep(0.1)
 
             watcher = asyncio.create_task(watch())
@@ -164,11 +174,9 @@ class Demo:
                     break
                 await asyncio.sleep(0.05)
             watcher.cancel()
-            counts = await asyncio.to_thread(outbox_counts, self.db)
-            phase.rows = sum(counts.values()) - base_rows
-            phase.settled = sum(counts.get(s, 0) for s in SETTLED) - base_settled
+            phase.count(await asyncio.to_thread(outbox_counts, self.db), before)
             if progress is not None:
-                progress.update(lms_task, total=phase.rows, completed=phase.settled)
+                progress.update(lms_task, total=phase.rows, completed=phase.finished)
         return phase, responses
 
     def _backlog(self) -> int:
@@ -187,11 +195,14 @@ class Demo:
 
 
 def phase_summary(phase: Phase) -> dict[str, Any]:
+    """A phase as plain data: SCIM requests and their answers by HTTP status; ``lms_changes``
+    (outbox rows caused), ``delivered`` and ``failed`` of them; seconds; whether it timed out."""
     return {
         "requests": phase.requests,
         "answers": {str(k): v for k, v in sorted(phase.answers.items())},
-        "intents": phase.rows,
-        "settled": phase.settled,
+        "lms_changes": phase.rows,
+        "delivered": phase.delivered,
+        "failed": phase.failed,
         "seconds": phase.seconds,
         "timed_out": phase.timed_out,
     }

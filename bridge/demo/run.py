@@ -9,14 +9,10 @@ the push fills none of the capped pilot's seats: an admin then draws the pilot (
 + ``bridge apply``: seats by stable hash, never by arrival order) and the relay delivers it;
 then a day-2 change (role codes added and removed, terminations) is sent as Entra-style PATCHes.
 
-Everything the report shows is read back — from the bridge's database (outbox, dead letters,
-journal, projections, a plan over the population) and from the simulator's state — never
-derived from the generated sample. ``run_demo`` returns it as a plain dict (``render`` prints
-it), so tests check the numbers against the simulator.
-
-This module runs the two days; the sample is :mod:`bridge.demo_sample`, the servers
-:mod:`bridge.demo_servers`, the phases and their progress bars :mod:`bridge.demo_phases`, the reading back :mod:`bridge.demo_readback` and the report
-:mod:`bridge.demo_report` (their names are re-exported here).
+The bridge's app, rule book and relay are built by the composition root and passed in
+(:class:`Wiring`, from ``bridge/cli/demo.py``): this package sits below the CLI and never
+imports it. ``run_demo`` returns what it read back as a plain dict (:mod:`bridge.demo.readback`;
+:func:`bridge.demo.report.render` prints it), so tests check the numbers against the simulator.
 """
 
 from __future__ import annotations
@@ -28,98 +24,64 @@ import tempfile
 import time
 from collections.abc import Awaitable
 from collections.abc import Callable
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import httpx
 import yaml
 from rich.console import Console
 
 from bridge.config import Settings
-from bridge.demo_phases import Demo
-from bridge.demo_phases import Phase
-from bridge.demo_phases import phase_summary
-from bridge.demo_readback import CATEGORIES
-from bridge.demo_readback import SETTLED
-from bridge.demo_readback import TARGET
-from bridge.demo_readback import _bridge_report
-from bridge.demo_readback import journal_since
-from bridge.demo_readback import last_seq
-from bridge.demo_readback import lms_report
-from bridge.demo_readback import outbox_counts
-from bridge.demo_report import render
-from bridge.demo_sample import BENEFITS
-from bridge.demo_sample import CORE
-from bridge.demo_sample import ENTERPRISE
-from bridge.demo_sample import HR
-from bridge.demo_sample import MANAGER
-from bridge.demo_sample import NON_STANDARD
-from bridge.demo_sample import OTHER_DEPARTMENTS
-from bridge.demo_sample import PATCH_OP
-from bridge.demo_sample import PILOT_DEPARTMENT
-from bridge.demo_sample import SEED
-from bridge.demo_sample import DayTwo
-from bridge.demo_sample import HrRecord
-from bridge.demo_sample import Sample
-from bridge.demo_sample import edge_case_counts
-from bridge.demo_sample import hr_sample
-from bridge.demo_sample import role_patch
-from bridge.demo_sample import termination_patch
-from bridge.demo_servers import DemoError
-from bridge.demo_servers import RelayThread
-from bridge.demo_servers import Served
+from bridge.demo.phases import Demo
+from bridge.demo.phases import phase_summary
+from bridge.demo.readback import TARGET
+from bridge.demo.readback import bridge_report
+from bridge.demo.readback import errors_by_category
+from bridge.demo.readback import last_seq
+from bridge.demo.readback import lms_report
+from bridge.demo.readback import problems
+from bridge.demo.sample import BENEFITS
+from bridge.demo.sample import SEED
+from bridge.demo.sample import Sample
+from bridge.demo.sample import hr_sample
+from bridge.demo.sample import role_patch
+from bridge.demo.sample import termination_patch
+from bridge.demo.servers import DemoError
+from bridge.demo.servers import RelayThread
+from bridge.demo.servers import Served
+from bridge.lmssim import SIM_CANVAS_TOKEN
+from bridge.lmssim import SIM_MOODLE_TOKEN
+from bridge.lmssim.app import Knobs
+from bridge.lmssim.app import create_app as create_simulator
 from bridge.provision import Provisioner
 from bridge.provision.planning import Planner
 from bridge.provision.resources import now_utc
+from bridge.relay import Relay
 from bridge.rules.book import RuleBook
 from bridge.rules.check import render_errors
 from bridge.rules.model import RuleErrors
 from bridge.rules.model import RuleFile
+from bridge.rules.model import RuleSet
 from bridge.schemas import Catalog
 from bridge.schemas import load_catalog
 from bridge.store import runs
 from bridge.store.engine import Database
 
-__all__ = [
-    "BENEFITS",
-    "CATEGORIES",
-    "CORE",
-    "DayTwo",
-    "Demo",
-    "DemoError",
-    "ENTERPRISE",
-    "HR",
-    "HrRecord",
-    "MANAGER",
-    "NON_STANDARD",
-    "OTHER_DEPARTMENTS",
-    "PATCH_OP",
-    "PILOT_DEPARTMENT",
-    "Phase",
-    "RelayThread",
-    "SEED",
-    "SETTLED",
-    "Sample",
-    "Served",
-    "TARGET",
-    "demo_rules",
-    "edge_case_counts",
-    "hr_sample",
-    "journal_since",
-    "last_seq",
-    "lms_report",
-    "main",
-    "outbox_counts",
-    "render",
-    "role_patch",
-    "run_demo",
-    "termination_patch",
-]
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the composition root builds for the demo, as ``bridge serve`` and ``bridge relay``
+    would: the rule book (checked against the schemas), the bridge's ASGI app (without its own
+    relay; ``app.state.server.provisioner`` is its provisioner) and a relay for the targets
+    whose credentials ``env`` holds (None: no target can be built)."""
+
+    rule_book: Callable[[Settings, Catalog], RuleBook]
+    app: Callable[[Settings, RuleBook], Any]
+    relay: Callable[[Database, RuleSet, Mapping[str, str], Settings], Relay | None]
 
 
 def _repo_dir(name: str, configured: Path | None) -> Path:
@@ -130,7 +92,7 @@ def _repo_dir(name: str, configured: Path | None) -> Path:
     except ValueError as exc:
         raise DemoError(str(exc)) from exc
     candidates.append(defaults.rules_dir if name == "rules" else defaults.schemas_dir)
-    candidates.append(Path(__file__).resolve().parent.parent / name)
+    candidates.append(Path(__file__).resolve().parents[2] / name)
     for candidate in candidates:
         if candidate is not None and candidate.is_dir():
             return candidate.resolve()
@@ -180,6 +142,7 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def run_demo(
+    wiring: Wiring,
     *,
     people: int = 200,
     database: Path | None = None,
@@ -196,16 +159,9 @@ def run_demo(
 
     ``database``: the SQLite file to create (it must not exist); by default ``bridge.db`` in a
     temporary directory, removed at the end unless ``keep``. ``workdir``: where the temporary
-    directory goes. ``console``: where progress bars go (None: silent).
+    directory goes. ``console``: where progress bars go (None: silent). ``wiring``: the
+    bridge's rule book, app and relay, as the CLI builds them.
     """
-    from bridge.cli.relay import build_relay
-    from bridge.cli.rules import rule_book
-    from bridge.cli.serving import build_app
-    from bridge.lmssim.app import SIM_CANVAS_TOKEN
-    from bridge.lmssim.app import SIM_MOODLE_TOKEN
-    from bridge.lmssim.app import Knobs
-    from bridge.lmssim.app import create_app as create_simulator
-
     sample = hr_sample(people, seed)
     rules_source = _repo_dir("rules", rules_dir)
     schemas = _repo_dir("schemas", schemas_dir)
@@ -243,7 +199,7 @@ def run_demo(
             env = {"MOODLE_TOKEN": SIM_MOODLE_TOKEN, "CANVAS_TOKEN": SIM_CANVAS_TOKEN}
             catalog = load_catalog(schemas)
             try:
-                book = rule_book(settings, catalog)
+                book = wiring.rule_book(settings, catalog)
             except RuleErrors as exc:
                 raise DemoError(
                     f"the rules do not check clean:\n{render_errors(exc.errors)}"
@@ -251,10 +207,10 @@ def run_demo(
             ruleset = book.current()
             if ruleset is None or not any(f.target == TARGET for f in ruleset.files):
                 raise DemoError(f"no rule file of {rules_source} drives the {TARGET!r} target")
-            app = build_app(settings, book, relay_in_process=False)
+            app = wiring.app(settings, book)
             provisioner: Provisioner = app.state.server.provisioner
             db = provisioner.db
-            relay = build_relay(db, ruleset, env, settings=settings)
+            relay = wiring.relay(db, ruleset, env, settings)
             if relay is None or TARGET not in relay.targets:
                 raise DemoError(f"the {TARGET!r} target cannot be built from {rules}")
             with Served(app, "bridge") as bridge, RelayThread(relay):
@@ -262,8 +218,8 @@ def run_demo(
                 summary["lms_url"] = lms.url
                 if console is not None:
                     console.print(
-                        f"LMS simulator (Moodle web services) at {lms.url}; bridge at "
-                        f"{bridge.url}/scim/v2 with the relay; SQLite database {db_path}"
+                        f"LMS simulator (Moodle) at {lms.url}; the bridge at "
+                        f"{bridge.url}/scim/v2, delivering to it; database {db_path}"
                     )
                 demo = Demo(
                     db, bridge.url, token, console=console, concurrency=concurrency, timeout=timeout
@@ -276,7 +232,11 @@ def run_demo(
                 summary["brake"] = _brake(demo, provisioner, catalog, book, console)
                 state = httpx.get(f"{lms.url}/_sim/state").json()
             summary["lms"] = lms_report(state, baseline)
-            summary.update(_bridge_report(db, provisioner, catalog, book, day_one_seq))
+            summary.update(bridge_report(db, provisioner, catalog, book, day_one_seq))
+            summary["problems"] = problems(summary["rejected"], summary["attention"])
+            summary["errors"] = errors_by_category(
+                summary["problems"], summary["dead_letters_by_category"]
+            )
             pilot = rule_file.scope.pilot
             summary["rule_file"] = rule_file.name
             summary["pilot"] = {
@@ -300,7 +260,7 @@ def _provision(demo: Demo, sample: Sample, console: Console | None) -> dict[str,
     second = [r for r in sample.records if r.edge == "duplicate_id"]
     ordered = first + second
     if console is not None:
-        console.rule("Day 1: the HRIS sample is provisioned over SCIM")
+        console.rule(f"Day 1: {len(ordered)} HR records sent to the bridge, as Okta or Entra would")
     phase, responses = demo.run_phase(
         "day 1", [_post(r.scim()) for r in ordered], waves=[len(first)]
     )
@@ -363,7 +323,7 @@ def _draw(
         applied.update(run_id=run_id, status=status, enqueued=written)
 
     if console is not None:
-        console.rule("Day 1: an admin draws the pilot (bridge plan + bridge apply)")
+        console.rule("Day 1: an admin draws the pilot (bridge plan, then bridge apply)")
     phase, _ = demo.run_phase("draw", [], work=("plan + apply", plan_and_apply))
     return {
         **phase_summary(phase),
@@ -394,8 +354,8 @@ def _brake(
     released: list[int] = []
     if console is not None:
         console.rule(
-            f"Day 2: the brake held {facts.get('held')} removal(s) past "
-            f"{facts.get('allowed')} allowed (run {held['id']}); an admin approves it"
+            f"Day 2: {facts.get('held')} removal(s) held for review ({facts.get('allowed')} "
+            f"allowed at once); an admin approves run {held['id']}"
         )
     phase, _ = demo.run_phase(
         "approve",
@@ -430,7 +390,7 @@ def _day_two(
     for eid in changes.terminate:
         calls.append(_patch(scim_ids[eid], termination_patch(today)))
     if console is not None:
-        console.rule("Day 2: role codes change, people leave (Entra-style PATCH)")
+        console.rule("Day 2: role codes change and people leave")
     phase, _ = demo.run_phase("day 2", calls)
     return {
         "day2": {
@@ -440,28 +400,3 @@ def _day_two(
             "terminated": len(changes.terminate),
         }
     }
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """Only warnings and errors from the bridge's loggers while the progress bars run."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def main(*, people: int, database: Path | None, keep: bool) -> None:
-    """``bridge demo``: run the pilot, print the report."""
-    console = Console()
-    try:
-        with _quiet_logs():
-            summary = run_demo(people=people, database=database, keep=keep, console=console)
-    except DemoError as exc:
-        raise click.ClickException(str(exc)) from exc
-    render(summary, console)
