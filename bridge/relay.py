@@ -33,6 +33,7 @@ from bridge.store import journal
 from bridge.store import links
 from bridge.store import outbox
 from bridge.store.engine import Database
+from bridge.store.raw import read_time
 from bridge.targets.base import Category
 from bridge.targets.base import Delivery
 from bridge.targets.base import Result
@@ -47,6 +48,7 @@ from bridge.targets.batching import by_target
 from bridge.targets.batching import chunks
 from bridge.targets.circuit import Breaker
 from bridge.targets.preflight import Verdict
+from bridge.telemetry import Telemetry
 
 __all__ = ["Decision", "Preflight", "Relay", "RetryPolicy", "confirm"]
 
@@ -99,6 +101,7 @@ class Relay:
         recheck_seconds: float = 30.0,
         probe_base: float = 0.5,
         probe_cap: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.db = db
         self.targets = targets
@@ -124,6 +127,9 @@ class Relay:
         self._health_read: datetime | None = None
         self._verified: set[str] = set()  # targets whose stored "unreachable" was checked
         self._recheck_all = preflight is not None  # every target is checked when the relay starts
+        self.telemetry = telemetry
+        """Where settled rows are counted (deliveries, retries, dead letters, write → confirmed
+        latency); None: not counted."""
 
     def recheck(self) -> None:
         """Check every target again before the next claim (the rules were reloaded).
@@ -381,6 +387,7 @@ class Relay:
     ) -> None:
         now = self.clock()
         excused = excused or {}
+        settled: list[tuple[Row, Result, Decision, bool]] = []
         with self.db.write() as conn:
             for row, result in outcomes:
                 waits = row["target"] in excused and (
@@ -416,6 +423,7 @@ class Relay:
                     )
                     continue
                 intent = row["intent"]
+                settled.append((row, result, decision, waits))
                 self._log(row, result, decision, waits)
                 if decision.status == outbox.DONE:
                     found = links.get(conn, row["target"], intent["person"])
@@ -458,12 +466,36 @@ class Relay:
                         },
                     ),
                 )
+        for row, result, decision, waits in settled:  # counted once committed
+            self._count(row, result, decision, waits, now)
+
+    def _count(
+        self, row: Row, result: Result, decision: Decision, waits: bool, now: datetime
+    ) -> None:
+        telemetry = self.telemetry
+        if telemetry is None:
+            return
+        target = row["target"]
+        failed = decision.status != outbox.DONE
+        category = decision.category or (result.category if failed else None) or "none"
+        telemetry.deliveries.labels(target, "wait" if waits else decision.status, category).inc()
+        if waits:
+            return
+        if decision.status == outbox.RETRY:
+            telemetry.retries.labels(target, category).inc()
+        elif decision.status == outbox.DEAD:
+            telemetry.dead_letters.labels(target, category).inc()
+        elif decision.status == outbox.DONE and row.get("created") is not None:
+            # The row was written in the write's own transaction: its ``created`` is the write.
+            waited = (now - read_time(row["created"])).total_seconds()
+            telemetry.confirm_seconds.labels(target).observe(max(waited, 0.0))
 
     def _log(self, row: dict[str, Any], result: Result, decision: Decision, waits: bool) -> None:
         intent = row["intent"]
         what = f"{intent.get('kind')} {intent.get('ref') or ''}".strip()
         extra = {
             "outbox": row["id"],
+            "journal_seq": row.get("journal_seq"),
             "person": intent.get("person"),
             "target": row["target"],
             "intent": what,

@@ -531,3 +531,28 @@ async def test_the_training_report_draws_completion_per_department(site: Site) -
     histogram = page.split('id="freshness-chart"')[1].split("</svg>")[0]
     assert "never read: 2" in histogram
     assert "Completion never read" in page
+
+
+async def test_bridge_serve_serves_the_admin_page_beside_scim_metrics_and_probes(
+    database_url: str,
+) -> None:
+    """``build_app`` (what ``bridge serve`` runs) mounts ``/admin``: a visitor without a
+    session is sent to its login form."""
+    from bridge.cli.serving import build_app
+    from tests.conftest import ROOT as root
+
+    served = Settings(
+        database_url=database_url,
+        scim_token="t0ken",
+        schemas_dir=root / "schemas",
+        rules_dir=root / "rules",
+        scheduler=False,
+    )
+    app = build_app(served, relay_in_process=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as http:
+        answer = await http.get("/admin/")
+        assert answer.status_code in (302, 303, 307), answer.text
+        assert "/admin/login" in answer.headers["location"]
+        assert (await http.get(answer.headers["location"])).status_code == 200
+    app.state.server.provisioner.db.dispose()

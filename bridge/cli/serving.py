@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
+from typing import Any
 
 import click
 import httpx
 from starlette.applications import Starlette
 
+from bridge.admin.app import admin_routes
 from bridge.cli.database import open_database
 from bridge.cli.logs import configure_logging
+from bridge.cli.logs import uvicorn_log_config
 from bridge.cli.relay import build_relay
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
@@ -39,6 +43,9 @@ from bridge.scim.app import create_app
 from bridge.scim.auth import Authenticator
 from bridge.scim.hris import HrisIntake
 from bridge.targets.hris_fetch import HrisFetcher
+from bridge.telemetry import Telemetry
+
+log = logging.getLogger("bridge")
 
 
 def build_scheduler(
@@ -77,11 +84,15 @@ def build_app(
     *,
     relay_in_process: bool = True,
     scheduler_in_process: bool | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Starlette:
     """Everything ``bridge serve`` runs: database (migrated), schemas, rules, auth, the app.
 
     ``scheduler_in_process`` (default: as ``relay_in_process``) runs the rules' schedule.
+    ``telemetry``: the process's metrics (a fresh registry by default), counted by the app
+    and the relay, exported at ``/metrics``.
     """
+    telemetry = telemetry if telemetry is not None else Telemetry()
     db = open_database(settings, serving=True)
     catalog = load_schemas(settings)
     book = book or rule_book(settings, catalog)
@@ -93,6 +104,7 @@ def build_app(
     if relay_in_process:
         relay = build_relay(db, book.current(), settings=settings, rules=book.current)
         if relay is not None:
+            relay.telemetry = telemetry
             background.append(relay.run)
             book.listeners.append(lambda _ruleset: relay.recheck())
     if relay_in_process if scheduler_in_process is None else scheduler_in_process:
@@ -107,7 +119,17 @@ def build_app(
         jwt_verifier = JwtVerifier(settings.jwt)
     authenticate = Authenticator(db, env_token=settings.scim_token, jwt=jwt_verifier)
     hris = HrisIntake(provisioner, settings, os.environ, on_queued=events.wake)
-    app = create_app(provisioner, catalog, settings, authenticate, background, hris)
+    app = create_app(
+        provisioner,
+        catalog,
+        settings,
+        authenticate,
+        background,
+        hris,
+        telemetry=telemetry,
+        book=book,
+        admin=admin_routes(provisioner, book.current, settings, authenticate),
+    )
     app.state.events = events
     return app
 
@@ -134,12 +156,20 @@ def build_app(
     is_flag=True,
     help="Do not deliver to the LMS from this process (run `bridge relay`).",
 )
-def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -> None:
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Also log uvicorn's line per request (the SCIM server logs its own per SCIM request).",
+)
+def serve(
+    host: str, port: int, workers: int, keep_alive: int, no_relay: bool, access_log: bool
+) -> None:
     """Run the SCIM server at http://HOST:PORT/scim/v2, and the relay to the LMS.
 
     With ``--workers N`` the SCIM server runs in N processes sharing the database; the
     relay runs once, in the supervising process, so a target's rate limit holds as set.
     The rules' ``schedule:`` runs there too (``BRIDGE_SCHEDULER=off``: not in this bridge).
+    ``--port 0`` takes a free port (the "listening on" line says which).
     """
     import uvicorn
 
@@ -162,33 +192,30 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
         raise click.ClickException(str(exc)) from exc
     stop = threading.Event()
     book.watch(settings.rules_reload_seconds, stop)
+    _unused_targets(book)
     if not settings.scim_token:
-        logging.getLogger("bridge").info(
-            "no BRIDGE_SCIM_TOKEN set: create a token with `bridge tokens create NAME`"
-        )
+        log.info("no BRIDGE_SCIM_TOKEN set: create a token with `bridge tokens create NAME`")
+    server_options = {
+        "host": host,
+        "port": port,
+        "timeout_keep_alive": keep_alive,
+        "log_config": uvicorn_log_config(access_log=access_log),
+        "log_level": None,  # the levels are log_config's
+        "access_log": access_log,
+    }
     try:
         if workers == 1:
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                timeout_keep_alive=keep_alive,
-                log_level="warning",
-                access_log=False,
-            )
+            _announcing_server(uvicorn.Config(app, **server_options)).run()  # type: ignore[arg-type]
             return
         relay = None if no_relay else _relay_thread(app, book, settings, stop)
         scheduler = _scheduler_thread(app, book, settings, stop)
         events = _loop_thread("hr-events", app.state.events.run, stop)
+        _listening(host, port, workers)
         uvicorn.run(
             "bridge.cli.serving:worker_app",
             factory=True,
             workers=workers,
-            host=host,
-            port=port,
-            timeout_keep_alive=keep_alive,
-            log_level="warning",
-            access_log=False,
+            **server_options,  # type: ignore[arg-type]
         )
     finally:
         stop.set()
@@ -197,6 +224,59 @@ def serve(host: str, port: int, workers: int, keep_alive: int, no_relay: bool) -
     if scheduler is not None:
         scheduler.join(timeout=settings.relay_lease_seconds)
     events.join(timeout=settings.relay_lease_seconds)
+
+
+def listening_line(host: str, port: int) -> str:
+    """The first line a new operator looks for: where the server is and where SCIM is."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    return f"listening on {base} (SCIM at {base}/scim/v2; probes at /healthz and /readyz)"
+
+
+def _listening(host: str, port: int, workers: int = 1) -> None:
+    more = f" in {workers} worker processes" if workers > 1 else ""
+    log.info(
+        "%s%s", listening_line(host, port), more, extra={"url": f"http://{host}:{port}/scim/v2"}
+    )
+
+
+def _unused_targets(book: RuleBook) -> None:
+    """Say, once and quietly, which targets no rule file drives: the relay leaves them alone,
+    so their unset credentials are no error."""
+    ruleset = book.current()
+    if ruleset is None:
+        return
+    unused = sorted(set(ruleset.targets) - {f.target for f in ruleset.files})
+    if unused:
+        log.info(
+            "target(s) %s: no rule file uses them; not started (their credentials are not needed)",
+            ", ".join(unused),
+        )
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, saying where it listens once its socket is bound."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.started:
+                return
+            bound = [s.getsockname() for server in self.servers for s in server.sockets]
+            host, port = (
+                (bound[0][0], bound[0][1]) if bound else (self.config.host, self.config.port)
+            )
+            _listening(str(host), int(port))
+
+    return Server
+
+
+def _announcing_server(config: Any) -> Any:
+    """A uvicorn server that logs the "listening on" line once bound (its class is built on
+    use: uvicorn loads only when ``serve`` runs)."""
+    return _server_class()(config)
 
 
 def _relay_thread(

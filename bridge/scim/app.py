@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route
 from starlette.routing import request_response
 from starlette.types import Receive
@@ -43,6 +44,8 @@ from bridge.auth.tokens import Principal
 from bridge.config import Settings
 from bridge.provision import Cause
 from bridge.provision import Provisioner
+from bridge.provision.resources import Outcome
+from bridge.rules.book import RuleBook
 from bridge.schemas import Catalog
 from bridge.scim import discovery
 from bridge.scim import door
@@ -52,10 +55,14 @@ from bridge.scim.errors import ScimResponse
 from bridge.scim.errors import error_response
 from bridge.scim.errors import from_exception
 from bridge.scim.hris import HrisIntake
+from bridge.scim.metrics import MetricsEndpoint
+from bridge.scim.metrics import RequestMetrics
+from bridge.scim.metrics import state_reader
 from bridge.scim.params import ListQuery
 from bridge.scim.params import split_list
 from bridge.scim.quirks import normalize_patch
 from bridge.scim.quirks import normalize_resource
+from bridge.scim.ready import Readiness
 from bridge.scim.render import Projector
 from bridge.scim.render import Selection
 from bridge.scim.render import resource_json
@@ -63,6 +70,9 @@ from bridge.store.engine import DatabaseBusy
 from bridge.store.engine import QueryBudget
 from bridge.store.engine import QueryBudgetExceeded
 from bridge.store.engine import QueryCancelled
+from bridge.telemetry import LogContext
+from bridge.telemetry import Telemetry
+from bridge.telemetry import current_request
 
 log = logging.getLogger("bridge.scim")
 
@@ -90,6 +100,14 @@ class Call:
     @property
     def cause(self) -> Cause:
         return Cause(self.principal.name, self.request_id)
+
+    def wrote(self, outcome: Outcome) -> Outcome:
+        """Note the journal seq of this request's write: every later log line of the
+        request carries it (``bridge.telemetry.LogContext``)."""
+        context = current_request.get()
+        if context is not None and outcome.seq is not None:
+            context.journal_seq = outcome.seq
+        return outcome
 
 
 class ScimServer:
@@ -127,49 +145,62 @@ class ScimServer:
         async def serve(request: Request) -> Response:
             started = time.perf_counter()
             request_id = door.request_id(request.headers.get("x-request-id"))
+            context = LogContext(request_id)
+            bound = current_request.set(context)
             try:
-                response = await self._serve(request, handlers, request_id)
-            except SCIMException as exc:
-                response = from_exception(exc)
-            except DatabaseBusy as exc:
-                log.warning("database busy: %s", exc)
-                response = error_response(
-                    503, "the database is busy; retry", headers={"Retry-After": "1"}
-                )
-            except QueryBudgetExceeded as exc:
-                response = error_response(
-                    503, f"{exc}; retry later", headers=_retry_after(exc.seconds)
-                )
-            except _BodyTimeout as exc:
-                # Connection: close, or the rest of a body announced by Content-Length would
-                # be read as the next request on this connection.
-                response = error_response(408, str(exc), headers={"Connection": "close"})
-            except ClientDisconnect:
-                log.info(
-                    "the client went away while sending the request body",
-                    extra={"request_id": request_id},
-                )
-                response = Response(status_code=CLIENT_CLOSED_REQUEST)
-            except QueryCancelled:  # _read logged why
-                response = Response(status_code=CLIENT_CLOSED_REQUEST)
-            except Exception:
-                log.exception("unhandled error", extra={"request_id": request_id})
-                response = error_response(500, "internal error; see the server log")
-            response.headers["X-Request-Id"] = request_id
-            log.info(
-                "%s %s %s",
-                request.method,
-                request.url.path,
-                response.status_code,
-                extra={
-                    "request_id": request_id,
-                    "status": response.status_code,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            return response
+                return await self._answer(request, handlers, request_id, started)
+            finally:
+                current_request.reset(bound)
 
         return serve
+
+    async def _answer(
+        self,
+        request: Request,
+        handlers: dict[str, tuple[str, Handler]],
+        request_id: str,
+        started: float,
+    ) -> Response:
+        """Serve one request; every failure rendered as a SCIM error; one log line."""
+        try:
+            response = await self._serve(request, handlers, request_id)
+        except SCIMException as exc:
+            response = from_exception(exc)
+        except DatabaseBusy as exc:
+            log.warning("database busy: %s", exc)
+            response = error_response(
+                503, "the database is busy; retry", headers={"Retry-After": "1"}
+            )
+        except QueryBudgetExceeded as exc:
+            response = error_response(503, f"{exc}; retry later", headers=_retry_after(exc.seconds))
+        except _BodyTimeout as exc:
+            # Connection: close, or the rest of a body announced by Content-Length would
+            # be read as the next request on this connection.
+            response = error_response(408, str(exc), headers={"Connection": "close"})
+        except ClientDisconnect:
+            log.info(
+                "the client went away while sending the request body",
+                extra={"request_id": request_id},
+            )
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
+        except QueryCancelled:  # _read logged why
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            response = error_response(500, "internal error; see the server log")
+        response.headers["X-Request-Id"] = request_id
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            extra={
+                "request_id": request_id,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        return response
 
     async def _serve(
         self, request: Request, handlers: dict[str, tuple[str, Handler]], request_id: str
@@ -345,8 +376,8 @@ class ScimServer:
             self.known_schemas[resource_type],
             **self.door_limits,
         )
-        outcome = await self.provisioner.create_async(
-            call.cause, resource_type, payload, tolerances
+        outcome = call.wrote(
+            await self.provisioner.create_async(call.cause, resource_type, payload, tolerances)
         )
         if outcome.members:
             outcome.record.members = outcome.members
@@ -362,14 +393,16 @@ class ScimServer:
             **self.door_limits,
         )
         resource_id = door.check_id(call.request.path_params["id"])
-        await run_in_threadpool(
-            lambda: self.provisioner.replace(
-                call.cause,
-                resource_type,
-                resource_id,
-                payload,
-                if_match=call.request.headers.get("if-match"),
-                tolerances=tolerances,
+        call.wrote(
+            await run_in_threadpool(
+                lambda: self.provisioner.replace(
+                    call.cause,
+                    resource_type,
+                    resource_id,
+                    payload,
+                    if_match=call.request.headers.get("if-match"),
+                    tolerances=tolerances,
+                )
             )
         )
         return await self._reread(call, resource_type, resource_id, selection)
@@ -440,14 +473,16 @@ class ScimServer:
             await self.body(call), self.catalog.model(resource_type), **self.door_limits
         )
         resource_id = door.check_id(call.request.path_params["id"])
-        outcome = await run_in_threadpool(
-            lambda: self.provisioner.patch(
-                call.cause,
-                resource_type,
-                resource_id,
-                operations,
-                if_match=call.request.headers.get("if-match"),
-                tolerances=tolerances,
+        outcome = call.wrote(
+            await run_in_threadpool(
+                lambda: self.provisioner.patch(
+                    call.cause,
+                    resource_type,
+                    resource_id,
+                    operations,
+                    if_match=call.request.headers.get("if-match"),
+                    tolerances=tolerances,
+                )
             )
         )
         params = call.request.query_params
@@ -462,12 +497,14 @@ class ScimServer:
         return await self._reread(call, resource_type, resource_id, selection)
 
     async def delete(self, call: Call) -> Response:
-        await run_in_threadpool(
-            lambda: self.provisioner.delete(
-                call.cause,
-                self.resource_type(call),
-                door.check_id(call.request.path_params["id"]),
-                if_match=call.request.headers.get("if-match"),
+        call.wrote(
+            await run_in_threadpool(
+                lambda: self.provisioner.delete(
+                    call.cause,
+                    self.resource_type(call),
+                    door.check_id(call.request.path_params["id"]),
+                    if_match=call.request.headers.get("if-match"),
+                )
             )
         )
         return Response(status_code=204)
@@ -624,9 +661,18 @@ def create_app(
     authenticate: Authenticate,
     background: Sequence[Background] = (),
     hris: HrisIntake | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+    book: RuleBook | None = None,
+    admin: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The ASGI application: SCIM at ``/scim/v2`` and ``/healthz``; background loops alongside;
-    with ``hris``, the HR webhooks at ``/hris/v1/events/{feed}``."""
+    """The ASGI application: SCIM at ``/scim/v2``, ``/healthz`` (liveness), ``/readyz``
+    (readiness, ``bridge.scim.ready``) and ``/metrics`` (``bridge.scim.metrics``); background
+    loops alongside; with ``hris``, the HR webhooks at ``/hris/v1/events/{feed}``.
+
+    ``telemetry``: the metrics to count into (a fresh registry by default); ``book``: the
+    rule book whose refused reloads ``/readyz`` and ``/metrics`` report; ``admin``: the admin
+    page's routes (``bridge.admin.app.admin_routes``)."""
     from starlette.convertors import Convertor
     from starlette.convertors import register_url_convertor
 
@@ -641,9 +687,16 @@ def create_app(
 
     register_url_convertor("resource", ResourceEndpoint())
     server = ScimServer(provisioner, catalog, settings, authenticate)
+    telemetry = telemetry if telemetry is not None else Telemetry()
+    rules = book.current if book is not None else provisioner.projector.rules
+    telemetry.watch(state_reader(provisioner.db, rules, book))
+    readiness = Readiness(provisioner.db, rules, book)
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/readyz", readiness.endpoint),
+            Route("/metrics", MetricsEndpoint(telemetry, authenticate).endpoint),
+            *admin,
             *(hris.routes() if hris is not None else []),
             *server.routes(),
         ],
@@ -653,5 +706,7 @@ def create_app(
     # A SCIM client follows no redirect: ``/scim/v2`` (or ``/Users/..``) answers the SCIM 404
     # of ``_no_route`` rather than Starlette's 307 to the trailing-slash form.
     app.router.redirect_slashes = False
+    app.add_middleware(RequestMetrics, telemetry=telemetry)
     app.state.server = server
+    app.state.telemetry = telemetry
     return app

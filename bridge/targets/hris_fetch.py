@@ -8,8 +8,8 @@ under ``data``, as the webhook's ``data`` would be).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 from typing import IO
+from typing import Any
 from urllib.parse import quote
 
 import httpx
