@@ -428,7 +428,12 @@ async def test_approve_a_held_run_releases_it_to_the_lms(site: Site) -> None:
         (entry,) = [e for e in journal.read(conn) if e.op == "approve"]
         rows = outbox.of_run(conn, site.held_run)
     assert run is not None and (run["status"], run["approved_by"]) == ("approved", "ann")
-    assert entry.actor == "ann" and entry.detail == {"run": site.held_run, "released": 1}
+    assert entry.actor == "ann" and entry.detail == {
+        "run": site.held_run,
+        "kind": "held",
+        "target": "moodle",
+        "released": 1,
+    }
     assert [row["status"] for row in rows] == ["pending"]
     await site.world.deliver()
     assert site.world.site.user_named("emp31@example.com").suspended

@@ -23,7 +23,6 @@ from bridge.store.engine import Database
 
 RETRY_OP = "errors.retry"
 SKIP_OP = "errors.skip"
-APPROVE_OP = "approve"
 
 
 class ActionRefused(Exception):
@@ -80,21 +79,11 @@ class Actions:
 
     def approve(self, run_id: str, *, actor: str) -> str:
         """``bridge approve RUN``: the run's intents released to the relay; the decision
-        journalled (the run keeps who approved it, as from the CLI)."""
+        journalled by ``Planner.approve`` (as from the CLI)."""
         try:
             released = self.planner.approve(run_id, actor=actor)
         except PlanError as exc:
             raise ActionRefused(str(exc)) from exc
-        with self.db.write() as conn:
-            journal.append(
-                conn,
-                journal.Entry(
-                    at=self.clock(),
-                    actor=actor,
-                    op=APPROVE_OP,
-                    detail={"run": run_id, "released": released},
-                ),
-            )
         return f"run {run_id} approved: {released} intent(s) released"
 
     def reject(self, run_id: str, *, actor: str, reason: str | None) -> str:

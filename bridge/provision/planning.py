@@ -55,6 +55,7 @@ from bridge.rules.plan import plan_from_json
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import select_rules
 from bridge.schemas import Catalog
+from bridge.store import journal
 from bridge.store import outbox
 from bridge.store import projections
 from bridge.store import refusals
@@ -450,7 +451,8 @@ class Planner:
 
     def approve(self, run_id: str, *, actor: str) -> int:
         """Release a quarantined run to the relay; the number of intents released. A held
-        run's removals that a later write undid are cancelled instead (``brake``)."""
+        run's removals that a later write undid are cancelled instead (``brake``). The
+        decision is journalled (op ``approve``) in the same transaction, as a rejection is."""
         with self.db.write() as conn:
             run = runs.get(conn, run_id)
             if run is None:
@@ -462,6 +464,20 @@ class Planner:
                 brake.drop_superseded(conn, run)
             released = outbox.release(conn, run_id) + outbox.release_held(conn, run_id, now)
             runs.approve(conn, run_id, actor=actor, now=now)
+            journal.append(
+                conn,
+                journal.Entry(
+                    at=now,
+                    actor=actor,
+                    op="approve",
+                    detail={
+                        "run": run_id,
+                        "kind": run["kind"],
+                        "target": (run.get("summary") or {}).get("target"),
+                        "released": released,
+                    },
+                ),
+            )
         return released
 
     def explain(self, key: str) -> Explanation:
