@@ -18,7 +18,6 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -117,7 +116,7 @@ async def hang_up() -> Message:
 
 @pytest.fixture
 def app(provisioner: Provisioner, catalog: Catalog, settings: Settings, db: Database) -> Starlette:
-    timed = replace(settings, body_timeout_seconds=BODY_TIMEOUT)
+    timed = settings.model_copy(update={"body_timeout_seconds": BODY_TIMEOUT})
     return create_app(provisioner, catalog, timed, Authenticator(db, env_token=TOKEN))
 
 

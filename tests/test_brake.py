@@ -269,7 +269,7 @@ def test_a_mass_deactivation_is_held_past_the_threshold_until_approved(
     assert f"quarantined until `bridge approve {run_id}`" in explained.output
 
     # the held run's plan, and `bridge runs`
-    shown = bridge.cli(database_url, "plan", "--run", run_id, "--json")
+    shown = bridge.cli(database_url, "plan", "--detailed-exitcode", "--run", run_id, "--json")
     assert shown.exit_code == 2, shown.output
     held_plan = json.loads(shown.stdout)
     assert held_plan["format"] == "bridge-plan/1" and held_plan["run"]["kind"] == "held"

@@ -270,7 +270,7 @@ async def test_plan_explain_and_errors_after_a_refused_create(
     await world.deliver()
     dead, enrol, cohort = (row["id"] for row in world.rows(person))
 
-    result = planned(database_url, rules_dir, "plan", "--json")
+    result = planned(database_url, rules_dir, "plan", "--detailed-exitcode", "--json")
     assert result.exit_code == 2, result.output
     document = json.loads(result.stdout)
     assert document["states"] == {"to_make": 0, "failed": 1, "pending": 2, "waiting": 0}
@@ -282,7 +282,7 @@ async def test_plan_explain_and_errors_after_a_refused_create(
         ("pending", dead),
     ]
     text = planned(database_url, rules_dir, "plan")
-    assert text.exit_code == 2
+    assert text.exit_code == 0  # a plan with changes is a success (Terraform's convention)
     assert "! failed, still to make — apply sends them again in place (1):" in text.stdout
     assert f"blocked behind dead letter #{dead} upsert_account" in text.stdout
 
@@ -319,7 +319,7 @@ async def test_plan_explain_and_errors_after_a_refused_create(
     )
     letter = json.loads(planned(database_url, rules_dir, "errors", "--json").stdout)
     assert letter["target_waiting"] == PREFLIGHT
-    held = planned(database_url, rules_dir, "plan", "--json")
+    held = planned(database_url, rules_dir, "plan", "--detailed-exitcode", "--json")
     assert held.exit_code == 2  # the dead create is still a change to make, while the target waits
     held_plan = json.loads(held.stdout)
     assert held_plan["states"] == {"to_make": 0, "failed": 1, "pending": 0, "waiting": 2}
@@ -365,7 +365,7 @@ def test_apply_checks_the_targets_first_and_enqueues_nothing_when_one_fails(
         return run_cli(database_url, rules, *args, MOODLE_TOKEN=SIM_MOODLE_TOKEN)
 
     plan_file = tmp_path / "plan.json"
-    made = bridge_cli("plan", "--out", str(plan_file))
+    made = bridge_cli("plan", "--detailed-exitcode", "--out", str(plan_file))
     assert made.exit_code == 2, made.output
     app.state.moodle.service_functions.discard("enrol_manual_enrol_users")
     refused = bridge_cli("apply", str(plan_file))

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -79,7 +78,7 @@ def budgeted(
 
     @asynccontextmanager
     async def client(seconds: float) -> AsyncIterator[httpx.AsyncClient]:
-        budget = replace(settings, query_timeout_seconds=seconds)
+        budget = settings.model_copy(update={"query_timeout_seconds": seconds})
         app = create_app(provisioner, catalog, budget, Authenticator(db, env_token=TOKEN))
         async with app_client(app) as http:
             yield http

@@ -160,7 +160,15 @@ def provision(db: Database, catalog: Catalog, settings: Settings, rules: Path, p
 def deliver(database_url: str, rules: Path, tmp_path: Path, catalog: Catalog) -> None:
     """plan → apply → relay until nothing is due."""
     plan = tmp_path / "plan.json"
-    result = run_cli(database_url, rules, "plan", "--out", str(plan), MOODLE_TOKEN=SIM_MOODLE_TOKEN)
+    result = run_cli(
+        database_url,
+        rules,
+        "plan",
+        "--detailed-exitcode",
+        "--out",
+        str(plan),
+        MOODLE_TOKEN=SIM_MOODLE_TOKEN,
+    )
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 2:
         applied = run_cli(database_url, rules, "apply", str(plan), MOODLE_TOKEN=SIM_MOODLE_TOKEN)
@@ -199,7 +207,13 @@ def drain(db: Database, ruleset: RuleSet | None, env: Mapping[str, str] | None =
 
 def reconcile(database_url: str, rules: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = run_cli(
-        database_url, rules, "reconcile", "--json", *args, MOODLE_TOKEN=SIM_MOODLE_TOKEN
+        database_url,
+        rules,
+        "reconcile",
+        "--detailed-exitcode",
+        "--json",
+        *args,
+        MOODLE_TOKEN=SIM_MOODLE_TOKEN,
     )
     assert result.exit_code in (0, 2), result.output
     return result.exit_code, json.loads(result.stdout)
@@ -265,7 +279,14 @@ def test_reconcile_finds_hand_changes_in_moodle_and_apply_repairs_them(
     assert document["counts"]["create_account"]["count"] == 1
     assert document["safety"][0]["verdict"] == "ok"
 
-    result = run_cli(database_url, rules, "reconcile", "--apply", MOODLE_TOKEN=SIM_MOODLE_TOKEN)
+    result = run_cli(
+        database_url,
+        rules,
+        "reconcile",
+        "--detailed-exitcode",
+        "--apply",
+        MOODLE_TOKEN=SIM_MOODLE_TOKEN,
+    )
     assert result.exit_code == 2, result.output
     assert "6 intent(s) applied" in result.output
     run_id = result.output.split("run ", 1)[1].split(":", 1)[0]

@@ -88,14 +88,14 @@ def cli(database_url: str, rules: Path, *args: str) -> Any:
 
 
 def reconcile(database_url: str, rules: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = cli(database_url, rules, "reconcile", "--json", *args)
+    result = cli(database_url, rules, "reconcile", "--detailed-exitcode", "--json", *args)
     assert result.exit_code in (0, 2), result.output
     return result.exit_code, json.loads(result.stdout)
 
 
 def deliver(database_url: str, rules: Path, tmp_path: Path, catalog: Catalog) -> None:
     plan = tmp_path / "plan.json"
-    planned = cli(database_url, rules, "plan", "--out", str(plan))
+    planned = cli(database_url, rules, "plan", "--detailed-exitcode", "--out", str(plan))
     assert planned.exit_code in (0, 2), planned.output
     if planned.exit_code == 2:
         applied = cli(database_url, rules, "apply", str(plan))
@@ -215,7 +215,7 @@ def test_reconcile_finds_hand_changes_in_canvas_and_apply_repairs_them(
     named = (ACCOUNT_MISSING, ACCOUNT_SUSPENDED, FIELD, NOT_OWNED)
     assert all("Canvas" in d["reason"] for d in document["drift"] if d["kind"] in named)
 
-    result = cli(database_url, rules, "reconcile", "--apply")
+    result = cli(database_url, rules, "reconcile", "--detailed-exitcode", "--apply")
     assert result.exit_code == 2 and "6 intent(s) applied" in result.output, result.output
     relay(database_url, rules, catalog, {"CANVAS_TOKEN": SIM_CANVAS_TOKEN})
 

@@ -139,7 +139,14 @@ def test_reconcile_finds_cohort_hand_changes_and_apply_repairs_them(
         ("add_cohort_member", "BEN2026", "benefits-2026-cohort")
     ]
 
-    applied = run_cli(database_url, rules, "reconcile", "--apply", MOODLE_TOKEN=SIM_MOODLE_TOKEN)
+    applied = run_cli(
+        database_url,
+        rules,
+        "reconcile",
+        "--detailed-exitcode",
+        "--apply",
+        MOODLE_TOKEN=SIM_MOODLE_TOKEN,
+    )
     assert applied.exit_code == 2 and "1 intent(s) applied" in applied.output, applied.output
     relay(database_url, rules, catalog)
     assert (cohort.id, by_name["emp1@example.com"].id) in site.members

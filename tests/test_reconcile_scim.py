@@ -123,7 +123,15 @@ def lms(tmp_path: Path, sqlite_template: Path, catalog: Catalog) -> Iterator[tup
 
 
 def reconcile(database_url: str, rules: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = run_cli(database_url, rules, "reconcile", "--json", *args, LMS_TOKEN=TOKEN)
+    result = run_cli(
+        database_url,
+        rules,
+        "reconcile",
+        "--detailed-exitcode",
+        "--json",
+        *args,
+        LMS_TOKEN=TOKEN,
+    )
     assert result.exit_code in (0, 2), result.output
     return result.exit_code, json.loads(result.stdout)
 
@@ -179,7 +187,9 @@ def test_reconcile_finds_hand_changes_in_a_scim_lms_and_apply_repairs_them(
     title = next(d for d in document["drift"] if d["kind"] == FIELD)
     assert "'Boss'" in title["reason"] and "'Clerk'" in title["reason"]
 
-    result = run_cli(database_url, rules, "reconcile", "--apply", LMS_TOKEN=TOKEN)
+    result = run_cli(
+        database_url, rules, "reconcile", "--detailed-exitcode", "--apply", LMS_TOKEN=TOKEN
+    )
     assert result.exit_code == 2 and "3 intent(s) applied" in result.output, result.output
     relay(database_url, rules, catalog, credentials)
     code, after = reconcile(database_url, rules)

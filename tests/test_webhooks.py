@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -632,7 +631,7 @@ async def test_serve_applies_a_webhook_event_in_the_background(
 ) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    served = dataclasses.replace(settings, rules_dir=hr_rules, scheduler=False)
+    served = settings.model_copy(update={"rules_dir": hr_rules, "scheduler": False})
     app = build_app(served, relay_in_process=False, scheduler_in_process=True)
     db = app.state.server.provisioner.db
     payload = event("wh_served")

@@ -13,11 +13,16 @@ import json
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.database import database
+from bridge.cli.journal import GAP
+from bridge.cli.journal import PERSON
+from bridge.cli.journal import person_labels
+from bridge.cli.journal import short_id
 from bridge.cli.settings import load_settings
 from bridge.provision.resources import now_utc
 from bridge.store import health
@@ -25,6 +30,12 @@ from bridge.store import journal
 from bridge.store import outbox
 from bridge.targets.base import GUIDE_TERMS
 from bridge.targets.base import Category
+
+WIDE_ERRORS = 120
+"""Columns from which ``bridge errors`` shows the target, attempts and blocked intents apart."""
+
+SAID = 240
+"""Characters of the LMS's message in the table (`bridge errors show ID` has all of it)."""
 
 CATEGORY_TITLES = {
     "data_quality": "Data quality — fix the HR record",
@@ -50,12 +61,85 @@ def _intent_text(intent: dict[str, Any]) -> str:
 
 
 def _blocked_text(rows: list[dict[str, Any]], shown: int = 3) -> str:
+    """The intents held back behind a dead letter: how many, and the first ``shown``."""
     if not rows:
         return "-"
     names = [f"#{row['id']} {_intent_text(row['intent'])}" for row in rows[:shown]]
     if len(rows) > shown:
         names.append(f"+{len(rows) - shown} more")
     return f"{len(rows)}: {', '.join(names)}"
+
+
+def dead_letter_table(
+    group: list[dict[str, Any]],
+    behind: dict[int, list[dict[str, Any]]],
+    people: dict[str, str],
+    title: str,
+    width: int,
+) -> Table:
+    """One category's dead letters for a terminal ``width`` columns wide: the person by
+    userName (externalId), the LMS's words folded, never cut. Under ``WIDE_ERRORS`` columns
+    the intent (with its target) heads the LMS's words in one column, and the intents held
+    back behind each letter are a count (``bridge errors --json`` lists them)."""
+    if width >= WIDE_ERRORS:
+        return _wide_table(group, behind, people, title)
+    names = [_person(row, people) for row in group]
+    ids = max(len(str(row["id"])) for row in group)
+    person = min(max(len(name) for name in names), PERSON)
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("person", overflow="fold")
+    table.add_column(
+        "intent: what the LMS said",
+        overflow="fold",
+        max_width=max(20, width - max(ids, 2) - person - len("blocks") - 3 * GAP),
+    )
+    table.add_column("blocks", justify="right", no_wrap=True)
+    for row, name in zip(group, names, strict=True):
+        what = f"{row['target']}: {_intent_text(row['intent'])}\n{_said(row)}"
+        blocked = len(behind.get(row["id"], []))
+        table.add_row(escape(str(row["id"])), escape(name), escape(what), str(blocked or "-"))
+    return table
+
+
+def _person(row: dict[str, Any], people: dict[str, str]) -> str:
+    person = str(row["intent"].get("person") or "")
+    return people.get(person) or short_id(person)
+
+
+def _said(row: dict[str, Any]) -> str:
+    said = str(row.get("last_error") or "")
+    return said if len(said) <= SAID else f"{said[: SAID - 1]}…"
+
+
+def _wide_table(
+    group: list[dict[str, Any]],
+    behind: dict[int, list[dict[str, Any]]],
+    people: dict[str, str],
+    title: str,
+) -> Table:
+    table = Table(
+        "id",
+        "target",
+        "person",
+        "intent",
+        "attempts",
+        "LMS said",
+        "blocked behind it",
+        title=escape(title),
+    )
+    for row in group:
+        cells = (
+            str(row["id"]),
+            row["target"],
+            _person(row, people),
+            _intent_text(row["intent"]),
+            str(row["attempts"]),
+            _said(row),
+            _blocked_text(behind.get(row["id"], [])),
+        )
+        table.add_row(*(escape(cell) for cell in cells))  # the LMS's words, not markup
+    return table
 
 
 @click.group(name="errors", invoke_without_command=True)
@@ -93,6 +177,8 @@ def errors_list(category: str | None, target: str | None, as_json: bool) -> None
             if not found.ok and (target is None or name == target)
         }
         queued = outbox.open_by_target(conn) if waiting else {}
+        persons = {str(row["intent"].get("person")) for row in rows if row["intent"].get("person")}
+        people = {} if as_json else person_labels(conn, db.dialect, persons)
     if as_json:
         for row in rows:
             blocked = behind.get(row["id"], [])
@@ -108,45 +194,28 @@ def errors_list(category: str | None, target: str | None, as_json: bool) -> None
             record["target_waiting"] = waiting.get(row["target"])
             click.echo(json.dumps(record, default=str))
         return
+    console = Console(highlight=False)
     for name, reason in waiting.items():
         count = queued.get(name, 0)
-        click.echo(
-            f"target {name}: waiting — {reason} "
-            f"({count} intent{'' if count == 1 else 's'} waiting on it)"
+        console.print(
+            escape(
+                f"target {name}: waiting — {reason} "
+                f"({count} intent{'' if count == 1 else 's'} waiting on it)"
+            )
         )
     if not rows:
-        click.echo("no dead letters")
+        console.print("no dead letters")
         return
     for name in CATEGORY_TITLES:
         group = [row for row in rows if row.get("category") == name]
-        if not group:
-            continue
-        table = Table(
-            "id",
-            "target",
-            "person",
-            "intent",
-            "attempts",
-            "LMS said",
-            "blocked behind it",
-            title=escape(f"{category_title(name)} ({len(group)})"),
+        if group:
+            title = f"{category_title(name)} ({len(group)})"
+            console.print(dead_letter_table(group, behind, people, title, console.width))
+    console.print(
+        escape(
+            "retry with `bridge errors retry ID…` once fixed (or `bridge apply` a new plan: it "
+            "sends failed intents again in place), or give up with `bridge errors skip ID…`"
         )
-        for row in group:
-            intent = row["intent"]
-            cells = (
-                str(row["id"]),
-                row["target"],
-                str(intent.get("person", ""))[:12],
-                _intent_text(intent),
-                str(row["attempts"]),
-                str(row.get("last_error") or "")[:80],
-                _blocked_text(behind.get(row["id"], [])),
-            )
-            table.add_row(*(escape(cell) for cell in cells))  # the LMS's words, not markup
-        Console().print(table)
-    click.echo(
-        "retry with `bridge errors retry ID…` once fixed (or `bridge apply` a new plan: it "
-        "sends failed intents again in place), or give up with `bridge errors skip ID…`"
     )
 
 

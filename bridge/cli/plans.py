@@ -37,6 +37,53 @@ from bridge.rules.model import RuleErrors
 from bridge.rules.plan import plan_to_json
 from bridge.rules.plan import render_text
 
+DETAILED_EXITCODE = "--detailed-exitcode"
+CHANGES = 2
+"""The exit code of a plan with changes, under ``--detailed-exitcode`` only."""
+
+
+class PlanCommand(click.Command):
+    """A command that shows a plan, with Terraform's exit codes: 0 when it ran, whatever the
+    plan; with ``--detailed-exitcode`` 0 no changes, 2 changes, 1 any error — a bad option or
+    setting included, which click and ``BadSetting`` would otherwise exit 2 with."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _errors_exit_1(DETAILED_EXITCODE in args):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _errors_exit_1(bool(ctx.params.get("detailed"))):
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _errors_exit_1(detailed: bool) -> Iterator[None]:
+    try:
+        yield
+    except click.ClickException as exc:
+        if detailed and exc.exit_code == CHANGES:
+            raise click.ClickException(exc.format_message()) from exc  # exit 1
+        raise
+
+
+detailed_exitcode = click.option(
+    DETAILED_EXITCODE,
+    "detailed",
+    is_flag=True,
+    help="Exit 0 no changes, 2 changes present, 1 error (default: 0 whenever it ran).",
+)
+
+
+def plan_exit(code: int, detailed: bool) -> None:
+    """End a plan command: ``code`` is the detailed one (0 none, 1 error, 2 changes)."""
+    sys.exit(code if detailed or code != CHANGES else 0)
+
 
 def actor() -> str:
     """Who a change made from the command line is journalled as."""
@@ -45,21 +92,35 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+MISSING_RULES_FIX = (
+    "set BRIDGE_RULES to the directory of the rule files (rules/*.yaml), or run where ./rules is"
+)
+
+
 @contextmanager
-def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Planner]:
+def planner(
+    settings: Settings, rules_dir: Path | None = None, *, create: bool = False
+) -> Iterator[Planner]:
+    """The rules, the schemas and the database a plan is made with; a missing directory or
+    database is a one-line error. ``create``: a command that writes may create the database."""
     catalog = load_schemas(settings)
-    book = RuleBook(rules_dir or settings.rules_dir, lambda d: check_rules(d, catalog))
+    directory = rules_dir or settings.rules_dir
+    if not directory.is_dir():
+        where = f"{directory} (in {Path.cwd()})" if not directory.is_absolute() else directory
+        raise click.ClickException(f"no rules directory at {where}: {MISSING_RULES_FIX}")
+    book = RuleBook(directory, lambda d: check_rules(d, catalog))
     try:
         book.load()
     except RuleErrors as exc:
         click.echo(render_errors(exc.errors), err=True)
         sys.exit(1)
-    with database(settings) as db:
+    with database(settings, create=create) as db:
         provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
         yield Planner(db, provisioner.store, catalog, book.current, now_utc)
 
 
-@click.command(name="plan")
+@click.command(name="plan", cls=PlanCommand)
+@detailed_exitcode
 @click.option(
     "--rules",
     "rules_dir",
@@ -78,6 +139,7 @@ def planner(settings: Settings, rules_dir: Path | None = None) -> Iterator[Plann
     help="Show the intents a run wrote as a plan (a held run: the removals it holds).",
 )
 def plan_command(
+    detailed: bool,
     rules_dir: Path | None,
     as_json: bool,
     only: str | None,
@@ -89,10 +151,12 @@ def plan_command(
     Changes are the intents still to make and those whose delivery failed (dead letters);
     intents pending in the outbox or waiting on their target are shown, not counted.
     With --run, the intents one run wrote instead (what `bridge approve` would release).
-    Exit 0 none, 2 changes, 1 error.
+
+    Exit 0 when the plan was made, whatever it holds, 1 on an error; with
+    --detailed-exitcode (Terraform's convention) 0 no changes, 2 changes present, 1 error.
     """
     if run_id is not None:
-        _run_plan(run_id, rules_dir, as_json)
+        _run_plan(run_id, rules_dir, as_json, detailed)
         return
     selected = {item.strip() for item in only.split(",") if item.strip()} if only else None
     with planner(load_settings(), rules_dir) as plans:
@@ -110,10 +174,10 @@ def plan_command(
         click.echo(render_text(computed.plan, color=sys.stdout.isatty()))
         if out is not None:
             click.echo(f"saved to {out}; apply it with: bridge apply {out}")
-    sys.exit(computed.plan.exit_code)
+    plan_exit(computed.plan.exit_code, detailed)
 
 
-def _run_plan(run_id: str, rules_dir: Path | None, as_json: bool) -> None:
+def _run_plan(run_id: str, rules_dir: Path | None, as_json: bool, detailed: bool) -> None:
     """``bridge plan --run RUN``: the run's intents as a bridge-plan/1 plan, with the run."""
     with planner(load_settings(), rules_dir) as plans:
         ruleset = plans.rules()
@@ -137,7 +201,7 @@ def _run_plan(run_id: str, rules_dir: Path | None, as_json: bool) -> None:
         click.echo(render_text(plan, color=sys.stdout.isatty()))
         if run["status"] == "quarantined":
             click.echo(f"bridge approve {run['id']}  or  bridge reject {run['id']}")
-    sys.exit(plan.exit_code)
+    plan_exit(plan.exit_code, detailed)
 
 
 @click.command(name="apply")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.database import database
+from bridge.cli.plans import PlanCommand
 from bridge.cli.plans import actor
+from bridge.cli.plans import detailed_exitcode
+from bridge.cli.plans import plan_exit
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
@@ -61,7 +63,8 @@ def _reconciler() -> Iterator[Reconciler]:
             raise click.ClickException(f"reading the LMS failed: {exc}") from exc
 
 
-@click.command(name="reconcile")
+@click.command(name="reconcile", cls=PlanCommand)
+@detailed_exitcode
 @click.option(
     "--target",
     "target_name",
@@ -74,7 +77,7 @@ def _reconciler() -> Iterator[Reconciler]:
 @click.option("--apply", "do_apply", is_flag=True, help="Enqueue the re-asserting intents now.")
 @click.option("--out", type=click.Path(path_type=Path), help="Save the plan (JSON) to review.")
 def reconcile_command(
-    target_name: str | None, as_json: bool, do_apply: bool, out: Path | None
+    detailed: bool, target_name: str | None, as_json: bool, do_apply: bool, out: Path | None
 ) -> None:
     """Read what the LMS holds for the people, courses and cohorts the bridge manages and
     compare it with what the LMS confirmed: accounts deleted or suspended by hand, mapped
@@ -85,9 +88,10 @@ def reconcile_command(
     Bridge-owned state that drifted becomes intents (a plan: bridge-plan/1 with
     ``source: reconcile``; --apply enqueues them through the outbox, quarantined over the
     safety threshold); what the bridge does not own is reported, never touched.
-    Exit 0 no drift to re-assert, 2 drift found (shown, saved or applied), 1 error (also a
-    target kind reconcile cannot read: moodle, canvas and scim are read; a web-service
-    function missing from a Moodle token's service is named, with where to add it).
+    Exit 0 when it ran, drift or not; 1 on an error (also a target kind reconcile cannot
+    read: moodle, canvas and scim are read; a web-service function missing from a Moodle
+    token's service is named, with where to add it). With --detailed-exitcode: 0 no drift to
+    re-assert, 2 drift found (shown, saved or applied), 1 error.
     """
     with _reconciler() as reconciler:
         names = reconciler.targets(target_name)
@@ -105,7 +109,7 @@ def reconcile_command(
             if status == "quarantined":
                 message += f"; over the safety threshold: review, then `bridge approve {run_id}`"
             click.echo(message, err=as_json)
-    sys.exit(reconciled.exit_code)
+    plan_exit(reconciled.exit_code, detailed)
 
 
 SHOWN_PER_KIND = 20

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC
 from datetime import datetime
 
 import click
 
 from bridge.cli.database import database
+from bridge.cli.plans import PlanCommand
 from bridge.cli.plans import actor
+from bridge.cli.plans import detailed_exitcode
+from bridge.cli.plans import plan_exit
 from bridge.cli.rules import rule_book
 from bridge.cli.settings import load_schemas
 from bridge.cli.settings import load_settings
@@ -19,7 +21,8 @@ from bridge.provision.revert import Reverter
 from bridge.provision.revert import RevertError
 
 
-@click.command(name="revert")
+@click.command(name="revert", cls=PlanCommand)
+@detailed_exitcode
 @click.argument("seq", type=int, required=False)
 @click.option("--run", "run_id", default=None, help="Undo an applied plan (its inverse intents).")
 @click.option(
@@ -32,11 +35,17 @@ from bridge.provision.revert import RevertError
     "--apply", "do_apply", is_flag=True, help="Apply the plan (otherwise it is only shown)."
 )
 def revert_command(
-    seq: int | None, run_id: str | None, since: str | None, person: str | None, do_apply: bool
+    detailed: bool,
+    seq: int | None,
+    run_id: str | None,
+    since: str | None,
+    person: str | None,
+    do_apply: bool,
 ) -> None:
     """Plan the inverse of a change, a run or everything since a time; --apply to carry it out.
 
-    Exit 0 nothing to revert, 2 changes (shown, or applied), 1 conflicts or errors.
+    Exit 0 when it ran, 1 on conflicts or errors; with --detailed-exitcode 0 nothing to
+    revert, 2 changes (shown, or applied), 1 conflicts or errors.
     """
     settings = load_settings()
     when = None
@@ -61,4 +70,4 @@ def revert_command(
             click.echo(
                 f"applied: journal seqs {', '.join(map(str, written)) or '-'}; the relay carries it to the LMS"
             )
-    sys.exit(plan.exit_code)
+    plan_exit(plan.exit_code, detailed)

@@ -211,7 +211,7 @@ def sync_command(
         if stdin:
             path = stack.enter_context(_spooled(sys.stdin.buffer))
         open_export = opener(path)
-        db = stack.enter_context(database(settings))
+        db = stack.enter_context(database(settings, create=True))
         provisioner = Provisioner(db, catalog, rules=book.current, **store_options(settings))
         sync = Sync(
             provisioner,

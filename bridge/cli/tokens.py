@@ -34,7 +34,7 @@ def tokens_create(name: str, scopes: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--scope") from exc
     token = generate()
     try:
-        with database(load_settings()) as db, db.write() as conn:
+        with database(load_settings(), create=True) as db, db.write() as conn:
             tokens.create(conn, name, token, parsed, datetime.now(UTC))
     except tokens.TokenExists:
         raise click.ClickException(
