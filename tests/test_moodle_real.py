@@ -742,7 +742,7 @@ async def test_training_and_reconcile_read_back_from_a_real_moodle(
             "core_cohort_delete_cohort_members",
             **{"members[0][cohortid]": cohort, "members[0][userid]": ids["Raj"]},
         )
-        code, output = await bridge.cli("reconcile", "--json")
+        code, output = await bridge.cli("reconcile", "--json", "--detailed-exitcode")
         document = json.loads(output)
         mine = {ann.user_name, raj.user_name, tom.user_name}
         drift = {
