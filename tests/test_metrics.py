@@ -288,3 +288,22 @@ async def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(
     queried = dashboard_metrics()
     assert len(queried) >= 12
     assert queried - exported == set()
+
+
+async def test_a_standalone_relay_serves_its_counters_on_its_metrics_port(db: Database) -> None:
+    """``bridge relay --metrics-port``: the relay's deliveries, scraped from its own port."""
+    import httpx
+
+    from bridge.cli.relay import serve_metrics
+
+    intent = {"kind": "upsert_account", "person": "ok", "target": "lms", "rule": "r"}
+    with db.write() as conn:
+        outbox.enqueue(conn, [intent], now=NOW)
+    relay = Relay(db, {"lms": AnsweringLms({})}, clock=lambda: NOW + timedelta(seconds=2))
+    port = serve_metrics(relay, "127.0.0.1", 0)
+    assert await relay.run_once() == 1
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    line = 'bridge_deliveries_total{category="none",outcome="done",target="lms"} 1.0'
+    assert line in text, text[:2000]
+    assert 'bridge_write_to_confirmed_seconds_count{target="lms"} 1.0' in text

@@ -91,9 +91,36 @@ def build_relay(
     )
 
 
+def serve_metrics(relay: Relay, host: str, port: int) -> int:
+    """Export the relay's counters (deliveries, retries, dead letters, write → confirmed) in
+    Prometheus' text format on ``host:port`` (``/metrics``, no token: bind it where only the
+    scraper reaches); the port bound (0 picks a free one)."""
+    from prometheus_client import start_http_server
+
+    from bridge.telemetry import Telemetry
+
+    telemetry = relay.telemetry if relay.telemetry is not None else Telemetry()
+    relay.telemetry = telemetry
+    server, _ = start_http_server(port, addr=host, registry=telemetry.registry)
+    bound = int(server.server_port)
+    logging.getLogger("bridge.relay").info(
+        "relay metrics on http://%s:%d/metrics", host, bound, extra={"port": bound}
+    )
+    return bound
+
+
 @click.command(name="relay")
 @click.option("--once", is_flag=True, help="Deliver what is due, then stop.")
-def relay_command(once: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the relay's Prometheus metrics on this port (no token: keep it internal).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+def relay_command(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver outbox rows to the LMS targets (any number of these share a PostgreSQL outbox)."""
     import asyncio
     import signal
@@ -129,6 +156,8 @@ def relay_command(once: bool) -> None:
                 loop.add_signal_handler(sig, stop.set)
             await relay.run(stop)
 
+        if metrics_port is not None:
+            serve_metrics(relay, metrics_host, metrics_port)
         watching = threading.Event()
         if not once:  # a rules reload is checked against the targets before it is relied on
             book.listeners.append(lambda _ruleset: relay.recheck())
