@@ -425,7 +425,10 @@ def targets_schema() -> Schema:
         "an LMS",
         {
             "kind": {"enum": list(TARGET_KINDS), "description": "the kind of LMS API"},
-            "base_url": _text("the LMS's base URL", format="uri"),
+            "base_url": _text(
+                "the LMS's base URL, or env:VARIABLE to read it from the environment",
+                pattern=r"^(https?://|env:[A-Za-z_][A-Za-z0-9_]*$)",
+            ),
             "credentials": {
                 "type": "object",
                 "description": "environment variables only (env:MOODLE_TOKEN), never secrets",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import queue
 import sqlite3
@@ -32,6 +33,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -39,6 +41,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from bridge.store.raw import driver
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 6450779377933473682
+"""The PostgreSQL advisory-lock key every upgrade takes: the first 8 bytes of
+sha256("scim-lms-bridge/migrations") as a signed 64-bit number (fixed: every version of the
+bridge must take the same lock)."""
 
 
 MAX_GROUP_COMMIT = 64
@@ -49,6 +55,7 @@ SQLITE_PROGRESS_OPS = 1000
 CANCEL_TIMEOUT_SECONDS = 5.0
 PG_QUERY_CANCELED = "57014"
 T = TypeVar("T")
+log = logging.getLogger("bridge.store.engine")
 
 
 class _Job:
@@ -333,10 +340,16 @@ class Database:
                 job.finish()
 
     def upgrade(self) -> None:
-        """Create or migrate the schema to the newest revision (alembic)."""
+        """Create or migrate the schema to the newest revision (alembic).
+
+        On PostgreSQL the whole upgrade is one transaction holding the migration lock
+        (``_hold_migration_lock``): replicas starting together migrate once, one after the
+        other, and each that comes later finds the schema at head and does nothing.
+        """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.write() as connection:
+            _hold_migration_lock(connection)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -353,6 +366,24 @@ class Database:
                 os.close(self._lock_fd)
                 self._lock_fd = None
         self.engine.dispose()
+
+
+def _hold_migration_lock(connection: Connection) -> None:
+    """Take the migration lock for the rest of ``connection``'s transaction (PostgreSQL; an
+    SQLite upgrade runs in ``BEGIN IMMEDIATE``, which already admits one writer at a time).
+
+    A transaction advisory lock, taken before alembic reads its version table: two processes
+    upgrading a fresh database at once would otherwise both create it and every table, and
+    one would fail on a duplicate. Released by the commit (or the rollback of a failed
+    migration), also when the process dies. A process that has to wait says so, once.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    key = {"key": MIGRATION_LOCK_KEY}
+    if connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), key).scalar():
+        return
+    log.info("waiting for another process to finish migrating the database")
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
 
 
 @contextmanager

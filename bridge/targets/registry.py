@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from collections.abc import Mapping
 
@@ -36,6 +37,7 @@ def make_target(
 
     ``options.rate_limit_per_s`` paces every request to that LMS (see ``pacing``).
     """
+    config = resolved(config, env)
     rate = config.options.get("rate_limit_per_s")
     if rate is not None:
         if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
@@ -52,6 +54,20 @@ def make_target(
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise TargetConfigError(f"target {config.name!r}: {exc}") from exc
+
+
+def resolved(config: TargetConfig, env: Mapping[str, str]) -> TargetConfig:
+    """The target with ``base_url: env:VARIABLE`` read from the environment (one image, one
+    rules directory, an LMS address per deployment); TargetConfigError when it is not set."""
+    if not config.base_url.startswith("env:"):
+        return config
+    variable = config.base_url[4:]
+    value = env.get(variable, "").strip()
+    if not value:
+        raise TargetConfigError(
+            f"target {config.name!r}: environment variable {variable} (base_url) is not set"
+        )
+    return dataclasses.replace(config, base_url=value)
 
 
 def _make(

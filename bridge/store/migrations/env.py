@@ -1,4 +1,6 @@
-"""Alembic environment: migrations run on the connection the bridge hands over."""
+"""Alembic environment: migrations run on the connection the bridge hands over, in its one
+transaction; on PostgreSQL that transaction already holds the migration lock
+(``Database.upgrade``), so replicas starting together migrate once."""
 
 from alembic import context
 
