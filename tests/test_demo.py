@@ -202,7 +202,9 @@ def test_the_report_renders_and_the_kept_database_answers(summary: dict[str, Any
     )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == summary["journal"]["day2_writes"] + summary["journal"]["day2_deliveries"]
+    log = summary["journal"]
+    assert len(lines) == log["day2_writes"] + log["day2_deliveries"] + log["day2_decisions"]
+    assert log["day2_decisions"] == 1  # the admin's approval of the held removals
 
 
 def test_the_demo_wants_a_fresh_database(tmp_path: Path) -> None:

@@ -184,7 +184,7 @@ def bridge_report(
     planner = Planner(db, provisioner.store, catalog, book.current, now_utc)
     plan = planner.compute().plan
     entries = journal_since(db, day_one_seq)
-    writes = [e for e in entries if not e.op.startswith("deliver.")]
+    writes = [e for e in entries if not e.op.startswith("deliver.") and e.resource_type]
     deliveries = [e for e in entries if e.op.startswith("deliver.")]
     tolerances = Counter(t for e in writes for t in e.tolerances)
     attention: dict[str, list[dict[str, Any]]] = {
@@ -240,6 +240,7 @@ def bridge_report(
             "day2_since": entries[0].at.isoformat() if entries else None,
             "day2_writes": len(writes),
             "day2_deliveries": len(deliveries),
+            "day2_decisions": len(entries) - len(writes) - len(deliveries),
             "day2_tolerances": dict(sorted(tolerances.items())),
         },
     }
