@@ -23,8 +23,8 @@ from bridge.store import names
 from bridge.store import training
 from bridge.store.engine import scim_fold
 from bridge.store.journal import Entry
+from bridge.store.journal import entry_of
 from bridge.store.outbox import OUTBOX
-from bridge.store.raw import read_json
 from bridge.store.raw import read_object
 from bridge.store.raw import read_time
 from bridge.store.raw import utc
@@ -74,22 +74,6 @@ class Person:
         return [str(e.get("value")) for e in found if isinstance(e, dict) and e.get("value")]
 
 
-def _entry(row: Any) -> Entry:
-    return Entry(
-        seq=row.seq,
-        at=utc(row.at),
-        actor=row.actor,
-        request_id=row.request_id,
-        op=row.op,
-        resource_type=row.resource_type,
-        resource_id=row.resource_id,
-        before=read_json(row.before),
-        after=read_json(row.after),
-        tolerances=read_json(row.tolerances) or [],
-        detail=read_json(row.detail),
-    )
-
-
 def journal_page(conn: Connection, where: JournalFilter, *, limit: int = 100) -> list[Entry]:
     """Journal entries matching ``where``, newest first. ``op`` matches itself and its
     dotted family (``deliver`` is every ``deliver.*``)."""
@@ -106,7 +90,7 @@ def journal_page(conn: Connection, where: JournalFilter, *, limit: int = 100) ->
     if where.before is not None:
         query = query.where(J.c.seq < where.before)
     rows = conn.execute(query.order_by(J.c.seq.desc()).limit(limit))
-    return [_entry(row) for row in rows]
+    return [entry_of(row) for row in rows]
 
 
 def person_journal(conn: Connection, person_id: str, *, limit: int = 500) -> list[Entry]:
@@ -114,7 +98,7 @@ def person_journal(conn: Connection, person_id: str, *, limit: int = 500) -> lis
     rows = conn.execute(
         select(J).where(J.c.resource_id == person_id).order_by(J.c.seq.desc()).limit(limit)
     )
-    return [_entry(row) for row in reversed(list(rows))]
+    return [entry_of(row) for row in reversed(list(rows))]
 
 
 def _person(row: Any) -> Person:

@@ -74,19 +74,21 @@ def read(
     if resource_id is not None:
         query = query.where(J.c.resource_id == resource_id)
     rows = conn.execute(query.order_by(J.c.seq).limit(limit))
-    return [
-        Entry(
-            seq=row.seq,
-            at=utc(row.at),
-            actor=row.actor,
-            request_id=row.request_id,
-            op=row.op,
-            resource_type=row.resource_type,
-            resource_id=row.resource_id,
-            before=read_json(row.before),
-            after=read_json(row.after),
-            tolerances=read_json(row.tolerances) or [],
-            detail=read_json(row.detail),
-        )
-        for row in rows
-    ]
+    return [entry_of(row) for row in rows]
+
+
+def entry_of(row: Any) -> Entry:
+    """One journal row (all its columns) as an Entry."""
+    return Entry(
+        seq=row.seq,
+        at=utc(row.at),
+        actor=row.actor,
+        request_id=row.request_id,
+        op=row.op,
+        resource_type=row.resource_type,
+        resource_id=row.resource_id,
+        before=read_json(row.before),
+        after=read_json(row.after),
+        tolerances=read_json(row.tolerances) or [],
+        detail=read_json(row.detail),
+    )
