@@ -240,7 +240,7 @@ async def bridge(
 
 
 async def test_standard_webhooks_event_is_queued_then_applied_through_the_rules(
-    bridge: Bridge,
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
 ) -> None:
     answer = await bridge.send(event("wh_98765"))
     assert answer.status_code == 202, answer.text
@@ -252,7 +252,8 @@ async def test_standard_webhooks_event_is_queued_then_applied_through_the_rules(
         "E12345",
     )
 
-    assert await bridge.applier.drain() == 1
+    with caplog.at_level(logging.INFO, logger="bridge.hris"):
+        assert await bridge.applier.drain() == 1
     user = await bridge.user()
     assert user["userName"] == "j.smith@example.com"
     assert user["emails"][0]["value"] == "j.smith@example.com"
@@ -270,6 +271,8 @@ async def test_standard_webhooks_event_is_queued_then_applied_through_the_rules(
         "wh_98765",
         applied.journal_seq,
     )
+    [line] = [r for r in caplog.records if "wh_98765" in r.getMessage()]
+    assert (line.request_id, line.journal_seq) == ("wh_98765", applied.journal_seq)  # type: ignore[attr-defined]
     kinds = {i["kind"] for i in queued(bridge.db) if i["person"] == user["id"]}
     assert {"upsert_account", "enrol"} <= kinds
 

@@ -331,7 +331,9 @@ class EventApplier:
         return Verdict(state, detail, seq)
 
     def _log(self, event: Event, verdict: Verdict) -> None:
-        extra = {"request_id": event.event_id}
+        extra: dict[str, object] = {"request_id": event.event_id}
+        if verdict.seq is not None:
+            extra["journal_seq"] = verdict.seq
         if verdict.state == webhook_events.FAILED:
             log.warning(
                 "HR event %s of feed %s (%s, %s) failed: %s",
