@@ -405,7 +405,12 @@ def test_bridge_scheduler_setting(tmp_path: Path, catalog: Catalog, db: Database
     provisioner = Provisioner(db, catalog, rules=book.current)
     assert build_scheduler(provisioner, catalog, book, Settings(scheduler=False)) is None
     scheduler = build_scheduler(provisioner, catalog, book, Settings())
-    assert scheduler is not None and set(scheduler.jobs) == {"reconcile", "deltas", "training", "sync"}
+    assert scheduler is not None and set(scheduler.jobs) == {
+        "reconcile",
+        "deltas",
+        "training",
+        "sync",
+    }
 
 
 def test_bridge_runs_lists_past_runs_and_the_next_ones(
