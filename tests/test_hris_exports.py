@@ -51,8 +51,11 @@ async def http(
     book.load()
     ruled = Provisioner(db, catalog, rules=book.current, clock=lambda: NOW)
     env = {"HRIS_WEBHOOK_SECRET": SECRET}
-    intake = HrisIntake(ruled, settings, env, clock=NOW.timestamp, now=lambda: NOW)
-    app = create_app(ruled, catalog, settings, Authenticator(db, env_token=TOKEN), hris=intake)
+    authenticate = Authenticator(db, env_token=TOKEN)
+    intake = HrisIntake(
+        ruled, settings, env, clock=NOW.timestamp, now=lambda: NOW, authenticate=authenticate
+    )
+    app = create_app(ruled, catalog, settings, authenticate, hris=intake)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as client:
         yield client
@@ -129,3 +132,28 @@ async def test_a_truncated_upload_is_refused_before_anything_is_written(
         syncs = [r for r in schedule_runs.plan_runs(conn, limit=10) if r["kind"] == "sync"]
     assert len(syncs) == 1  # nothing more was run
     assert user(db, "E0020")["active"] is True
+
+
+async def test_an_upload_may_carry_a_bridge_token_with_the_write_scope_instead_of_a_signature(
+    http: httpx.AsyncClient, db: Database
+) -> None:
+    from bridge.auth.tokens import parse_scopes
+    from bridge.store import tokens
+    from bridge.store import webhook_refusals
+
+    with db.write() as conn:
+        tokens.create(conn, "transfer-job", "brg_transfer", parse_scopes("write"), NOW)
+        tokens.create(conn, "auditor", "brg_auditor", parse_scopes("read"), NOW)
+    body = csv(1, 2, 3)
+    url = "/hris/v1/exports/workday"
+    reader = await http.post(url, content=body, headers={"Authorization": "Bearer brg_auditor"})
+    assert reader.status_code == 403 and "scim:write" in reader.json()["reason"]
+    unknown = await http.post(url, content=body, headers={"Authorization": "Bearer brg_nope"})
+    assert unknown.status_code == 401
+    answer = await http.post(url, content=body, headers={"Authorization": "Bearer brg_transfer"})
+    assert answer.status_code == 202, answer.text
+    [run] = await applied(db, 1)
+    assert run["status"] == "applied" and run["summary"]["actor"] == "transfer-job"
+    with db.read() as conn:
+        counted = {r["error"]: r["count"] for r in webhook_refusals.of_feed(conn, "workday")}
+    assert counted == {"forbidden": 1, "unknown token": 1}

@@ -118,7 +118,9 @@ def build_app(
 
         jwt_verifier = JwtVerifier(settings.jwt)
     authenticate = Authenticator(db, env_token=settings.scim_token, jwt=jwt_verifier)
-    hris = HrisIntake(provisioner, settings, os.environ, on_queued=events.wake)
+    hris = HrisIntake(
+        provisioner, settings, os.environ, on_queued=events.wake, authenticate=authenticate
+    )
     app = create_app(
         provisioner,
         catalog,

@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.auth.tokens import Principal
 from bridge.config import Settings
 from bridge.provision import Provisioner
 from bridge.provision.events import EVENT_TYPES
@@ -221,7 +222,10 @@ class HrisIntake:
         on_queued: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         now: Callable[[], datetime] = now_utc,
+        authenticate: Callable[[str], Principal | None] | None = None,
     ) -> None:
+        self.authenticate = authenticate
+        """Lets an export upload carry a bridge token (scim:write) instead of a signature."""
         self.provisioner = provisioner
         self.db = provisioner.db
         self.settings = settings
@@ -238,7 +242,9 @@ class HrisIntake:
         """The webhook route, and the export upload (``bridge.scim.hris_exports``)."""
         from bridge.scim.hris_exports import HrisExports
 
-        self.exports = HrisExports(self.provisioner, self.env, clock=self.clock)
+        self.exports = HrisExports(
+            self.provisioner, self.env, clock=self.clock, authenticate=self.authenticate
+        )
         return [Route(PATH, self.receive, methods=["POST"]), *self.exports.routes()]
 
     async def receive(self, request: Request) -> Response:

@@ -10,7 +10,9 @@ what is planned; the ``sync`` run shows in ``bridge runs`` with what was written
 
 Signatures: ``standard-webhooks`` feeds sign ``{webhook-id}.{webhook-timestamp}.{body}``
 (``webhook-*`` headers, within the feed's tolerance); ``sha256`` feeds send
-``X-Signature: sha256=<hex HMAC-SHA256 of the body>``.
+``X-Signature: sha256=<hex HMAC-SHA256 of the body>``. An HRIS (or a transfer job) that cannot
+sign may instead send ``Authorization: Bearer`` a bridge token with the ``scim:write`` scope
+(``bridge tokens create NAME --scope write``): the sync is journalled as that token's name.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from starlette.responses import JSONResponse
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.auth.tokens import WRITE
+from bridge.auth.tokens import Principal
 from bridge.provision import Provisioner
 from bridge.provision.resources import now_utc
 from bridge.provision.sync import Sync
@@ -58,10 +62,13 @@ class HrisExports:
         env: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.time,
+        authenticate: Callable[[str], Principal | None] | None = None,
     ) -> None:
         self.provisioner = provisioner
         self.env = env
         self.clock = clock
+        self.authenticate = authenticate
+        """Verifies a bridge bearer token for an unsigned upload (None: signed uploads only)."""
         self.running: set[asyncio.Task[Any]] = set()
 
     def routes(self) -> list[Route]:
@@ -93,16 +100,36 @@ class HrisExports:
         except ClientDisconnect:
             return Response(status_code=499)
 
+    async def _token(self, request: Request) -> Principal | None:
+        """The bearer token's principal when the upload carries one (and no signature):
+        Refused 401 unknown or revoked, 403 without the write scope."""
+        given = request.headers.get("authorization", "")
+        signed = "webhook-signature" in request.headers or "x-signature" in request.headers
+        if self.authenticate is None or signed or not given.lower().startswith("bearer "):
+            return None
+        authenticate = self.authenticate
+        principal = await asyncio.to_thread(authenticate, given[7:].strip())
+        if principal is None:
+            raise Refused(401, "unknown token", "the bearer token is unknown or revoked")
+        if not principal.can(WRITE):
+            raise Refused(403, "forbidden", f"token {principal.name!r} lacks the scim:write scope")
+        return principal
+
     async def _receive(self, request: Request, name: str) -> Response:
         feed, version = self._feed(name)
-        secrets = feed.secret_values(self.env)
-        if not secrets:
-            raise Refused(503, "not configured", f"no secret set for feed {name!r}")
-        signer = Signature(feed, secrets, request.headers, self.clock())
+        principal = await self._token(request)
+        signer: Signature | None = None
+        if principal is None:
+            secrets = feed.secret_values(self.env)
+            if not secrets:
+                raise Refused(503, "not configured", f"no secret set for feed {name!r}")
+            signer = Signature(feed, secrets, request.headers, self.clock())
         path = await self._spool(request, signer)
         try:
-            signer.check()
-            sync = Sync(self.provisioner, feed, actor=f"hris:{name}", rules_version=version)
+            if signer is not None:
+                signer.check()
+            actor = f"hris:{name}" if principal is None else principal.name
+            sync = Sync(self.provisioner, feed, actor=actor, rules_version=version)
             open_export = opener(path)
             try:
                 found = await asyncio.to_thread(sync.survey, open_export, force=False)
@@ -135,7 +162,7 @@ class HrisExports:
         task.add_done_callback(self.running.discard)
         return JSONResponse({"status": "accepted", "feed": name, "planned": planned}, 202)
 
-    async def _spool(self, request: Request, signer: Signature) -> Path:
+    async def _spool(self, request: Request, signer: Signature | None) -> Path:
         handle, name = tempfile.mkstemp(prefix="bridge-upload-", suffix=".export")
         size = 0
         try:
@@ -146,7 +173,8 @@ class HrisExports:
                         raise Refused(
                             413, "too large", f"the export is over {MAX_EXPORT_BYTES} bytes"
                         )
-                    signer.update(chunk)
+                    if signer is not None:
+                        signer.update(chunk)
                     out.write(chunk)
         except BaseException:
             os.unlink(name)
