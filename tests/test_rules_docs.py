@@ -180,6 +180,8 @@ def _directory(tmp_path: Path, where: str, block: str) -> tuple[Path, str, str]:
         text = block
     elif "targets" in data:
         name, schema, text = "targets.yaml", "targets", block
+    elif "feeds" in data:
+        name, schema, text = "feeds.yaml", "", block
     elif set(data) == {"role_codes"} and "version" not in data:
         name, schema, text = "role-codes.yaml", "", block
     elif "version" in data:
@@ -278,3 +280,10 @@ def test_the_pull_request_recipe_runs_commands_the_bridge_has(name: str) -> None
         assert result.exit_code == 0, (words, result.output)
     if name == "github-actions.yml":
         assert ["plan", "--rules", "rules", "--out", "plan.json"] in commands
+
+
+def test_every_key_of_feeds_yaml_is_in_the_reference() -> None:
+    from bridge.rules.docs import FEED_KEY_MEANINGS
+    from bridge.rules.docs import feed_keys
+
+    assert set(FEED_KEY_MEANINGS) == set(feed_keys())

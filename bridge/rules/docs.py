@@ -27,6 +27,13 @@ from scim2_models import Schema as ScimSchema
 
 from bridge.rules.checker import _TARGET_HOLDS as _HOLDS
 from bridge.rules.engine import IntentKind
+from bridge.rules.feeds import ATTRIBUTES as FEED_ATTRIBUTES
+from bridge.rules.feeds import EXPORT_KEYS
+from bridge.rules.feeds import FEED_KEYS
+from bridge.rules.feeds import FETCH_KEYS
+from bridge.rules.feeds import FORMATS
+from bridge.rules.feeds import MAPPING_KEYS
+from bridge.rules.feeds import SCHEMES
 from bridge.rules.json_schema import CANVAS_OPTIONS
 from bridge.rules.json_schema import COMMON_OPTIONS
 from bridge.rules.json_schema import DATE
@@ -369,6 +376,87 @@ def attributes_catalogue(catalog: Catalog) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections and documents
 
+FEED_KEY_MEANINGS: dict[str, tuple[str, str, str]] = {
+    "signature": (
+        "text",
+        "`standard-webhooks`",
+        f"how webhooks and export uploads are signed: {', '.join(SCHEMES)}",
+    ),
+    "secrets": (
+        "list of `env:VARIABLE`",
+        "required",
+        "the variables holding the shared secrets, newest first (any one verifies: rotation)",
+    ),
+    "tolerance": ("duration (`5m`)", "`5m`", "how far `webhook-timestamp` may be from now"),
+    "mapping": (
+        "mapping",
+        "required",
+        "SCIM attribute (short name below) ← the HR record's field: one per attribute",
+    ),
+    "export": ("mapping", "csv, 90 %", "how the nightly full export is read, and fetched"),
+    "export.format": ("text", "`csv`", f"one of {', '.join(FORMATS)} (CSV with a header row)"),
+    "export.min_percent": (
+        "number 0–100",
+        "`90`",
+        "an export with fewer people than this share of the last accepted one is refused",
+    ),
+    "export.delimiter": ("one character", "`,`", "the CSV column separator"),
+    "export.source": (
+        "path or URL",
+        "none",
+        "where the schedule reads the export: a file (relative to the rules directory) or an "
+        "`https://` URL",
+    ),
+    "export.token": ("`env:VARIABLE`", "none", "a bearer token for a URL `source`"),
+    "export.schedule": (
+        '`nightly`, `hourly`, `{at: "HH:MM"}`, `{every: 6h}`',
+        "none",
+        "when `bridge serve` fetches and syncs `source` (job `sync` of `feed:NAME`)",
+    ),
+    "export.timezone": ("IANA name", "`UTC`", "the time zone of `export.schedule`"),
+    "fetch": ("mapping", "none", "completes a thin event (an id only) from the HRIS's API"),
+    "fetch.url": ("URL with `{externalId}`", "required", "where one person's record is read"),
+    "fetch.token": ("`env:VARIABLE`", "none", "the HRIS API's bearer token"),
+    "mapping.ATTRIBUTE.from": (
+        "field or list of fields",
+        "none",
+        "the HR record's field; a list: the first one present (an export's column, a "
+        "webhook's key)",
+    ),
+    "mapping.ATTRIBUTE.value": ("text", "none", "a constant instead of `from`"),
+    "mapping.ATTRIBUTE.transforms": ("list", "none", "the rules' transforms, in order"),
+    "mapping.ATTRIBUTE.required": (
+        "true / false",
+        "`false`",
+        "a record without it is rejected, with the line and the fix",
+    ),
+}
+"""What each key of ``feeds.yaml`` means (every key the loader takes must be here: tested)."""
+
+
+def feed_keys() -> list[str]:
+    """Every key ``feeds.yaml`` takes, as the loader knows them."""
+    return [
+        *FEED_KEYS,
+        *(f"export.{key}" for key in EXPORT_KEYS),
+        *(f"fetch.{key}" for key in FETCH_KEYS),
+        *(f"mapping.ATTRIBUTE.{key}" for key in MAPPING_KEYS),
+    ]
+
+
+def feeds_table() -> str:
+    """The keys of a feed in ``feeds.yaml``, then the SCIM attributes a mapping may set."""
+    lines = ["| key (under `feeds.NAME`) | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key in feed_keys():
+        kind, default, meaning = FEED_KEY_MEANINGS[key]
+        lines.append(f"| `{key}` | {kind} | {default} | {_cell(meaning)} |")
+    lines += ["", "| mapping attribute | SCIM attribute |", "| --- | --- |"]
+    for short, (schema, path) in FEED_ATTRIBUTES.items():
+        where = ".".join(path) if schema is None else f"{schema}:{'.'.join(path)}"
+        lines.append(f"| `{short}` | `{where}` |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[Catalog], str]] = {
     "rule-file-keys": lambda _: key_table(rules_schema()),
     "targets-keys": lambda _: key_table(targets_schema()),
@@ -378,6 +466,7 @@ SECTIONS: dict[str, Callable[[Catalog], str]] = {
     "transforms": lambda _: transforms_table(),
     "attributes": attributes_catalogue,
     "intent-kinds": lambda _: intents_table(),
+    "feed-keys": lambda _: feeds_table(),
 }
 """Every generated section by name, in the order ``bridge rules docs`` prints them."""
 
