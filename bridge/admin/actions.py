@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
+from bridge.provision import dead_letters
 from bridge.provision.brake import RunError
 from bridge.provision.brake import reject
 from bridge.provision.planning import PlanError
 from bridge.provision.planning import Planner
-from bridge.store import journal
 from bridge.store import outbox
 from bridge.store.engine import Database
 
-RETRY_OP = "errors.retry"
-SKIP_OP = "errors.skip"
+RETRY_OP = dead_letters.RETRY
+SKIP_OP = dead_letters.SKIP
 
 
 class ActionRefused(Exception):
@@ -45,13 +44,8 @@ class Actions:
                 raise ActionRefused(f"no outbox row {row_id}")
             if row["status"] != outbox.DEAD:
                 raise ActionRefused(f"outbox row {row_id} is {row['status']}, not a dead letter")
-            if op == RETRY_OP:
-                changed = outbox.requeue(conn, [row_id], now)
-            else:
-                changed = outbox.skip(conn, [row_id])
-            if not changed:
+            if not dead_letters.decide(conn, [row], op=op, actor=actor, now=now):
                 raise ActionRefused(f"outbox row {row_id} was settled meanwhile")
-            _journal(conn, row, actor=actor, op=op, now=now)
         if op == RETRY_OP:
             return f"dead letter #{row_id} queued again"
         return f"dead letter #{row_id} skipped: the person's later intents may go"
@@ -72,9 +66,7 @@ class Actions:
             rows = outbox.dead_letters(conn, category=category, target=target, limit=100_000)
             if not rows:
                 raise ActionRefused("no dead letters to retry")
-            count = outbox.requeue(conn, [int(row["id"]) for row in rows], now)
-            for row in rows:
-                _journal(conn, row, actor=actor, op=RETRY_OP, now=now)
+            count = dead_letters.decide(conn, rows, op=RETRY_OP, actor=actor, now=now)
         return f"{count} dead letter(s) queued again"
 
     def approve(self, run_id: str, *, actor: str) -> str:
@@ -93,24 +85,3 @@ class Actions:
         except RunError as exc:
             raise ActionRefused(str(exc)) from exc
         return f"run {run_id} rejected: {cancelled} intent(s) cancelled"
-
-
-def _journal(conn: Any, row: dict[str, Any], *, actor: str, op: str, now: datetime) -> None:
-    """The decision on one dead letter, in its person's journal."""
-    journal.append(
-        conn,
-        journal.Entry(
-            at=now,
-            actor=actor,
-            op=op,
-            resource_type="User",
-            resource_id=str(row["ordering_key"]),
-            detail={
-                "outbox": row["id"],
-                "target": row["target"],
-                "intent": row["intent"],
-                "category": row.get("category"),
-                "last_error": row.get("last_error"),
-            },
-        ),
-    )

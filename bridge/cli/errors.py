@@ -23,7 +23,9 @@ from bridge.cli.journal import GAP
 from bridge.cli.journal import PERSON
 from bridge.cli.journal import person_labels
 from bridge.cli.journal import short_id
+from bridge.cli.plans import actor
 from bridge.cli.settings import load_settings
+from bridge.provision import dead_letters
 from bridge.provision.resources import now_utc
 from bridge.store import health
 from bridge.store import journal
@@ -249,10 +251,13 @@ def errors_show(row_id: int) -> None:
         )
 
 
-def _ids(ids: tuple[int, ...], everything: bool, conn: Any, category: str | None) -> list[int]:
+def _rows(
+    ids: tuple[int, ...], everything: bool, conn: Any, category: str | None
+) -> list[dict[str, Any]]:
+    """The outbox rows named (or, ``--all``, every dead letter of the category)."""
     if everything:
-        return [row["id"] for row in outbox.dead_letters(conn, category=category, limit=100_000)]
-    return list(ids)
+        return outbox.dead_letters(conn, category=category, limit=100_000)
+    return [row for row in (outbox.get(conn, row_id) for row_id in ids) if row is not None]
 
 
 @errors_group.command(name="retry")
@@ -260,9 +265,11 @@ def _ids(ids: tuple[int, ...], everything: bool, conn: Any, category: str | None
 @click.option("--all", "everything", is_flag=True)
 @click.option("--category", type=click.Choice(["configuration", "data_quality", "transient"]))
 def errors_retry(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
-    """Send dead letters again (after fixing the data, the rules or the LMS)."""
+    """Send dead letters again (after fixing the data, the rules or the LMS); each decision
+    is journalled on its person."""
     with database(load_settings()) as db, db.write() as conn:
-        count = outbox.requeue(conn, _ids(ids, everything, conn, category), now_utc())
+        rows = _rows(ids, everything, conn, category)
+        count = dead_letters.decide(conn, rows, op=dead_letters.RETRY, actor=actor(), now=now_utc())
     click.echo(f"{count} intent(s) queued again")
 
 
@@ -271,7 +278,9 @@ def errors_retry(ids: tuple[int, ...], everything: bool, category: str | None) -
 @click.option("--all", "everything", is_flag=True)
 @click.option("--category", type=click.Choice(["configuration", "data_quality", "transient"]))
 def errors_skip(ids: tuple[int, ...], everything: bool, category: str | None) -> None:
-    """Give up on dead letters; the person's later intents may then go."""
+    """Give up on dead letters; the person's later intents may then go. Each decision is
+    journalled on its person."""
     with database(load_settings()) as db, db.write() as conn:
-        count = outbox.skip(conn, _ids(ids, everything, conn, category))
+        rows = _rows(ids, everything, conn, category)
+        count = dead_letters.decide(conn, rows, op=dead_letters.SKIP, actor=actor(), now=now_utc())
     click.echo(f"{count} intent(s) skipped")
