@@ -171,6 +171,36 @@ async def test_the_databases_figures_are_read_at_scrape_time(
     version = next(dict(labels)["version"] for name, labels in found if name == "bridge_rules_info")
     assert version == app.state.server.provisioner.projector.rules().version
     assert value(found, "bridge_rules_reload_refused") == 0
+    assert value(found, "bridge_rules_reload_refusals_total") == 0
+
+
+async def test_a_refused_reload_is_counted_and_flagged_until_the_files_are_fixed(
+    db: Database, catalog: Catalog, tmp_path: Path
+) -> None:
+    import os
+
+    rules = shipped_rules(tmp_path)
+    book = RuleBook(rules, lambda d: check_directory(d, catalog))
+    book.load()
+    provisioner = Provisioner(db, catalog, rules=book.current)
+    authenticate = Authenticator(db, env_token=TOKEN)
+    app = create_app(provisioner, catalog, Settings(scim_token=TOKEN), authenticate, book=book)
+    add_token(db, "prometheus", METRICS_TOKEN, "metrics")
+    path = rules / "benefits-2026.yaml"
+    good = path.read_text()
+    for attempt, text in enumerate((good + "\nbogus_key: 1\n", good + "\nbogus: 2\n"), 1):
+        path.write_text(text)
+        os.utime(path, (attempt * 10.0 + 1e9, attempt * 10.0 + 1e9))
+        assert book.reload() is False
+        found = await scrape(app)
+        assert value(found, "bridge_rules_reload_refused") == 1
+        assert value(found, "bridge_rules_reload_refusals_total") == attempt
+    path.write_text(good)
+    os.utime(path, (1e9 + 100, 1e9 + 100))
+    book.reload()
+    found = await scrape(app)
+    assert value(found, "bridge_rules_reload_refused") == 0
+    assert value(found, "bridge_rules_reload_refusals_total") == 2
 
 
 class AnsweringLms:

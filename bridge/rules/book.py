@@ -63,6 +63,9 @@ class RuleBook:
         """The set on disk the gate refused (None: none held back)."""
         self.quarantine_reason: str | None = None
         self.listeners: list[Callable[[RuleSet], None]] = []  # told of each new rule set
+        self.refusals = 0
+        """Reloads refused since start: a set failing its checks, or a new quarantine
+        verdict of the gate (``/metrics``)."""
         self._lock = threading.Lock()
 
     def current(self) -> RuleSet | None:
@@ -93,6 +96,7 @@ class RuleBook:
                 errors, warnings = _split(found)
                 if errors or candidate is None:
                     self.last_refusal = errors
+                    self.refusals += 1
                     log.error(
                         "refused the new rules; keeping version %s:\n%s",
                         self._version(),
@@ -128,6 +132,7 @@ class RuleBook:
         if reason is None:
             return True
         if reason != self.quarantine_reason:
+            self.refusals += 1
             log.error(
                 "quarantined rules version %s; keeping version %s: %s",
                 ruleset.version,

@@ -104,6 +104,7 @@ def state_reader(
             targets=tuple(sorted(set(target_of.values()))),
             rules_version=ruleset.version if ruleset is not None else None,
             reload_refused=refused(book),
+            reload_refusals=book.refusals if book is not None else 0,
         )
 
     return read

@@ -23,8 +23,10 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 REQUEST_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -57,6 +59,8 @@ class State:
     reload_refused: bool = False
     """The rule files on disk were refused (failed checks or quarantined): the last good set
     stays in force."""
+    reload_refusals: int = 0
+    """Reloads refused since the process started."""
 
 
 def verdict(health_state: str | None) -> str:
@@ -66,7 +70,7 @@ def verdict(health_state: str | None) -> str:
     return _VERDICT_OF_HEALTH.get(health_state, health_state)
 
 
-def state_families(state: State) -> Iterator[GaugeMetricFamily]:
+def state_families(state: State) -> Iterator[Metric]:
     """The scrape-time gauges of one ``State`` (pure: tested without a database)."""
     targets = sorted(set(state.targets) | {t for t, _ in state.outbox})
     outbox = GaugeMetricFamily(
@@ -121,16 +125,22 @@ def state_families(state: State) -> Iterator[GaugeMetricFamily]:
         "good set stays in force",
         value=1 if state.reload_refused else 0,
     )
+    yield CounterMetricFamily(
+        "bridge_rules_reload_refusals",
+        "Rule reloads refused since the process started (failed checks, or quarantined over "
+        "the safety threshold)",
+        value=state.reload_refusals,
+    )
 
 
 class _StateCollector(Collector):
     def __init__(self, read: Callable[[], State]) -> None:
         self.read = read
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         yield from state_families(self.read())
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         return iter(())  # read at scrape time only, never when registered
 
 
