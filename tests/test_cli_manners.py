@@ -291,3 +291,26 @@ async def test_errors_at_80_columns_name_the_person_and_keep_the_lms_words(
     said = str(letter["last_error"])
     assert len(said) > 40  # long enough that the old table cut it
     assert all(word in text for word in said.split()), said
+
+
+def test_a_postgresql_url_without_its_driver_says_which_extra_to_install(tmp_path: Path) -> None:
+    """psycopg is the ``postgres`` extra: without it, one line naming the extra (the driver's
+    absence simulated the way Python itself reports it)."""
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from bridge.cli import main\n"
+        "main(['journal'])\n"
+    )
+    env = {
+        **os.environ,
+        "BRIDGE_DATABASE_URL": "postgresql://bridge:secret@127.0.0.1:1/bridge",
+        "BRIDGE_SCHEMAS": str(ROOT / "schemas"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: BRIDGE_DATABASE_URL names a database whose driver (psycopg) is not installed: "
+        "pip install 'scim-lms-bridge[postgres]'"
+    ]

@@ -55,6 +55,11 @@ def open_database(settings: Settings, *, serving: bool = False, create: bool = T
         raise click.ClickException(f"no database at {path.resolve()}; {NO_DATABASE_FIX}")
     try:
         db = connect(url, serving=serving)
+    except ModuleNotFoundError as exc:  # the dialect's driver (psycopg) is not installed
+        raise click.ClickException(
+            f"BRIDGE_DATABASE_URL names a database whose driver ({exc.name}) is not "
+            "installed: pip install 'scim-lms-bridge[postgres]'"
+        ) from exc
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise click.ClickException(
             f"BRIDGE_DATABASE_URL {mask_url(url)!r} cannot be opened: {exc}"
