@@ -291,6 +291,7 @@ async def test_a_bad_token_or_one_without_the_admin_scope_is_refused(site: Site)
         home = await client.get("/admin/")
         assert home.status_code == 200
         assert 'id="dead-count">1<' in home.text and 'id="awaiting-count">1<' in home.text
+        assert "emp31@example.com</a>" in home.text  # the latest entries name their person
         with site.db.write() as conn:
             assert tokens.revoke(conn, "ann", START)
         assert (await client.get("/admin/")).status_code == 303, "revoking the token ends it"

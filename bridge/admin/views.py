@@ -106,12 +106,14 @@ class Views:
     def overview(self) -> dict[str, Any]:
         with self.db.read() as conn:
             statuses = outbox.counts(conn)
+            latest = admin_views.journal_page(conn, JournalFilter(), limit=15)
             return {
                 "outbox": statuses,
                 "dead": statuses.get(outbox.DEAD, 0),
                 "awaiting": admin_views.runs_awaiting(conn),
                 "targets": health.all_of(conn),
-                "latest": admin_views.journal_page(conn, JournalFilter(), limit=15),
+                "latest": latest,
+                "names": admin_views.labels(conn, {e.resource_id for e in latest if e.resource_id}),
             }
 
     def journal(self, where: JournalFilter, *, limit: int = 100) -> list[Entry]:
