@@ -561,4 +561,6 @@ async def test_bridge_serve_serves_the_admin_page_beside_scim_metrics_and_probes
         assert answer.status_code in (302, 303, 307), answer.text
         assert "/admin/login" in answer.headers["location"]
         assert (await http.get(answer.headers["location"])).status_code == 200
+        env_token = await log_in(http, "t0ken")  # BRIDGE_SCIM_TOKEN: the IdP's, SCIM only
+        assert env_token.status_code == 403 and "lacks the admin scope" in env_token.text
     app.state.server.provisioner.db.dispose()

@@ -99,6 +99,8 @@ async def test_a_scrape_needs_a_token_with_the_metrics_scope(db: Database, app: 
         scim_only = await http.get("/metrics", headers={"Authorization": "Bearer brg_scim-only"})
         assert scim_only.status_code == 403
         assert "lacks the metrics scope" in scim_only.json()["detail"]
+        env_token = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert env_token.status_code == 403  # BRIDGE_SCIM_TOKEN reads and writes SCIM only
         ok = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert ok.status_code == 200
         assert "# TYPE bridge_http_requests_total counter" in ok.text

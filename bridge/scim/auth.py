@@ -7,13 +7,19 @@ import threading
 import time
 from collections.abc import Callable
 
-from bridge.auth.tokens import ALL_SCOPES
+from bridge.auth.tokens import READ
+from bridge.auth.tokens import WRITE
 from bridge.auth.tokens import Principal
 from bridge.auth.tokens import digest
 from bridge.store import tokens
 from bridge.store.engine import Database
 
 JwtVerifier = Callable[[str], Principal | None]
+
+
+ENV_PRINCIPAL = Principal("BRIDGE_SCIM_TOKEN", frozenset((READ, WRITE)))
+"""``BRIDGE_SCIM_TOKEN``: the token an identity provider holds reads and writes SCIM, and
+nothing more; the admin page and ``/metrics`` need tokens of their own scopes."""
 
 
 class Authenticator:
@@ -49,7 +55,7 @@ class Authenticator:
             return False, None
         key = digest(credential)
         if self.env_digest is not None and hmac.compare_digest(key, self.env_digest):
-            return True, Principal("BRIDGE_SCIM_TOKEN", frozenset(ALL_SCOPES))
+            return True, ENV_PRINCIPAL
         found = self._cache.get(key)
         if found is None or found[0] <= time.monotonic() or not self.db.is_sqlite:
             return False, None
@@ -62,7 +68,7 @@ class Authenticator:
             return self.jwt(credential)
         key = digest(credential)
         if self.env_digest is not None and hmac.compare_digest(key, self.env_digest):
-            return Principal("BRIDGE_SCIM_TOKEN", frozenset(ALL_SCOPES))
+            return ENV_PRINCIPAL
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
