@@ -392,3 +392,50 @@ def test_the_relay_runs_once_and_creates_each_account_once(
     assert len(managers) == len(range(0, people, 4))
     members = Counter((m["cohortid"], m["userid"]) for m in state["cohort_members"])
     assert all(count == 1 for count in members.values())
+    scrape_all_workers(server, database_url, posted=people, delivered=len(delivered))
+
+
+def scrape_all_workers(server: Server, database_url: str, *, posted: int, delivered: int) -> None:
+    """``/metrics`` of a ``--workers N`` server sums every process (prometheus-client's
+    multiprocess mode): each worker answering a scrape reports the POSTs all workers took,
+    and the deliveries of the relay in the supervisor."""
+    from bridge.auth.tokens import parse_scopes
+    from bridge.provision.resources import now_utc
+    from bridge.store import tokens
+
+    db = connect(database_url)
+    try:
+        with db.write() as conn:
+            tokens.create(conn, "prometheus", "brg_scrape", parse_scopes("metrics"), now_utc())
+    finally:
+        db.dispose()
+    route = 'route="/scim/v2/{endpoint:resource}"'
+
+    async def scrape_each_worker() -> set[int]:
+        answered = set()
+        async with AsyncExitStack() as stack:
+            for held in await pinned(stack, server, per_worker=1):
+                text = (
+                    await held.client.get(
+                        f"{server.url}/metrics", headers={"Authorization": "Bearer brg_scrape"}
+                    )
+                ).text
+                posts = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("bridge_http_requests_total{")
+                    and route in line
+                    and 'method="POST"' in line
+                    and 'status="201"' in line
+                )
+                assert posts == posted, text
+                sent = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("bridge_deliveries_total{") and 'outcome="done"' in line
+                )
+                assert sent >= delivered, text
+                answered.add(held.worker)
+        return answered
+
+    assert len(asyncio.run(scrape_each_worker())) == WORKERS

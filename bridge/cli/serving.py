@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import socket
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -44,6 +46,10 @@ from bridge.scim.auth import Authenticator
 from bridge.scim.hris import HrisIntake
 from bridge.targets.hris_fetch import HrisFetcher
 from bridge.telemetry import Telemetry
+from bridge.telemetry import share_between_processes
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess directory (``serve --workers N`` sets it for its workers)."""
 
 log = logging.getLogger("bridge")
 
@@ -177,6 +183,7 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings)
+    shared = _shared_metrics() if workers > 1 else None
     try:
         catalog = load_schemas(settings)
         book = rule_book(settings, catalog)
@@ -185,6 +192,7 @@ def serve(
             book,
             relay_in_process=not no_relay and workers == 1,
             scheduler_in_process=workers == 1,
+            telemetry=Telemetry(shared=shared) if shared else None,
         )
     except RuleErrors as exc:
         raise click.ClickException(
@@ -290,6 +298,7 @@ def _relay_thread(
     )
     if relay is None:
         return None
+    relay.telemetry = app.state.telemetry  # counted where every worker's scrape reads it
     book.listeners.append(lambda _ruleset: relay.recheck())
 
     return _loop_thread("relay", relay.run, stop)
@@ -322,6 +331,26 @@ def _loop_thread(
     return thread
 
 
+def _shared_metrics() -> str:
+    """``--workers N``: the directory where every process of this server counts its metrics
+    (prometheus-client's multiprocess mode), created empty for this run; its workers inherit
+    ``PROMETHEUS_MULTIPROC_DIR``, and the supervisor (its relay) counts there too."""
+    import shutil
+    import tempfile
+
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        for stale in Path(given).glob("*.db"):  # counters of an earlier run: not this one's
+            stale.unlink()
+        directory = given
+    else:
+        directory = tempfile.mkdtemp(prefix="bridge-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+    os.environ[MULTIPROCESS_DIR] = directory
+    share_between_processes()
+    return directory
+
+
 def worker_app() -> Starlette:
     """One process of ``bridge serve --workers N``: the SCIM server without the relay and
     the scheduler (they run once, in the supervisor)."""
@@ -329,6 +358,12 @@ def worker_app() -> Starlette:
     configure_logging(settings)
     catalog = load_schemas(settings)
     book = rule_book(settings, catalog)
-    app = build_app(settings, book, relay_in_process=False)  # gives the book its reload guard
+    shared = os.environ.get(MULTIPROCESS_DIR)
+    app = build_app(  # gives the book its reload guard
+        settings,
+        book,
+        relay_in_process=False,
+        telemetry=Telemetry(shared=shared) if shared else None,
+    )
     book.watch(settings.rules_reload_seconds, threading.Event())
     return app

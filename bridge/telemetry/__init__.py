@@ -23,10 +23,12 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
+from prometheus_client import values
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 REQUEST_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -144,10 +146,24 @@ class _StateCollector(Collector):
         return iter(())  # read at scrape time only, never when registered
 
 
-class Telemetry:
-    """Every metric of one bridge process, on ``registry`` (a fresh one by default)."""
+def share_between_processes() -> None:
+    """Count this process's metrics in the files of ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+    caller) from now on, as prometheus-client's multiprocess mode does for a process started
+    with it set: ``bridge serve --workers N``'s supervisor (its relay), whose workers are."""
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class Telemetry:
+    """Every metric of one bridge process, on ``registry`` (a fresh one by default).
+
+    ``shared``: the directory of prometheus-client's multiprocess mode (``--workers N``): a
+    scrape then sums every process's counters and histograms from its files, so it sees the
+    whole server whichever worker answers."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, shared: str | None = None
+    ) -> None:
+        self.shared = shared
         self.registry = registry if registry is not None else CollectorRegistry()
         on = self.registry
         self.requests = Counter(
@@ -202,7 +218,13 @@ class Telemetry:
         """The registry in the format ``accept`` asks for (OpenMetrics, or by default the
         Prometheus text format 0.0.4), and its media type. Reads the watched state: blocking."""
         encode, media_type = choose_encoder(accept or "")
-        return encode(self.registry), media_type
+        if self.shared is None:
+            return encode(self.registry), media_type
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.shared)  # type: ignore[no-untyped-call]
+        if self._watching is not None:
+            registry.register(self._watching)
+        return encode(registry), media_type
 
 
 # -- the request a log line is about ---------------------------------------------------------------
