@@ -214,19 +214,22 @@ def _job(name: str, value: object, timezone: str, problems: list[Problem]) -> Jo
 
 def parse_job(name: str, value: object, timezone: str = "UTC") -> tuple[Job | None, list[Problem]]:
     """One job's ``when`` outside a rule file's ``schedule:`` (a feed's ``export.schedule``):
-    ``nightly``, ``hourly``, ``{at: "02:00"}`` or ``{every: 1h}``, with ``from``/``until``."""
+    ``nightly``, ``hourly``, ``{at: "02:00"}`` or ``{every: 1h}``, with ``from``/``until``;
+    ``timezone`` is known (``zone_problem``). Problem paths are below the job's value."""
     problems: list[Problem] = []
-    if zone(timezone) is None:
-        problems.append(
-            Problem(
-                ("timezone",),
-                f"unknown time zone {timezone!r}",
-                hint="an IANA name: Europe/Berlin, America/New_York, UTC",
-            )
-        )
-        return None, problems
     job = _job(name, value, timezone, problems)
     return job, [Problem(p.path[1:], p.message, p.hint) for p in problems]
+
+
+def zone_problem(named: object) -> Problem | None:
+    """Why ``named`` is not a time zone (at the key ``timezone``); None when it is one."""
+    if isinstance(named, str) and zone(named) is not None:
+        return None
+    return Problem(
+        ("timezone",),
+        f"unknown time zone {named!r}",
+        hint="an IANA name: Europe/Berlin, America/New_York, UTC",
+    )
 
 
 def parse(value: object) -> tuple[Schedule, list[Problem]]:
@@ -241,17 +244,11 @@ def parse(value: object) -> tuple[Schedule, list[Problem]]:
         return Schedule(), problems
     timezone = "UTC"
     if "timezone" in value:
-        named = value["timezone"]
-        if not isinstance(named, str) or zone(named) is None:
-            problems.append(
-                Problem(
-                    ("timezone",),
-                    f"unknown time zone {named!r}",
-                    hint="an IANA name: Europe/Berlin, America/New_York, UTC",
-                )
-            )
+        wrong = zone_problem(value["timezone"])
+        if wrong is not None:
+            problems.append(wrong)
         else:
-            timezone = named
+            timezone = str(value["timezone"])
     jobs = []
     for name, when in value.items():
         if name == "timezone":

@@ -43,6 +43,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 
+from bridge.rules import schedule_nodes
 from bridge.rules.model import FieldMapping
 from bridge.rules.model import Mark
 from bridge.rules.model import RuleError
@@ -50,6 +51,7 @@ from bridge.rules.transforms import TransformError
 from bridge.rules.transforms import apply
 from bridge.schedule import Job
 from bridge.schedule import parse_job
+from bridge.schedule import zone_problem
 
 if TYPE_CHECKING:  # the loader imports this module: its Node only annotates here
     from bridge.rules.loader import Node
@@ -356,16 +358,6 @@ def _feed(name: str, node: Node, errors: list[RuleError]) -> Feed | None:
     )
 
 
-def _when(node: Node) -> Any:
-    """A schedule's plain value; a time written unquoted (``at: 02:00``, which YAML 1.1 reads
-    as the sexagesimal number 120) is kept as written."""
-    if isinstance(node.value, dict):
-        return {key: _when(child) for key, child in node.value.items()}
-    if isinstance(node.value, int | float) and ":" in node.text:
-        return node.text
-    return node.value
-
-
 def _export_source(
     feed: str, node: Node, errors: list[RuleError]
 ) -> tuple[str | None, str | None, Job | None]:
@@ -401,17 +393,14 @@ def _export_source(
     if "schedule" in fields:
         timezone = "UTC"
         if "timezone" in fields:
-            timezone = str(fields["timezone"].value)
+            wrong = zone_problem(fields["timezone"].value)
+            if wrong is not None:
+                schedule_nodes.report(node, [wrong], errors)  # at export.timezone
+            else:
+                timezone = str(fields["timezone"].value)
         schedule = fields["schedule"]
-        job, problems = parse_job("sync", _when(schedule), timezone)
-        for problem in problems:
-            at = fields.get("timezone", schedule) if problem.path == ("timezone",) else schedule
-            for key in problem.path if at is schedule else ():
-                child = at.value.get(key) if isinstance(at.value, dict) else None
-                if child is None:
-                    break
-                at = child
-            errors.append(RuleError(at.mark, problem.message, text=at.text, hint=problem.hint))
+        job, problems = parse_job("sync", schedule_nodes.plain(schedule), timezone)
+        schedule_nodes.report(schedule, problems, errors)
         if source is None:
             errors.append(
                 RuleError(

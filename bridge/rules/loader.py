@@ -21,6 +21,7 @@ import yaml
 from scim2_models import SCIMException
 from scim2_models import ScimFilter
 
+from bridge.rules import schedule_nodes
 from bridge.rules.aliases import expand_filter
 from bridge.rules.aliases import expand_path
 from bridge.rules.feeds import FEEDS_FILE
@@ -591,31 +592,12 @@ def _window(node: Node | None, errors: list[RuleError]) -> timedelta:
     return window
 
 
-def _schedule_value(node: Node) -> Any:
-    """The plain values of ``schedule:``; a time written unquoted (``at: 02:00``, which YAML
-    1.1 reads as the sexagesimal number 120) is kept as written."""
-    if isinstance(node.value, dict):
-        return {key: _schedule_value(child) for key, child in node.value.items()}
-    if isinstance(node.value, list):
-        return [_schedule_value(child) for child in node.value]
-    if isinstance(node.value, int | float) and ":" in node.text:
-        return node.text
-    return node.value
-
-
 def _schedule(node: Node | None, errors: list[RuleError]) -> Schedule:
     """``schedule:`` through ``bridge.schedule.parse``, each problem at the key it is about."""
     if node is None:
         return Schedule()
-    schedule, problems = parse_schedule(_schedule_value(node))
-    for problem in problems:
-        at = node
-        for key in problem.path:
-            child = at.value.get(key) if isinstance(at.value, dict) else None
-            if child is None:
-                break
-            at = child
-        errors.append(RuleError(at.mark, problem.message, text=at.text, hint=problem.hint))
+    schedule, problems = parse_schedule(schedule_nodes.plain(node))
+    schedule_nodes.report(node, problems, errors)
     return schedule
 
 
