@@ -203,9 +203,7 @@ def _feeds(conn: Any, ruleset: RuleSet | None) -> dict[str, Any]:
             if last is None
             else {
                 "run": last["run_id"],
-                "at": last["created"].isoformat()
-                if hasattr(last["created"], "isoformat")
-                else str(last["created"]),
+                "at": _iso(last["created"]),
                 "people": last.get("people"),
                 "counts": {k: last.get(k, 0) for k in ("create", "update", "deactivate")},
                 "rejected": last.get("rejected", 0),
