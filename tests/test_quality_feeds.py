@@ -115,3 +115,30 @@ def test_refusal_counts_add_up_across_connections(database_url: str) -> None:
         assert (found["count"], found["last_reason"]) == (3, "old")
     finally:
         db.dispose()
+
+
+def test_each_kind_of_refusal_says_what_to_fix(database_url: str, workday_rules: Path) -> None:
+    from datetime import UTC
+    from datetime import datetime
+
+    db: Database = connect(database_url)
+    try:
+        now = datetime(2026, 12, 7, tzinfo=UTC)
+        for kind, error in (
+            ("event", "forged"),
+            ("export", "forbidden"),
+            ("export", "unknown token"),
+        ):
+            db.run(
+                lambda tx, kind=kind, error=error: webhook_refusals.record(
+                    tx, feed="workday", kind=kind, error=error, reason="as refused", now=now
+                )
+            )
+    finally:
+        db.dispose()
+    text = run_cli(database_url, workday_rules, "quality").output
+    assert "1 webhook(s) refused (forged)" in text
+    assert "the HRIS and the bridge hold different secrets" in text
+    assert "1 export upload(s) refused (forbidden)" in text
+    assert "lacks the write scope" in text
+    assert "bridge tokens create NAME --scope write" in text

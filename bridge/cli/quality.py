@@ -249,6 +249,10 @@ REFUSAL_FIX = {
     "stale": "the timestamp is outside the tolerance: check the HRIS's clock, or its retries "
     "of old events",
     "not configured": "no secret is set in the bridge for this feed: set its env variable",
+    "unknown token": "the upload's bearer token is unknown or revoked: create one with "
+    "`bridge tokens create NAME --scope write`",
+    "forbidden": "the upload's bearer token lacks the write scope: give the transfer job a "
+    "token of the write scope",
 }
 
 
