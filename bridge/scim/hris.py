@@ -194,14 +194,16 @@ def parse_event(body: bytes, fallback_id: str | None) -> HrEvent:
 
 
 async def count_refusal(
-    db: Any, feeds: Mapping[str, Feed], name: str, kind: str, exc: Refused, now: datetime
+    provisioner: Provisioner, name: str, kind: str, exc: Refused, now: datetime
 ) -> None:
-    """Count a refusal of a declared feed durably (``bridge quality`` shows it); nothing of
-    the body is kept. An undeclared feed (404) is not counted: anyone could invent names."""
-    if name not in feeds or exc.status == 404:
+    """Count a refusal of a feed the rules in force declare, durably (``bridge quality``
+    shows it); nothing of the body is kept. An undeclared feed (404) is not counted: anyone
+    could invent names."""
+    ruleset = provisioner.projector.rules()
+    if ruleset is None or name not in ruleset.feeds or exc.status == 404:
         return
     try:
-        await db.run_async(
+        await provisioner.db.run_async(
             lambda tx: webhook_refusals.record(
                 tx, feed=name, kind=kind, error=exc.error, reason=exc.reason, now=now
             )
@@ -263,9 +265,7 @@ class HrisIntake:
                 exc.reason,
                 extra={"feed": name, "event": event_id},
             )
-            await count_refusal(
-                self.db, self.feeds(), name, webhook_refusals.EVENT, exc, self.now()
-            )
+            await count_refusal(self.provisioner, name, webhook_refusals.EVENT, exc, self.now())
             headers = {"Retry-After": "60"} if exc.status == 503 else None
             return JSONResponse(
                 {"error": exc.error, "reason": exc.reason}, exc.status, headers=headers

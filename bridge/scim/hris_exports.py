@@ -91,11 +91,7 @@ class HrisExports:
         except Refused as exc:
             level = logging.ERROR if exc.status >= 500 else logging.WARNING
             log.log(level, "HR export of feed %s refused (%s): %s", name, exc.status, exc.reason)
-            ruleset = self.provisioner.projector.rules()
-            feeds = {} if ruleset is None else ruleset.feeds
-            await count_refusal(
-                self.provisioner.db, feeds, name, webhook_refusals.EXPORT, exc, now_utc()
-            )
+            await count_refusal(self.provisioner, name, webhook_refusals.EXPORT, exc, now_utc())
             return JSONResponse({"error": exc.error, "reason": exc.reason}, exc.status)
         except ClientDisconnect:
             return Response(status_code=499)
