@@ -41,6 +41,17 @@ def record_of(answer: Any) -> dict[str, Any]:
     raise FetchError("the HRIS answered something other than a JSON object", retryable=False)
 
 
+def bearer(variable: str | None, env: Mapping[str, str], key: str) -> dict[str, str]:
+    """The ``Authorization`` header of the token the environment variable ``variable`` (a
+    feed's ``key``) holds; none without a variable; FetchError when it is not set."""
+    if not variable:
+        return {}
+    token = env.get(variable)
+    if not token:
+        raise FetchError(f"{variable} is not set ({key})", retryable=False)
+    return {"Authorization": f"Bearer {token}"}
+
+
 class HrisFetcher:
     """Reads HR records from the feeds' HRIS APIs over one HTTP client."""
 
@@ -53,11 +64,7 @@ class HrisFetcher:
         if not feed.fetch_url:
             raise FetchError(f"feed {feed.name!r} declares no fetch.url", retryable=False)
         headers = {"Accept": "application/json"}
-        if feed.fetch_token:
-            token = self.env.get(feed.fetch_token)
-            if not token:
-                raise FetchError(f"{feed.fetch_token} is not set", retryable=False)
-            headers["Authorization"] = f"Bearer {token}"
+        headers.update(bearer(feed.fetch_token, self.env, "fetch.token"))
         url = record_url(feed, external_id)
         try:
             response = await self.client.get(url, headers=headers, timeout=TIMEOUT_SECONDS)
@@ -85,11 +92,7 @@ async def download_export(
     with the bearer token the environment variable ``token_variable`` holds; the bytes
     written. FetchError (with the HTTP status) when the HRIS does not give it."""
     headers = {"Accept": "text/csv, application/x-ndjson, application/jsonl, */*"}
-    if token_variable:
-        token = env.get(token_variable)
-        if not token:
-            raise FetchError(f"{token_variable} is not set (export.token)", retryable=False)
-        headers["Authorization"] = f"Bearer {token}"
+    headers.update(bearer(token_variable, env, "export.token"))
     written = 0
     async with httpx.AsyncClient(timeout=EXPORT_TIMEOUT, follow_redirects=True) as client:
         try:
