@@ -268,6 +268,16 @@ def shipped_rules(directory: Path, simulator_url: str | None = None) -> Path:
     return rules
 
 
+@pytest.fixture
+def feed_rules(tmp_path: Path) -> Path:
+    """The shipped benefits rules, uncapped (each write admits its person), and feeds.yaml."""
+    from tests.pilots import uncapped
+
+    rules = uncapped(shipped_rules(tmp_path))
+    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
+    return rules
+
+
 def run_cli(database_url: str, rules_dir: Path, *args: str, **more_env: str) -> Result:
     """``bridge ARGS`` against a test database and rules directory (wide output, no token;
     ``more_env``: credentials and other variables)."""

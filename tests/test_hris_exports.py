@@ -5,7 +5,6 @@ through the Provisioner in the background. Through the real ASGI app on both dat
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,7 @@ from bridge.scim.hris import HrisIntake
 from bridge.store import schedule_runs
 from bridge.store.engine import Database
 from tests.conftest import NOW
-from tests.conftest import ROOT
 from tests.conftest import TOKEN
-from tests.conftest import shipped_rules
-from tests.pilots import uncapped
 from tests.test_sync import HEADER
 from tests.test_sync import row
 from tests.test_sync import user
@@ -43,11 +39,9 @@ def csv(*numbers: int) -> bytes:
 
 @pytest.fixture
 async def http(
-    tmp_path: Path, db: Database, catalog: Catalog, settings: Settings
+    feed_rules: Path, db: Database, catalog: Catalog, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    rules = uncapped(shipped_rules(tmp_path))
-    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
-    book = RuleBook(rules, lambda d: check_directory(d, catalog))
+    book = RuleBook(feed_rules, lambda d: check_directory(d, catalog))
     book.load()
     ruled = Provisioner(db, catalog, rules=book.current, clock=lambda: NOW)
     env = {"HRIS_WEBHOOK_SECRET": SECRET}

@@ -6,19 +6,13 @@ make in the HRIS."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-
-import pytest
 
 from bridge.provision.feed_quality import feed_quality
 from bridge.store import webhook_refusals
 from bridge.store.engine import Database
 from bridge.store.engine import connect
-from tests.conftest import ROOT
 from tests.conftest import run_cli
-from tests.conftest import shipped_rules
-from tests.pilots import uncapped
 from tests.test_sync import export
 from tests.test_sync import row
 from tests.test_sync import sync
@@ -31,22 +25,15 @@ from tests.test_webhooks import standard_headers
 HR = "urn:ietf:params:scim:schemas:extension:bridge:2.0:HrUser"
 
 
-@pytest.fixture
-def workday_rules(tmp_path: Path) -> Path:
-    rules = uncapped(shipped_rules(tmp_path))
-    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
-    return rules
-
-
 def test_feed_people_with_a_broken_email_or_an_unknown_role_code_are_listed_with_the_fix(
-    database_url: str, workday_rules: Path, tmp_path: Path
+    database_url: str, feed_rules: Path, tmp_path: Path
 ) -> None:
     people = [row(n) for n in range(1, 8)]
     people[2] = people[2].replace("Person3@Example.com", "person3-at-example.com")
     people[4] = people[4].replace("BEN_CHOICE_2026;EMPLOYEE", "BEN_CHOISE_2026;EMPLOYEE")
-    result, _ = sync(database_url, workday_rules, export(tmp_path, "people.csv", *people))
+    result, _ = sync(database_url, feed_rules, export(tmp_path, "people.csv", *people))
     assert result.exit_code == 0, result.output
-    report = run_cli(database_url, workday_rules, "quality", "--json")
+    report = run_cli(database_url, feed_rules, "quality", "--json")
     checks = json.loads(report.output)["feeds"]["workday"]["people"]
     assert checks["people"] == 7
     assert checks["missing_email"]["count"] == 0
@@ -59,7 +46,7 @@ def test_feed_people_with_a_broken_email_or_an_unknown_role_code_are_listed_with
         1,
         "BEN_CHOICE_2026",
     )
-    text = run_cli(database_url, workday_rules, "quality").output
+    text = run_cli(database_url, feed_rules, "quality").output
     assert "1 person with a work email that is not an address (E0003" in text
     assert "role code 'BEN_CHOISE_2026' held by 1 person" in text
     assert "did you mean BEN_CHOICE_2026?" in text
@@ -117,7 +104,7 @@ def test_refusal_counts_add_up_across_connections(database_url: str) -> None:
         db.dispose()
 
 
-def test_each_kind_of_refusal_says_what_to_fix(database_url: str, workday_rules: Path) -> None:
+def test_each_kind_of_refusal_says_what_to_fix(database_url: str, feed_rules: Path) -> None:
     from datetime import UTC
     from datetime import datetime
 
@@ -136,7 +123,7 @@ def test_each_kind_of_refusal_says_what_to_fix(database_url: str, workday_rules:
             )
     finally:
         db.dispose()
-    text = run_cli(database_url, workday_rules, "quality").output
+    text = run_cli(database_url, feed_rules, "quality").output
     assert "1 webhook(s) refused (forged)" in text
     assert "the HRIS and the bridge hold different secrets" in text
     assert "1 export upload(s) refused (forbidden)" in text

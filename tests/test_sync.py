@@ -5,13 +5,11 @@ path as a SCIM write (journal, rules, outbox); an empty or truncated export is r
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from click.testing import Result
 from sqlalchemy import func
@@ -31,18 +29,8 @@ from tests.conftest import ENTERPRISE
 from tests.conftest import HR
 from tests.conftest import ROOT
 from tests.conftest import run_cli
-from tests.conftest import shipped_rules
-from tests.pilots import uncapped
 
 HEADER = "employee_id,email,first_name,last_name,job_title,department,status,role_codes"
-
-
-@pytest.fixture
-def feed_rules(tmp_path: Path) -> Path:
-    """The shipped benefits rules (uncapped: each write admits its person) and feeds.yaml."""
-    rules = uncapped(shipped_rules(tmp_path))
-    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
-    return rules
 
 
 def row(number: int, *, title: str = "Clerk", codes: str = "BEN_CHOICE_2026;EMPLOYEE") -> str:

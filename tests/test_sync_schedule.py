@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,9 +24,6 @@ from bridge.scheduler import job_key
 from bridge.schemas import Catalog
 from bridge.store import schedule_runs
 from bridge.store.engine import Database
-from tests.conftest import ROOT
-from tests.conftest import shipped_rules
-from tests.pilots import uncapped
 from tests.test_scheduler import Clock
 from tests.test_scheduler import book_of
 from tests.test_scheduler import utc
@@ -38,14 +34,6 @@ from tests.test_sync import row
 
 SYNC = job_key("feed:workday", "sync")
 TOKEN = "s3cret"  # noqa: S105 (the test HRIS's token)
-
-
-@pytest.fixture
-def feed_rules(tmp_path: Path) -> Path:
-    """The shipped benefits rules (uncapped) and feeds.yaml."""
-    rules = uncapped(shipped_rules(tmp_path))
-    shutil.copy(ROOT / "rules" / "feeds.yaml", rules / "feeds.yaml")
-    return rules
 
 
 def synced_any(ran: list[dict[str, object]]) -> bool:
