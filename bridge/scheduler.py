@@ -396,8 +396,10 @@ class Work:
         temporary file) and sync it (``bridge sync --feed``). A missing file, an HRIS that
         does not answer or a refused export (empty, truncated) fails the run with the reason."""
         source = feed.export.source
-        if source is None or self.provisioner is None:
+        if source is None:  # the loader refuses it; a rule set built otherwise may not
             raise ExportError(f"feed {feed.name!r}: export.schedule without export.source")
+        if self.provisioner is None:
+            raise ExportError("this bridge's scheduler was built without a provisioner to sync")
         with contextlib.ExitStack() as stack:
             if source.startswith(("https://", "http://")):
                 spool = stack.enter_context(
