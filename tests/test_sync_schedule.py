@@ -119,7 +119,9 @@ def test_scheduled_export_from_a_file_drop_is_synced_and_a_truncated_one_fails_t
     clock.now += timedelta(hours=1)
     ran = synced(asyncio.run(runner.run_once()))
     assert ran["state"] == schedule_runs.FAILED
-    assert "10 people" in str(last_run(db)["error"]) or "truncated" in str(last_run(db)["error"])
+    error = str(last_run(db)["error"])
+    assert "the export lists 10 people, 50.0 % of the last accepted export's 20" in error
+    assert "refused as truncated, nothing written" in error
     active = RESOURCES.c.active.is_(True)
     assert count(db, RESOURCES, RESOURCES.c.type == "User", active) == 20  # nobody deactivated
 
