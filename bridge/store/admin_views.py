@@ -28,6 +28,7 @@ from bridge.store.outbox import OUTBOX
 from bridge.store.raw import read_object
 from bridge.store.raw import read_time
 from bridge.store.raw import utc
+from bridge.store.resources import person_keys
 from bridge.store.runs import RUNS
 from bridge.store.tables import AttributeValueRow
 from bridge.store.tables import JournalRow
@@ -125,12 +126,7 @@ def find_people(conn: Connection, text: str, *, policy: str, limit: int = 20) ->
     exact = conn.execute(
         select(*_PERSON_COLUMNS)
         .where(R.c.type == "User")
-        .where(
-            (R.c.id == text)
-            | (R.c.external_id == text)
-            | (R.c.name_key == names.key(text, policy))
-            | R.c.pk.in_(by_email)
-        )
+        .where(person_keys(text, policy) | R.c.pk.in_(by_email))
         .order_by(R.c.name_key)
         .limit(limit)
     ).all()

@@ -57,6 +57,11 @@ from bridge.store.values import index_rows
 from bridge.store.values import indexed_attributes
 
 
+def person_keys(key: str, policy: str) -> Any:
+    """A user is ``key``: their id, externalId, or userName as SCIM compares it (``policy``)."""
+    return (R.c.id == key) | (R.c.external_id == key) | (R.c.name_key == names.key(key, policy))
+
+
 class UniquenessError(Exception):
     """A write would duplicate a unique attribute (RFC 7644 §3.3: 409 ``uniqueness``)."""
 
@@ -377,11 +382,7 @@ class ResourceStore:
         row = conn.execute(
             select(*_RECORD_COLUMNS)
             .where(R.c.type == "User")
-            .where(
-                (R.c.id == key)
-                | (R.c.external_id == key)
-                | (R.c.name_key == names.key(key, self.username_policy))
-            )
+            .where(person_keys(key, self.username_policy))
             .limit(1)
         ).first()
         return _record(row) if row is not None else None
